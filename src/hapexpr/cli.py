@@ -1,0 +1,134 @@
+"""The ``hapexpr`` command line: thin wrappers that parse options and call the stages.
+
+Heavy libraries (torch, transformers, ray, msprime) are imported inside the commands that need
+them, so ``hapexpr --help`` answers at once. Every :class:`HapexprError` becomes one paragraph on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hapexpr import __version__
+from hapexpr.errors import HapexprError
+
+app = typer.Typer(
+    name="hapexpr",
+    help="Predict each person's gene expression from their own DNA with genomic foundation models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _friendly(func):
+    """Turn the project's errors (and a Ctrl-C) into a one-paragraph message and exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except HapexprError as exc:
+            from rich.console import Console
+
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted; rerun the same command to resume", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hapexpr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+
+
+@app.command()
+@_friendly
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the cohort into.")],
+    individuals: Annotated[int, typer.Option(min=4, help="Number of people.")] = 290,
+    genes: Annotated[int, typer.Option(min=1, help="Number of genes.")] = 20,
+    window: Annotated[int, typer.Option(min=100, help="Window around each TSS that carries the simulated variation (bp).")] = 6000,
+    h2: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Heritability of every gene; default varies across genes (some 0).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Simulate a realistic cohort (msprime) in standard files."""
+    from hapexpr.simulate import simulate_cohort
+
+    simulate_cohort(out, individuals=individuals, genes=genes, window=window, h2=h2, seed=seed, overwrite=overwrite)
+
+
+@app.command()
+@_friendly
+def haplotypes(
+    vcf: Annotated[Path, typer.Option("--vcf", help="Phased, bgzipped and indexed VCF/BCF.")],
+    fasta: Annotated[Path, typer.Option("--fasta", help="Reference FASTA.")],
+    region: Annotated[str, typer.Option("--region", help="CHR:START-END, 1-based inclusive.")],
+    samples: Annotated[Optional[str], typer.Option("--samples", help="Comma-separated sample ids (default all).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="FASTA to write (default stdout).")] = None,
+    allow_unphased: Annotated[bool, typer.Option("--allow-unphased", help="Use unphased genotypes in the order written.")] = False,
+) -> None:
+    """Both haplotypes of each sample over a region, as `bcftools consensus -H 1pIu/2pIu`."""
+    from hapexpr.haplotypes import haplotypes_fasta
+
+    haplotypes_fasta(
+        vcf, fasta, region,
+        samples=None if samples is None else [s for s in samples.split(",") if s],
+        out=out, allow_unphased=allow_unphased,
+    )
+
+
+@app.command()
+@_friendly
+def prepare(
+    vcf: Annotated[Path, typer.Option("--vcf", help="Phased, bgzipped and indexed VCF/BCF.")],
+    fasta: Annotated[Path, typer.Option("--fasta", help="Reference FASTA (indexed if not).")],
+    genes: Annotated[Path, typer.Option("--genes", help="GENCODE GTF/GFF3, or BED/TSV of TSSs.")],
+    expression: Annotated[Path, typer.Option("--expression", help="tensorQTL BED(.gz), or TSV/parquet genes x samples.")],
+    out: Annotated[Path, typer.Option("--out", help="Study directory to write.")],
+    covariates: Annotated[Optional[Path], typer.Option("--covariates", help="Covariates x samples TSV (tensorQTL layout).")] = None,
+    window: Annotated[int, typer.Option(min=12, max=196_608, help="Window around each TSS (bp).")] = 6000,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds over individuals.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
+    residualised: Annotated[bool, typer.Option("--residualised", help="Expression is already residualised; ignore covariates.")] = False,
+    allow_unphased: Annotated[bool, typer.Option("--allow-unphased", help="Accept unphased genotypes (see docs).")] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Read the user's files once and write a study directory."""
+    from hapexpr.prepare import prepare_study
+
+    prepare_study(
+        vcf=vcf, fasta=fasta, genes=genes, expression=expression, covariates=covariates, out=out,
+        window=window, folds=folds, seed=seed, residualised=residualised,
+        allow_unphased=allow_unphased, overwrite=overwrite,
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""``stack``: the base methods' predictions combined by non-negative least squares.
+
+Nested so that no held-out individual's expression reaches its own prediction: for outer fold k,
+the combiner is trained on predictions for the training individuals that come from an inner
+cross-validation over the training folds only (each base model trained without fold k and
+without the individual's own inner fold), and it is applied to the predictions of base models
+trained on all training folds. That costs K x (K-1) + K base fits per gene and method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import nnls
+
+from hapexpr.train import cross_validate_gene, residualise
+
+
+@dataclass
+class NNLSCombiner:
+    """y ~ intercept + sum_b w_b * pred_b with w_b >= 0 (centred, so the intercept is free)."""
+
+    weights_: np.ndarray = field(default=None, repr=False)
+    intercept_: float = 0.0
+
+    def fit(self, P: np.ndarray, y: np.ndarray) -> NNLSCombiner:
+        """P: (samples, methods) base predictions; y: (samples,)."""
+        mp, my = P.mean(axis=0), y.mean()
+        self.weights_, _ = nnls(P - mp, y - my)
+        self.intercept_ = float(my - mp @ self.weights_)
+        return self
+
+    def predict(self, P: np.ndarray) -> np.ndarray:
+        return P @ self.weights_ + self.intercept_
+
+
+def stack_gene(
+    features: list[np.ndarray],
+    makers: list,
+    y: np.ndarray,
+    covariates: np.ndarray | None,
+    folds: np.ndarray,
+    *,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold (observed, predicted, weights) of the stacked model for one gene.
+
+    features[b]: (samples, ...) features of base method b; makers[b]: its estimator factory.
+    Returns observed and predicted (samples,), and weights (folds, methods).
+    """
+    ks = np.unique(folds)
+    observed = np.full(len(y), np.nan)
+    predicted = np.full(len(y), np.nan)
+    weights = np.zeros((len(ks), len(features)))
+    for i, k in enumerate(ks):
+        test, train = folds == k, folds != k
+        inner = [int(j) for j in ks if j != k]
+        P_train = np.column_stack(
+            [cross_validate_gene(X, y, covariates, folds, make, seed=seed, train_folds=inner)[1][train]
+             for X, make in zip(features, makers)]
+        )
+        y_res = residualise(y, covariates, train)
+        P_test = np.column_stack(
+            [make(seed + int(k)).fit(X[train], y_res[train]).predict(X[test]) for X, make in zip(features, makers)]
+        )
+        comb = NNLSCombiner().fit(P_train, y_res[train])
+        observed[test], predicted[test] = y_res[test], comb.predict(P_test)
+        weights[i] = comb.weights_
+    return observed, predicted, weights

@@ -1,0 +1,252 @@
+"""The study directory: the contract between stages.
+
+``prepare`` writes it once; every later stage opens it read-only through :class:`Study` and
+writes only its own part (``embeddings/``, ``models/``, ``predictions.tsv``, ...). Layout and
+columns are documented in ``docs/study-directory.md``.
+
+Axes are fixed everywhere: ``(genes, samples, haplotypes, ...)``; the sample axis is the order
+of ``samples.tsv`` and the haplotype axis has length 2 (ploidy).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hapexpr.errors import StudyError
+
+FORMAT_VERSION = 1
+PLOIDY = 2
+GENE_COLUMNS = [
+    "gene_id",
+    "gene_name",
+    "chrom",
+    "tss",
+    "strand",
+    "window_start",
+    "window_end",
+    "n_variants",
+    "n_unique_haplotypes",
+]
+
+
+def gene_file_name(gene_id: str) -> str:
+    """File name of a gene's arrays; gene ids may hold characters unsafe in file names."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", gene_id) + ".npz"
+
+
+@dataclass(frozen=True)
+class GeneData:
+    """Everything ``prepare`` stored for one gene.
+
+    Haplotype sequences are not stored base by base (at Enformer's 196,608 bp that would be
+    ~100 MB a gene): they are fully determined by the reference over the gene's region and the
+    ALT alleles each distinct haplotype carries, and are rebuilt on access by the same code that
+    ``prepare`` and ``hapexpr haplotypes`` use.
+
+    variants: table ``variant_id chrom pos ref alt in_window`` in reference coordinates (1-based
+        ``pos``), one row per biallelic record in the region (window plus margin), in VCF order;
+        ``in_window`` marks the records that touch the window itself.
+    genotypes: (variants, samples, haplotypes) int8, 0 = REF, 1 = ALT.
+    hap_index: (samples, haplotypes) int32, row of ``hap_alleles`` carried by each person.
+    hap_alleles: (unique, variants) bool, the ALT alleles carried by each distinct haplotype.
+    reference: upper-case reference bases over ``region_start..region_start+len-1`` (1-based);
+        the region is the window plus a margin so indels never leave the window short.
+    """
+
+    gene_id: str
+    chrom: str
+    tss: int
+    strand: str
+    window: int
+    region_start: int
+    reference: bytes
+    variants: pd.DataFrame
+    genotypes: np.ndarray
+    hap_index: np.ndarray
+    hap_alleles: np.ndarray
+
+    @property
+    def tss_offset(self) -> int:
+        """0-based index of the TSS in every window sequence."""
+        return self.window // 2
+
+    @property
+    def dosages(self) -> np.ndarray:
+        """(variants, samples) float32 ALT allele dosage in 0..2."""
+        return self.genotypes.sum(axis=2, dtype=np.int16).astype(np.float32)
+
+    @cached_property
+    def sequences(self) -> list[bytes]:
+        """(unique,) window sequences of the distinct haplotypes, 5'->3' on the gene's strand,
+        each ``window`` bp long with the TSS at ``tss_offset``."""
+        from hapexpr.windows import window_sequences
+
+        return window_sequences(self)
+
+    def sequence(self, sample: int, haplotype: int) -> bytes:
+        return self.sequences[int(self.hap_index[sample, haplotype])]
+
+
+def write_gene(path: Path, data: GeneData) -> None:
+    """Write one gene's arrays as an ``.npz`` (no pickled objects)."""
+    v = data.variants
+    with open(path, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            chrom=np.str_(data.chrom),
+            tss=np.int64(data.tss),
+            strand=np.str_(data.strand),
+            window=np.int64(data.window),
+            region_start=np.int64(data.region_start),
+            reference=np.frombuffer(data.reference, dtype=np.uint8),
+            variant_id=np.asarray(v["variant_id"], dtype=str),
+            pos=np.asarray(v["pos"], dtype=np.int64),
+            ref=np.asarray(v["ref"], dtype=str),
+            alt=np.asarray(v["alt"], dtype=str),
+            in_window=np.asarray(v["in_window"], dtype=bool),
+            genotypes=np.ascontiguousarray(data.genotypes, dtype=np.int8),
+            hap_index=np.ascontiguousarray(data.hap_index, dtype=np.int32),
+            hap_alleles=np.ascontiguousarray(data.hap_alleles, dtype=bool),
+        )
+
+
+def read_gene(path: Path, gene_id: str) -> GeneData:
+    with np.load(path, allow_pickle=False) as z:
+        chrom = str(z["chrom"])
+        n = len(z["pos"])
+        variants = pd.DataFrame(
+            {
+                "variant_id": z["variant_id"].astype(object),
+                "chrom": np.full(n, chrom, dtype=object),
+                "pos": z["pos"],
+                "ref": z["ref"].astype(object),
+                "alt": z["alt"].astype(object),
+                "in_window": z["in_window"],
+            }
+        )
+        return GeneData(
+            gene_id=gene_id,
+            chrom=chrom,
+            tss=int(z["tss"]),
+            strand=str(z["strand"]),
+            window=int(z["window"]),
+            region_start=int(z["region_start"]),
+            reference=z["reference"].tobytes(),
+            variants=variants,
+            genotypes=z["genotypes"],
+            hap_index=z["hap_index"],
+            hap_alleles=z["hap_alleles"],
+        )
+
+
+class Study:
+    """A prepared study directory, opened read-only.
+
+    >>> study = Study.open("s")
+    >>> study.samples            # sample_id, fold (the sample axis of every array)
+    >>> study.genes              # one row per gene, columns GENE_COLUMNS
+    >>> study.expression         # (genes, samples) DataFrame, as given (not residualised)
+    >>> study.gene("ENSG...")    # GeneData
+    """
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path = path
+        self.meta = meta
+
+    @classmethod
+    def open(cls, path: str | Path) -> Study:
+        path = Path(path)
+        meta_path = path / "study.json"
+        if not meta_path.exists():
+            raise StudyError(
+                "no complete study here (study.json is missing)",
+                path=path,
+                hint="run `hapexpr prepare ... --out "
+                f"{path}` first; if it was interrupted, rerun the same command to finish it",
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StudyError(f"study.json is not valid JSON ({exc})", path=meta_path) from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise StudyError(
+                f"study format version {meta.get('format_version')} is not the version this "
+                f"hapexpr reads ({FORMAT_VERSION})",
+                path=meta_path,
+                hint="prepare the study again with this version of hapexpr",
+            )
+        return cls(path, meta)
+
+    @property
+    def params(self) -> dict:
+        return self.meta["params"]
+
+    @property
+    def window(self) -> int:
+        return int(self.params["window"])
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.params["folds"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.params["seed"])
+
+    @property
+    def residualised(self) -> bool:
+        """True when the user said the expression is already residualised on covariates."""
+        return bool(self.params.get("residualised", False))
+
+    @cached_property
+    def samples(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / "samples.tsv", sep="\t", dtype={"sample_id": str})
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return list(self.samples["sample_id"])
+
+    @property
+    def folds(self) -> np.ndarray:
+        """(samples,) int fold of each sample, 0..K-1."""
+        return self.samples["fold"].to_numpy()
+
+    @cached_property
+    def genes(self) -> pd.DataFrame:
+        return pd.read_csv(
+            self.path / "genes.tsv", sep="\t", dtype={"gene_id": str, "gene_name": str, "chrom": str}
+        )
+
+    @property
+    def gene_ids(self) -> list[str]:
+        return list(self.genes["gene_id"])
+
+    @cached_property
+    def expression(self) -> pd.DataFrame:
+        """(genes, samples) float64, index gene_id, columns sample_id in study order."""
+        df = pd.read_csv(self.path / "expression.tsv", sep="\t", index_col=0, dtype={0: str})
+        df.index = df.index.astype(str)
+        return df
+
+    @cached_property
+    def covariates(self) -> pd.DataFrame | None:
+        """(covariates, samples) float64, or None when the study has no covariates."""
+        path = self.path / "covariates.tsv"
+        if not path.exists():
+            return None
+        df = pd.read_csv(path, sep="\t", index_col=0)
+        df.index = df.index.astype(str)
+        return df
+
+    def gene(self, gene_id: str) -> GeneData:
+        path = self.path / "genes" / gene_file_name(gene_id)
+        if not path.exists():
+            raise StudyError(f"gene {gene_id} is not in this study", path=self.path)
+        return read_gene(path, gene_id)
