@@ -126,6 +126,72 @@ def prepare(
     )
 
 
+@app.command()
+@_friendly
+def embed(
+    study: Annotated[Path, typer.Argument(help="Study directory written by `hapexpr prepare`.")],
+    model: Annotated[str, typer.Option("--model", help="'tiny' (random NT-architecture model, offline demo) or a local checkpoint directory.")] = "tiny",
+    layer: Annotated[Optional[int], typer.Option("--layer", help="Hidden-state layer: 0 = token embeddings, default the last; -1 counts from the end.")] = None,
+    bins: Annotated[int, typer.Option("--bins", min=1, help="TSS-centred bins to pool each window into.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")] = 8,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (bf16 autocast on CUDA).")] = "cpu",
+    engine: Annotated[str, typer.Option("--engine", help="local, or ray (Ray Data; pip install hapexpr[distributed]).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: start a local one).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a checkpoint's own Python code (NT v2).")] = False,
+) -> None:
+    """Embed each distinct haplotype window once into STUDY/embeddings/<fingerprint>/."""
+    from hapexpr.embed import run_embed
+
+    run_embed(
+        study, model=model, layer=layer, bins=bins, batch_size=batch_size, device=device,
+        engine=engine, ray_address=ray_address, trust_remote_code=trust_remote_code,
+    )
+
+
+@app.command()
+@_friendly
+def fit(
+    study: Annotated[Path, typer.Argument(help="Study directory.")],
+    method: Annotated[str, typer.Option("--method", help="elastic-net, nt-transformer, ridge-probe, enformer or stack.")],
+    seed: Annotated[int, typer.Option(help="Seed of every model fit (folds come from the study).")] = 0,
+    fingerprint: Annotated[Optional[str], typer.Option(help="Which embeddings to use when the study holds several.")] = None,
+    cis_window: Annotated[Optional[int], typer.Option("--cis-window", min=0, help="elastic-net: variants within +-BP of the TSS, read from the study's VCF (default: the study window).")] = None,
+    maf: Annotated[float, typer.Option(min=0.0, max=0.5, help="elastic-net: minor allele frequency filter.")] = 0.01,
+    multi_gene: Annotated[bool, typer.Option("--multi-gene", help="nt-transformer: one model shared across genes.")] = False,
+    holdout_genes: Annotated[float, typer.Option("--holdout-genes", min=0.0, max=0.99, help="nt-transformer --multi-gene: fraction of genes never trained on.")] = 0.0,
+    pairwise_weight: Annotated[Optional[float], typer.Option("--pairwise-weight", min=0.0, help="nt-transformer: weight of the pairwise-difference loss (default in docs/nt-transformer.md).")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", min=1, help="nt-transformer: epoch cap (early stopping usually ends sooner).")] = None,
+    model: Annotated[str, typer.Option("--model", help="enformer: `tiny` or a local checkpoint directory.")] = "tiny",
+    track: Annotated[int, typer.Option(help="enformer: output track scored zero-shot (5110 = CAGE GM12878).")] = 5110,
+    head: Annotated[str, typer.Option(help="enformer: zero-shot or ridge.")] = "zero-shot",
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="enformer: input length (default 196,608 for real weights).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="enformer: sequences per forward pass.")] = 2,
+    device: Annotated[str, typer.Option(help="enformer: cpu, cuda or auto.")] = "cpu",
+    base: Annotated[Optional[str], typer.Option(help="stack: comma-separated base methods (default: all already fit).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train a method under the study's cross-validation; out-of-fold predictions go to predictions.tsv."""
+    from hapexpr.fit import FitOptions, run_fit
+
+    opts = FitOptions(
+        seed=seed, fingerprint=fingerprint, cis_window=cis_window, maf=maf, multi_gene=multi_gene,
+        holdout_genes=holdout_genes, pairwise_weight=pairwise_weight, max_epochs=max_epochs, model=model,
+        track=track, head=head, seq_len=seq_len, batch_size=batch_size, device=device,
+        base=None if base is None else tuple(b for b in base.split(",") if b),
+    )
+    run_fit(study, method, options=opts, overwrite=overwrite)
+
+
+@app.command()
+@_friendly
+def evaluate(study: Annotated[Path, typer.Argument(help="Study directory.")]) -> None:
+    """Per-gene correlations across held-out individuals -> STUDY/metrics.tsv, and a summary."""
+    from hapexpr.evaluate import evaluate_study, print_summary
+
+    _, summary, comparisons = evaluate_study(study)
+    print_summary(summary, comparisons)
+
+
 def main() -> None:
     app()
 

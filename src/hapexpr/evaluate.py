@@ -125,14 +125,18 @@ def evaluate_study(study_path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, 
     return metrics, summary, comparisons
 
 
+_LABELS = {"mean_r": "mean r", "median_r": "median r", "frac_r_below_0": "r < 0", "mean_r_heritable": "mean r (h2>0)",
+           "mean_ceiling_heritable": "ceiling sqrt(h2)", "ratio_to_ceiling": "ratio"}
+
+
 def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     table = Table(title="Per-gene correlation across held-out individuals (pooled out-of-fold)")
     for col in summary.columns:
-        table.add_column(col, justify="left" if col == "method" else "right")
+        table.add_column(_LABELS.get(col, col), justify="left" if col == "method" else "right")
     for row in summary.itertuples(index=False):
         table.add_row(*[v if isinstance(v, str) else (f"{v:d}" if isinstance(v, (int, np.integer)) else f"{v:.3f}") for v in row])
     console.print(table)
