@@ -1,0 +1,130 @@
+"""Reference FASTA access: contig lengths, name matching and padded, upper-case fetches.
+
+Wraps pyfaidx (the field's indexed FASTA reader) rather than re-implementing ``.fai`` parsing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hapexpr.errors import InputError
+
+_CHR_PREFIX = re.compile(r"^chr", re.IGNORECASE)
+
+
+def _canonical_contig(name: str) -> str:
+    """Contig name without a ``chr`` prefix, mitochondria as ``M`` (``chrM`` == ``MT`` == ``M``)."""
+    bare = _CHR_PREFIX.sub("", name)
+    return "M" if bare.upper() in {"M", "MT"} else bare
+
+
+def resolve_contig(chrom: str, contigs) -> str | None:
+    """Match ``chrom`` to one of ``contigs``: exactly, else ignoring a ``chr`` prefix.
+
+    Returns ``None`` when nothing matches, and also when the prefix-free match is ambiguous
+    (e.g. both ``7`` and ``chr7`` exist but ``Chr7`` was asked for) so a wrong guess is never made.
+    """
+    contigs = list(contigs)
+    if chrom in contigs:
+        return chrom
+    want = _canonical_contig(chrom)
+    hits = [c for c in contigs if _canonical_contig(c) == want]
+    return hits[0] if len(hits) == 1 else None
+
+
+class Reference:
+    """An indexed reference FASTA; creates the ``.fai`` beside it when missing.
+
+    ``contigs`` maps contig name -> length (bp). ``fetch`` is 1-based inclusive, returns
+    upper-case bytes and pads positions outside the contig with ``N`` so that a window at a
+    contig edge always has the length asked for.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import pyfaidx
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError("reference FASTA not found", path=self.path, hint="check the --fasta path")
+        with open(self.path, "rb") as fh:
+            magic = fh.read(2)
+        if magic == b"\x1f\x8b":
+            raise InputError(
+                "the reference FASTA is gzip-compressed, which hapexpr does not read",
+                path=self.path,
+                hint=f"decompress it (`gunzip -c {self.path} > reference.fa`) and pass the .fa file",
+            )
+        fai = Path(str(self.path) + ".fai")
+        try:
+            self._fasta = pyfaidx.Fasta(
+                str(self.path), as_raw=True, sequence_always_upper=True
+            )
+        except PermissionError as exc:
+            raise InputError(
+                f"the FASTA has no index ({fai.name}) and one cannot be created there ({exc.strerror})",
+                path=self.path,
+                hint=f"run `samtools faidx {self.path}` where you can write, or copy the FASTA to a writable folder",
+            ) from None
+        except (pyfaidx.FastaIndexingError, pyfaidx.IndexNotFoundError, ValueError, OSError) as exc:
+            raise InputError(
+                f"cannot index the reference FASTA ({str(exc).strip() or type(exc).__name__})",
+                path=self.path,
+                hint=(
+                    "every sequence must have lines of one width (except its last) and unique names; "
+                    f"`samtools faidx {self.path}` reports the first problem"
+                ),
+            ) from None
+        self.contigs: dict[str, int] = {
+            name: int(rec.rlen) for name, rec in self._fasta.faidx.index.items()
+        }
+        if not self.contigs:
+            raise InputError("the reference FASTA holds no sequences", path=self.path)
+
+    def resolve(self, chrom: str) -> str | None:
+        """This FASTA's name for ``chrom`` (``chr7`` <-> ``7``), or ``None`` if it has none."""
+        return resolve_contig(chrom, self.contigs)
+
+    def _name(self, chrom: str) -> str:
+        name = self.resolve(chrom)
+        if name is None:
+            shown = ", ".join(list(self.contigs)[:8]) + (", ..." if len(self.contigs) > 8 else "")
+            raise InputError(
+                f"contig {chrom!r} is not in the reference (it has {shown})",
+                path=self.path,
+                hint="use a FASTA of the same genome build as the VCF and annotation",
+            )
+        return name
+
+    def fetch(self, chrom: str, start: int, end: int) -> bytes:
+        """Upper-case bases of ``chrom:start-end`` (1-based inclusive), ``N`` outside the contig.
+
+        Always returns ``end - start + 1`` bytes.
+        """
+        if end < start:
+            raise ValueError(f"end {end} < start {start}")
+        name = self._name(chrom)
+        length = self.contigs[name]
+        lo, hi = max(start, 1), min(end, length)
+        body = b""
+        if lo <= hi:
+            seq = self._fasta.faidx.fetch(name, lo, hi)
+            body = str(getattr(seq, "seq", seq)).encode("ascii").upper()
+            if len(body) != hi - lo + 1:
+                raise InputError(
+                    f"{name}:{lo}-{hi} came back {len(body)} bp long instead of {hi - lo + 1}",
+                    path=self.path,
+                    hint=f"the index is stale or the file is damaged; delete {self.path}.fai and run again",
+                )
+        left = b"N" * max(0, min(end, 0) - start + 1)  # positions < 1
+        right = b"N" * max(0, end - max(start, length + 1) + 1)  # positions > length
+        return left + body + right
+
+    def close(self) -> None:
+        self._fasta.close()
+
+    def __enter__(self) -> Reference:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
