@@ -101,7 +101,12 @@ def read_truth(study: Study) -> pd.DataFrame | None:
     if not path.exists():
         return None
     truth = pd.read_csv(path, sep="\t", dtype={"gene_id": str})
-    return truth[["gene_id", "h2"]] if {"gene_id", "h2"} <= set(truth.columns) else None
+    if not {"gene_id", "h2"} <= set(truth.columns):
+        return None
+    # Predictions are judged against expression residualised on the covariates, so the ceiling
+    # is the genetic share of what remains after that (the simulator records it).
+    col = "h2_residualised" if "h2_residualised" in truth.columns else "h2"
+    return truth[["gene_id", col]].rename(columns={col: "h2"})
 
 
 def evaluate_study(study_path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -82,7 +82,7 @@ def prepare_study(
     genes_df = _select_genes(genes_df, genes, expr_df, expression, reader, vcf, reference, fasta)
     fold = _assign_folds(len(samples), folds=folds, seed=seed)
 
-    inputs = {name: _fingerprint(p) for name, p in
+    inputs = {name: fingerprint_file(p) for name, p in
               [("vcf", vcf), ("fasta", fasta), ("genes", genes), ("expression", expression), ("covariates", covariates)]
               if p is not None}
     meta = {
@@ -192,7 +192,8 @@ def _assign_folds(n: int, *, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def _fingerprint(path: Path) -> dict:
+def fingerprint_file(path: Path) -> dict:
+    """Absolute path, size and sha256 of an input file (study.json records them)."""
     path = Path(path)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -1,0 +1,214 @@
+"""``simulate_cohort``: a synthetic cohort in the standard files a real study starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hapexpr.errors import InputError
+from hapexpr.simulate import writers
+from hapexpr.simulate.layout import Gene, Layout, layout_genes, random_reference
+from hapexpr.simulate.phenotypes import GeneTruth, dosages, genotype_pcs, simulate_expression
+from hapexpr.simulate.variants import Variants, assign_alleles, coalescent_haplotypes, concat, demography
+
+POPULATIONS = ("AFR", "EUR", "EAS")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Every knob of the simulation; the CLI exposes the first six."""
+
+    individuals: int = 290
+    genes: int = 20
+    window: int = 6000
+    h2: float | None = None
+    seed: int = 0
+    margin: int = 1000  # variation simulated this far beyond each side of the window (bp)
+    indel_fraction: float = 0.10
+    max_indel: int = 20
+    n_pcs: int = 5
+    null_fraction: float = 0.2  # share of genes with h2 = 0 when h2 is None
+    h2_low: float = 0.1
+    h2_high: float = 0.6
+    population_shares: tuple[float, float, float] = (0.3, 0.5, 0.2)  # AFR, EUR, EAS
+    covariate_sd: float = 0.3
+    # Genome-wide loci for the ancestry PCs (like a genotyping array); not written to the VCF.
+    background_loci: int = 40
+    background_length: int = 50_000
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """The simulated cohort in memory. ``expression`` is (genes, samples); ``pcs`` (pcs, samples)."""
+
+    config: SimulationConfig
+    layout: Layout
+    reference: dict[str, np.ndarray]
+    samples: list[str]
+    populations: list[str]
+    sex: np.ndarray
+    pcs: np.ndarray
+    variants: Variants
+    expression: np.ndarray
+    truths: list[GeneTruth]
+
+
+def _population_counts(n: int, shares: tuple[float, ...]) -> list[int]:
+    """Split n individuals by ``shares`` (largest remainders), every deme getting at least one if n allows."""
+    raw = np.asarray(shares) * n / sum(shares)
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    for i in range(len(counts)):
+        if counts[i] == 0 and counts.max() > 1:
+            counts[counts.argmax()] -= 1
+            counts[i] += 1
+    return counts.tolist()
+
+
+def _validate(config: SimulationConfig) -> None:
+    problems = []
+    if config.individuals < 4:
+        problems.append(f"--individuals must be at least 4 (got {config.individuals})")
+    if config.genes < 1:
+        problems.append(f"--genes must be at least 1 (got {config.genes})")
+    if config.window < 100:
+        problems.append(f"--window must be at least 100 bp (got {config.window})")
+    if config.h2 is not None and not 0.0 <= config.h2 <= 1.0:
+        problems.append(f"--h2 must lie between 0 and 1 (got {config.h2})")
+    if problems:
+        raise InputError("; ".join(problems), hint="fix the option and run the command again")
+
+
+def simulate(config: SimulationConfig) -> Cohort:
+    """Run the whole simulation in memory (deterministic in ``config.seed``)."""
+    _validate(config)
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(6)]
+    layout_rng, reference_rng, coalescent_rng, allele_rng, pheno_rng, background_rng = streams
+
+    layout = layout_genes(n_genes=config.genes, window=config.window, margin=config.margin, rng=layout_rng)
+    reference = {name: random_reference(length, rng=reference_rng) for name, length in layout.contigs.items()}
+
+    counts = _population_counts(config.individuals, config.population_shares)
+    sample_sets = {p: c for p, c in zip(POPULATIONS, counts) if c > 0}
+    msprime_pops = [p for p, c in sample_sets.items() for _ in range(c)]
+    # Shuffle people so that file order says nothing about ancestry (as in real cohorts).
+    order = pheno_rng.permutation(config.individuals)
+    columns = np.column_stack([2 * order, 2 * order + 1]).ravel()
+    populations = [msprime_pops[i] for i in order.tolist()]
+    width = max(4, len(str(config.individuals)))
+    samples = [f"S{j + 1:0{width}d}" for j in range(config.individuals)]
+
+    model = demography()
+    seeds = coalescent_rng.integers(1, 2**31 - 1, size=config.genes)
+    parts: list[Variants] = []
+    for gene, seed in zip(layout.genes, seeds.tolist()):
+        offsets, haplotypes = coalescent_haplotypes(
+            length=gene.region_end - gene.region_start + 1, samples=sample_sets, model=model, seed=seed
+        )
+        parts.append(
+            assign_alleles(
+                gene=gene, offsets=offsets, haplotypes=haplotypes[:, columns], reference=reference[gene.chrom],
+                rng=allele_rng, indel_fraction=config.indel_fraction, max_indel=config.max_indel,
+            )
+        )
+    variants = concat(parts, 2 * config.individuals)
+    bounds = np.cumsum([0, *(len(p) for p in parts)])
+
+    dosage = dosages(variants.haplotypes)
+    sex = pheno_rng.integers(0, 2, size=config.individuals)
+    pcs = _ancestry_pcs(config, sample_sets, columns, model, background_rng)
+    covariates = np.vstack([sex[None, :].astype(float), pcs])
+    h2_targets = _h2_targets(config, pheno_rng)
+    expression = np.zeros((config.genes, config.individuals))
+    truths: list[GeneTruth] = []
+    for i, gene in enumerate(layout.genes):
+        expression[i], truth = simulate_expression(
+            gene=gene, variants=variants, rows=np.arange(bounds[i], bounds[i + 1]), dosage=dosage,
+            covariates=covariates, h2_target=float(h2_targets[i]), window=config.window,
+            covariate_sd=config.covariate_sd, rng=pheno_rng,
+        )
+        truths.append(truth)
+    return Cohort(
+        config=config, layout=layout, reference=reference, samples=samples, populations=populations,
+        sex=sex, pcs=pcs, variants=variants, expression=expression, truths=truths,
+    )
+
+
+def _ancestry_pcs(
+    config: SimulationConfig, sample_sets: dict[str, int], columns: np.ndarray, model, rng: np.random.Generator
+) -> np.ndarray:
+    """(pcs, samples) genotype PCs from independent genome-wide loci under the same demography.
+
+    PCs from the gene windows alone would track local haplotypes and absorb the cis signal; real
+    pipelines compute them from genome-wide (LD-pruned) variants, which these loci stand in for.
+    """
+    seeds = rng.integers(1, 2**31 - 1, size=config.background_loci)
+    parts = [
+        coalescent_haplotypes(length=config.background_length, samples=sample_sets, model=model, seed=s)[1][:, columns]
+        for s in seeds.tolist()
+    ]
+    return genotype_pcs(dosages(np.concatenate(parts)), n_pcs=config.n_pcs)
+
+
+def _h2_targets(config: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
+    """Per-gene target h2: the given value, or 0 for ~null_fraction of genes and U(low, high) otherwise."""
+    if config.h2 is not None:
+        return np.full(config.genes, float(config.h2))
+    values = rng.uniform(config.h2_low, config.h2_high, size=config.genes)
+    values[rng.random(config.genes) < config.null_fraction] = 0.0
+    return values
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError("the output path exists and is not a directory", path=out, hint="choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(
+            "the output directory is not empty",
+            path=out,
+            hint="choose a new or empty directory, or pass --overwrite to replace the cohort in it",
+        )
+
+
+def write_cohort(cohort: Cohort, out: Path) -> None:
+    """Write every file of the cohort into ``out``; ``truth.tsv`` is written last."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = cohort.config
+    genes: list[Gene] = list(cohort.layout.genes)
+    writers.write_reference(out / "reference.fa", cohort.reference)
+    writers.write_text(out / "genes.gtf", writers.gtf_lines(genes, seed=cfg.seed))
+    writers.write_bgzf(
+        out / "genotypes.vcf.gz",
+        writers.vcf_lines(cohort.variants, samples=cohort.samples, contigs=cohort.layout.contigs, seed=cfg.seed),
+        tbi_preset="vcf",
+    )
+    writers.write_bgzf(out / "expression.bed.gz", writers.expression_lines(genes, cohort.expression, cohort.samples))
+    writers.write_text(out / "covariates.tsv", writers.covariate_lines(cohort.sex, cohort.pcs, cohort.samples))
+    writers.write_text(out / "samples.tsv", writers.sample_lines(cohort.samples, cohort.populations, cohort.sex))
+    covariate_names = ["sex", *(f"PC{k}" for k in range(1, cohort.pcs.shape[0] + 1))]
+    writers.write_text(out / "truth.tsv", writers.truth_lines(cohort.truths, cohort.variants, covariate_names))
+
+
+def simulate_cohort(
+    out: Path,
+    *,
+    individuals: int = 290,
+    genes: int = 20,
+    window: int = 6000,
+    h2: float | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> None:
+    """Simulate a cohort (msprime genotypes, GTF, expression, covariates, truth) into directory ``out``.
+
+    Files: reference.fa(.fai), genotypes.vcf.gz(.tbi), genes.gtf, expression.bed.gz,
+    covariates.tsv, samples.tsv, truth.tsv (see docs/simulate.md). Same arguments, same bytes.
+    Raises InputError if ``out`` is a non-empty directory and ``overwrite`` is False.
+    """
+    out = Path(out)
+    _check_out(out, overwrite)
+    config = SimulationConfig(individuals=individuals, genes=genes, window=window, h2=h2, seed=seed)
+    write_cohort(simulate(config), out)

@@ -1,0 +1,143 @@
+"""Covariates (sex, genotype PCs) and expression with a known cis-genetic architecture."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hapexpr.simulate.layout import Gene
+from hapexpr.simulate.variants import Variants
+
+MIN_CAUSAL_MAF = 0.05
+
+
+def dosages(haplotypes: np.ndarray) -> np.ndarray:
+    """ALT dosages (variants, samples) in 0..2 from (variants, samples * 2) 0/1 haplotypes."""
+    return (haplotypes[:, 0::2] + haplotypes[:, 1::2]).astype(np.float64)
+
+
+def genotype_pcs(dosage: np.ndarray, *, n_pcs: int, min_maf: float = 0.05) -> np.ndarray:
+    """Top ``n_pcs`` principal components of standardised dosages, as (pcs, samples) unit-variance scores.
+
+    ``dosage`` is (variants, samples). Variants with cohort MAF below ``min_maf`` are left out, as
+    in usual QTL pipelines. The PCs are the leading eigenvectors of the (samples, samples) Gram
+    matrix, which is cheaper than an SVD when variants far outnumber samples. The sign of each PC
+    is fixed (its largest-magnitude score is positive) so the output is reproducible. Fewer rows
+    come back when the data have lower rank.
+    """
+    n_samples = dosage.shape[1]
+    af = dosage.mean(axis=1) / 2
+    common = np.minimum(af, 1 - af) >= min_maf
+    x = (dosage[common].T - 2 * af[common]) / np.sqrt(2 * af[common] * (1 - af[common]))
+    if x.shape[1] == 0:
+        return np.zeros((0, n_samples))
+    eigval, eigvec = np.linalg.eigh(x @ x.T)
+    eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
+    k = int(min(n_pcs, n_samples - 1, np.sum(eigval > 1e-8 * eigval[0])))
+    scores = eigvec[:, :k] * np.sqrt(n_samples)
+    flip = np.sign(scores[np.abs(scores).argmax(axis=0), np.arange(k)])
+    return (scores * flip).T
+
+
+@dataclass(frozen=True)
+class GeneTruth:
+    """What generated one gene's expression. ``effects`` are per ALT allele, in expression units."""
+
+    gene: Gene
+    h2: float
+    h2_residualised: float
+    causal: tuple[int, ...]  # row indices into the cohort's Variants
+    effects: tuple[float, ...]
+    covariate_effects: tuple[float, ...]
+
+
+def _pick_causal(
+    gene: Gene, variants: Variants, rows: np.ndarray, dosage: np.ndarray, window: int, rng: np.random.Generator
+) -> np.ndarray:
+    """1-5 causal rows within window/2 of the TSS; half the time one is an indel.
+
+    Causal variants are drawn among those with MAF >= 5%; failing any, >= 1%; failing any, the
+    three most common ones (a rare causal variant concentrates the genetic variance in a few
+    people, as real rare-variant eQTLs do).
+    """
+    near = rows[np.abs(variants.pos[rows] - gene.tss) <= window // 2]
+    af = dosage[near].mean(axis=1) / 2
+    maf = np.minimum(af, 1 - af)
+    candidates = near[maf >= MIN_CAUSAL_MAF]
+    if candidates.size == 0:
+        candidates = near[maf >= 0.01]
+    if candidates.size == 0:
+        candidates = np.sort(near[np.argsort(-maf, kind="stable")[:3]])
+    if candidates.size == 0:
+        return candidates
+    n_causal = int(min(rng.integers(1, 6), candidates.size))
+    indels = candidates[variants.kind[candidates] != "snv"]
+    if indels.size and rng.random() < 0.5:
+        first = indels[rng.integers(indels.size)]
+        rest = candidates[candidates != first]
+        chosen = [first, *rng.choice(rest, size=min(n_causal - 1, rest.size), replace=False).tolist()]
+    else:
+        chosen = rng.choice(candidates, size=n_causal, replace=False).tolist()
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def _residualise(y: np.ndarray, design: np.ndarray) -> np.ndarray:
+    """Least-squares residuals of (samples,) y on (samples, k) design."""
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return y - design @ beta
+
+
+def simulate_expression(
+    *,
+    gene: Gene,
+    variants: Variants,
+    rows: np.ndarray,
+    dosage: np.ndarray,
+    covariates: np.ndarray,
+    h2_target: float,
+    window: int,
+    covariate_sd: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, GeneTruth]:
+    """One gene's expression (samples,) = genetic + covariate effects + noise, and its truth.
+
+    The genetic part g = dosages @ effects is scaled to sample variance h2 and the noise e is
+    drawn, made orthogonal to g and the covariates, and scaled to variance 1 - h2, so that
+    var(g) / var(g + e) is exactly the recorded h2. ``covariates`` is (covariates, samples);
+    each gets an effect drawn from N(0, covariate_sd^2). ``h2_residualised`` is the genetic
+    fraction left after regressing expression on the covariates (PCs absorb a little of g).
+    """
+    n = dosage.shape[1]
+    causal = _pick_causal(gene, variants, rows, dosage, window, rng) if h2_target > 0 else np.zeros(0, np.int64)
+    raw = rng.normal(size=causal.size)
+    g = raw @ dosage[causal] if causal.size else np.zeros(n)
+    g = g - g.mean()
+    h2 = h2_target if g.var() > 1e-12 else 0.0
+    if h2 == 0.0:
+        causal, raw, g = np.zeros(0, np.int64), np.zeros(0), np.zeros(n)
+    scale = np.sqrt(h2 / g.var()) if h2 > 0 else 0.0
+    effects, g = raw * scale, g * scale
+
+    design = np.column_stack([np.ones(n), covariates.T])
+    # In a tiny cohort (n <= covariates + 4) the noise could not stay orthogonal to the covariates
+    # and still vary; it is then only made orthogonal to g and the intercept.
+    e_design = np.column_stack([design, g]) if n > design.shape[1] + 3 else np.column_stack([np.ones(n), g])
+    e = _residualise(rng.normal(size=n), e_design)
+    e = e * np.sqrt((1 - h2) / e.var()) if e.var() > 0 else e
+    h2 = float(g.var() / (g.var() + e.var())) if g.var() + e.var() > 0 else 0.0
+    gamma = rng.normal(scale=covariate_sd, size=covariates.shape[0])
+    expression = g + e + gamma @ covariates
+
+    g_res = _residualise(g, design)
+    denominator = g_res.var() + e.var()
+    h2_res = float(g_res.var() / denominator) if denominator > 0 else 0.0
+    truth = GeneTruth(
+        gene=gene,
+        h2=float(h2),
+        h2_residualised=h2_res,
+        causal=tuple(causal.tolist()),
+        effects=tuple(float(x) for x in effects),
+        covariate_effects=tuple(float(x) for x in gamma),
+    )
+    return expression, truth
