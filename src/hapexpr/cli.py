@@ -192,6 +192,40 @@ def evaluate(study: Annotated[Path, typer.Argument(help="Study directory.")]) ->
     print_summary(summary, comparisons)
 
 
+@app.command("run")
+@_friendly
+def run_config(config: Annotated[Path, typer.Argument(help="YAML config (see examples/config.yaml).")]) -> None:
+    """Every stage from one config file; stages already complete are skipped."""
+    from hapexpr.pipeline import load_config, run_pipeline
+
+    run_pipeline(load_config(config))
+
+
+@app.command()
+@_friendly
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the demo cohort, study and report.")] = Path("demo"),
+    individuals: Annotated[int, typer.Option(min=20, help="People to simulate.")] = 290,
+    genes: Annotated[int, typer.Option(min=2, help="Genes to simulate.")] = 20,
+) -> None:
+    """Simulate a cohort and run every stage on it with tiny models, on the CPU, in minutes."""
+    from hapexpr.demo import run_demo
+
+    run_demo(out, individuals=individuals, genes=genes)
+
+
+@app.command()
+@_friendly
+def report(
+    study: Annotated[Path, typer.Argument(help="Study directory.")],
+    overwrite: Overwrite = False,
+) -> None:
+    """One self-contained HTML page of the study's results -> STUDY/report/index.html."""
+    from hapexpr.report import write_report
+
+    print(write_report(study, overwrite=overwrite))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,199 @@
+"""``hapexpr run CONFIG.yaml`` and ``hapexpr demo``: every stage from one config.
+
+The config is a frozen dataclass that round-trips to YAML (``examples/config.yaml`` is the
+documented example). Relative paths are resolved against the config file's directory and
+checked before anything runs. Stages already complete are skipped: prepare when the study exists
+with the same inputs and parameters, embed and fit by their own resume logic (a finished store
+or fit computes nothing), report when it is newer than the predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hapexpr.errors import InputError
+from hapexpr.fit import METHODS, FitOptions
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    vcf: str
+    fasta: str
+    genes: str
+    expression: str
+    covariates: str | None = None
+    window: int = 6000
+    folds: int = 5
+    seed: int = 0
+    residualised: bool = False
+    allow_unphased: bool = False
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    model: str = "tiny"
+    layer: int | None = None
+    bins: int = 32
+    batch_size: int = 8
+    device: str = "cpu"
+    engine: str = "local"
+    ray_address: str | None = None
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """One ``hapexpr fit``: the method and any of FitOptions' fields."""
+
+    method: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    study: str
+    prepare: PrepareConfig
+    embed: EmbedConfig | None = EmbedConfig()
+    fit: tuple[FitConfig, ...] = ()
+    evaluate: bool = True
+    report: bool = True
+
+    def to_yaml(self) -> str:
+        d = dataclasses.asdict(self)
+        d["fit"] = [{"method": f["method"], **f["options"]} for f in d["fit"]]
+        return yaml.safe_dump(d, sort_keys=False)
+
+
+def _build(cls, data, where: str, path: Path):
+    if not isinstance(data, dict):
+        raise InputError(f"`{where}` must be a mapping", path=path, record=where)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"unknown key(s) {', '.join(unknown)} under `{where}`", path=path, record=where,
+                         hint=f"allowed keys: {', '.join(sorted(names))}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise InputError(f"`{where}` is incomplete ({exc})", path=path, record=where) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a config; paths become absolute, resolved against the config's folder."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("the config file does not exist", path=path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"the config is not valid YAML ({str(exc).splitlines()[0]})", path=path) from None
+    if not isinstance(data, dict) or "study" not in data or "prepare" not in data:
+        raise InputError("the config needs at least `study:` and `prepare:`", path=path,
+                         hint="see examples/config.yaml")
+    base = path.parent.resolve()
+    prep = _build(PrepareConfig, data["prepare"], "prepare", path)
+    files = {}
+    for key in ("vcf", "fasta", "genes", "expression", "covariates"):
+        value = getattr(prep, key)
+        if value is None:
+            continue
+        resolved = (base / str(value)).resolve()
+        if not resolved.exists():
+            raise InputError(f"prepare.{key} points to {resolved}, which does not exist", path=path, record=f"prepare.{key}")
+        files[key] = str(resolved)
+    prep = dataclasses.replace(prep, **files)
+    embed = data.get("embed", {})
+    embed = None if embed is False else _build(EmbedConfig, embed or {}, "embed", path)
+    fits = []
+    option_names = {f.name for f in dataclasses.fields(FitOptions)}
+    for i, item in enumerate(data.get("fit") or []):
+        if isinstance(item, str):
+            item = {"method": item}
+        if not isinstance(item, dict) or item.get("method") not in METHODS:
+            raise InputError(f"fit entry {i + 1} needs `method:` one of {', '.join(METHODS)}", path=path, record=f"fit[{i}]")
+        opts = {k: v for k, v in item.items() if k != "method"}
+        unknown = sorted(set(opts) - option_names)
+        if unknown:
+            raise InputError(f"unknown fit option(s) {', '.join(unknown)}", path=path, record=f"fit[{i}]",
+                             hint=f"allowed: {', '.join(sorted(option_names))}")
+        fits.append(FitConfig(item["method"], opts))
+    extra = sorted(set(data) - {f.name for f in dataclasses.fields(RunConfig)})
+    if extra:
+        raise InputError(f"unknown top-level key(s) {', '.join(extra)}", path=path)
+    return RunConfig(study=str((base / str(data["study"])).resolve()), prepare=prep, embed=embed, fit=tuple(fits),
+                     evaluate=bool(data.get("evaluate", True)), report=bool(data.get("report", True)))
+
+
+def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None:
+    """Every stage of ``config`` in order, skipping what is already complete."""
+    from hapexpr.study import Study
+
+    study = Path(config.study)
+    p = config.prepare
+    t0 = time.time()
+    if (study / "study.json").exists() and _same_prepare(study, p):
+        say(f"[prepare] {study} is already prepared with these inputs; skipped")
+    else:
+        from hapexpr.prepare import prepare_study
+
+        say("[prepare]")
+        prepare_study(
+            vcf=Path(p.vcf), fasta=Path(p.fasta), genes=Path(p.genes), expression=Path(p.expression),
+            covariates=None if p.covariates is None else Path(p.covariates), out=study, window=p.window,
+            folds=p.folds, seed=p.seed, residualised=p.residualised, allow_unphased=p.allow_unphased,
+            progress=progress,
+        )
+    if config.embed is not None:
+        from hapexpr.embed import run_embed
+
+        say("[embed]")
+        run_embed(study, **dataclasses.asdict(config.embed), progress=progress)
+    for f in config.fit:
+        from hapexpr.fit import run_fit
+
+        say(f"[fit {f.method}]")
+        opts = dict(f.options)
+        if "base" in opts and isinstance(opts["base"], (list, str)):
+            opts["base"] = tuple(opts["base"].split(",")) if isinstance(opts["base"], str) else tuple(opts["base"])
+        run_fit(study, f.method, options=FitOptions(**opts), progress=progress)
+    if config.evaluate:
+        from hapexpr.evaluate import evaluate_study, print_summary
+
+        say("[evaluate]")
+        _, summary, comparisons = evaluate_study(study)
+        print_summary(summary, comparisons)
+    if config.report:
+        from hapexpr.report import write_report
+
+        index = study / "report" / "index.html"
+        preds = study / "predictions.tsv"
+        if index.exists() and preds.exists() and index.stat().st_mtime >= preds.stat().st_mtime:
+            say(f"[report] {index} is newer than the predictions; skipped")
+        else:
+            say("[report]")
+            write_report(study, overwrite=True)
+        say(f"report: {index}")
+    Study.open(study)
+    say(f"done in {time.time() - t0:.0f} s")
+
+
+def _same_prepare(study: Path, p: PrepareConfig) -> bool:
+    """True when the existing study was prepared from the same files (by sha256) and parameters."""
+    from hapexpr.prepare import fingerprint_file
+
+    meta = json.loads((study / "study.json").read_text())
+    params = meta.get("params", {})
+    same_params = all(params.get(k) == getattr(p, k) for k in ("window", "folds", "seed", "residualised", "allow_unphased"))
+    inputs = meta.get("inputs", {})
+    for key in ("vcf", "fasta", "genes", "expression", "covariates"):
+        value = getattr(p, key)
+        if (value is None) != (key not in inputs):
+            return False
+        if value is not None and inputs[key]["sha256"] != fingerprint_file(Path(value))["sha256"]:
+            return False
+    return same_params
