@@ -226,6 +226,84 @@ def report(
     print(write_report(study, overwrite=overwrite))
 
 
+@app.command("export-predictdb")
+@_friendly
+def export_predictdb(
+    study: Annotated[Path, typer.Argument(help="Study directory.")],
+    out: Annotated[Path, typer.Option("--out", help="SQLite database to write (PredictDB schema).")],
+    cis_window: Annotated[Optional[int], typer.Option("--cis-window", min=0, help="Variants within +-BP of the TSS, read from the study's VCF (default: the study window).")] = None,
+    vcf: Annotated[Optional[Path], typer.Option("--vcf", help="The VCF for --cis-window when it has moved since prepare.")] = None,
+    maf: Annotated[float, typer.Option(min=0.0, max=0.5, help="Keep variants with minor allele frequency above this.")] = 0.01,
+    seed: Annotated[int, typer.Option(help="Seed of the inner CV folds (as `hapexpr fit --seed`).")] = 0,
+    all_genes: Annotated[bool, typer.Option("--all-genes", help="Write every gene with a model, not only PredictDB's significant ones (mean r > 0.1, p < 0.05).")] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Elastic-net weights fit on all individuals, as a PredictDB database for S-PrediXcan."""
+    from hapexpr.export import export_predictdb as export
+
+    summary = export(study, out, overwrite=overwrite, cis_window=cis_window, vcf=vcf, maf=maf, seed=seed, all_genes=all_genes)
+    print(f"{out}: {summary['genes_written']} of {summary['genes']} genes "
+          f"({summary['genes_with_model']} with a model), {summary['weights_written']} weights")
+
+
+@app.command("fit-final")
+@_friendly
+def fit_final_command(
+    study: Annotated[Path, typer.Argument(help="Study directory.")],
+    method: Annotated[str, typer.Option("--method", help="elastic-net, ridge-probe, nt-transformer, enformer or enformer-ridge.")],
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the fit (default: as `hapexpr fit` used, else 0).")] = None,
+    fingerprint: Annotated[Optional[str], typer.Option(help="Which embeddings to use when the study holds several.")] = None,
+    cis_window: Annotated[Optional[int], typer.Option("--cis-window", min=0, help="elastic-net: variants within +-BP of the TSS.")] = None,
+    maf: Annotated[Optional[float], typer.Option(min=0.0, max=0.5, help="elastic-net: minor allele frequency filter.")] = None,
+    pairwise_weight: Annotated[Optional[float], typer.Option("--pairwise-weight", min=0.0, help="nt-transformer: pairwise loss weight.")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", min=1, help="nt-transformer: epoch cap.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="enformer: `tiny` or a local checkpoint directory.")] = None,
+    track: Annotated[Optional[int], typer.Option(help="enformer: output track scored zero-shot.")] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="enformer: input length.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="enformer: cpu, cuda or auto.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a final fit made with other options.")] = False,
+) -> None:
+    """Fit a method on ALL study individuals per gene (for predict/explain) -> STUDY/models/<method>/final/.
+
+    Options left out are those `hapexpr fit` used for the method, else the defaults."""
+    from hapexpr.final import fit_final, options_with
+
+    opts = options_with(study, method, seed=seed, fingerprint=fingerprint, cis_window=cis_window, maf=maf,
+                        pairwise_weight=pairwise_weight, max_epochs=max_epochs, model=model, track=track,
+                        seq_len=seq_len, device=device)
+    fit_final(study, method, options=opts, overwrite=overwrite)
+
+
+@app.command()
+@_friendly
+def predict(
+    study: Annotated[Path, typer.Argument(help="Study directory.")],
+    method: Annotated[str, typer.Option("--method", help="elastic-net, ridge-probe, nt-transformer, enformer or enformer-ridge.")],
+    vcf: Annotated[Path, typer.Option("--vcf", help="Bgzipped, indexed VCF of the new people (phased for sequence methods).")],
+    out: Annotated[Path, typer.Option("--out", help="TSV to write: method gene_id sample_id predicted ...")],
+    overwrite: Overwrite = False,
+) -> None:
+    """Predict every gene's expression for the people of a new VCF (fits on all individuals first if needed)."""
+    from hapexpr.predict import predict_new
+
+    predict_new(study, method, vcf=vcf, out=out, overwrite=overwrite)
+
+
+@app.command()
+@_friendly
+def explain(
+    study: Annotated[Path, typer.Argument(help="Study directory.")],
+    method: Annotated[str, typer.Option("--method", help="elastic-net, ridge-probe, nt-transformer, enformer or enformer-ridge.")],
+    gene: Annotated[str, typer.Option("--gene", help="Gene id, as in STUDY/genes.tsv.")],
+    out: Annotated[Path, typer.Option("--out", help="TSV of per-variant effects to write (also copied to STUDY/explain/).")],
+    overwrite: Overwrite = False,
+) -> None:
+    """Effect of each variant in a gene's window on the prediction (ALT swapped to REF, re-embedded)."""
+    from hapexpr.explain import explain_gene
+
+    explain_gene(study, method, gene, out=out, overwrite=overwrite)
+
+
 def main() -> None:
     app()
 

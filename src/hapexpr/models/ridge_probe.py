@@ -1,0 +1,118 @@
+"""``ridge-probe``: ridge regression on mean-pooled foundation-model embeddings.
+
+The cheapest use of the embeddings and a sanity line for the transformer: each person's two
+haplotype embeddings (mean over tokens, as the embedding stage stores them) are summed, so the
+feature is additive in haplotypes like an allele dosage. Inside ``fit`` the columns are
+standardised on the training rows and the penalty is chosen by exact leave-one-out CV
+(scikit-learn's ``RidgeCV`` efficient LOO: one eigendecomposition per fit, every penalty
+for free). Details: ``docs/elastic-net.md`` (section "ridge-probe").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def penalty_grid(n_samples: int, dim: int, *, n_penalties: int = 36) -> np.ndarray:
+    """(n_penalties,) ridge penalties on standardised features, relative to the mean non-zero
+    eigenvalue of X'X (n*dim/min(n-1, dim)) so the grid fits any embedding width."""
+    scale = n_samples * dim / max(1, min(n_samples - 1, dim))
+    return scale * np.logspace(-4, 3, n_penalties)
+
+
+class RidgeProbeModel:
+    """Ridge on (samples, dim) features, penalty by leave-one-out CV on ``fit``'s rows only.
+
+    Learned: ``coef_`` (dim,) on the input scale; ``intercept_``; ``alpha_`` the chosen penalty
+    (on standardised features); ``alphas_`` the grid; ``cv_mse_`` (penalties,) LOO mean squared
+    error; ``x_mean_``/``x_scale_`` (dim,) the standardisation (scale 1 for constant columns).
+    """
+
+    def __init__(self, *, alphas: np.ndarray | None = None, n_penalties: int = 36, seed: int = 0) -> None:
+        self.alphas = alphas
+        self.n_penalties = n_penalties
+        self.seed = seed  # LOO is deterministic; kept for the estimator protocol
+
+    def fit(self, X, y) -> RidgeProbeModel:
+        """X: (samples, dim) features; y: (samples,) expression."""
+        from sklearn.linear_model import RidgeCV
+
+        X, y = _check_xy(X, y)
+        n, d = X.shape
+        self.n_features_in_ = d
+        self.x_mean_ = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.x_scale_ = np.where(sd > 1e-12, sd, 1.0)
+        self.coef_ = np.zeros(d)
+        self.intercept_ = float(y.mean()) if n else 0.0
+        self.alphas_ = (
+            np.asarray(self.alphas, dtype=np.float64) if self.alphas is not None
+            else penalty_grid(n, max(d, 1), n_penalties=self.n_penalties)
+        )
+        self.alpha_ = float("nan")
+        self.cv_mse_ = np.full(len(self.alphas_), np.nan)
+        if n < 3 or d == 0 or np.ptp(y) == 0.0 or not np.any(sd > 1e-12):
+            return self
+        Xs = (X - self.x_mean_) / self.x_scale_
+        ridge = RidgeCV(alphas=self.alphas_, fit_intercept=True, store_cv_results=True).fit(Xs, y)
+        self.alpha_ = float(ridge.alpha_)
+        self.cv_mse_ = ridge.cv_results_.mean(axis=0)
+        # Constant columns are all-zero after centring; zero their round-off coefficients.
+        self.coef_ = np.where(sd > 1e-12, ridge.coef_ / self.x_scale_, 0.0)
+        self.intercept_ = float(ridge.intercept_ - self.x_mean_ @ self.coef_)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """(samples,) float64 predictions for (samples, dim) features."""
+        X = _check_x(X)
+        if X.shape[1] != len(self.coef_):  # coef_ alone defines the model (loaded fits too)
+            raise ValueError(f"X has {X.shape[1]} columns; the model was fit on {len(self.coef_)}")
+        return X @ self.coef_ + self.intercept_
+
+
+def _check_x(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be (samples, dim), got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X holds NaN or infinite values")
+    return X
+
+
+def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
+    X = _check_x(X)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y holds NaN or infinite values")
+    return X, y
+
+
+class RidgeProbeMethod:
+    """The ``ridge-probe`` method: (samples, dim) sum over the two haplotypes of each person's
+    mean-pooled embedding, from the study's embedding store (``fingerprint`` picks one model's
+    embeddings when the study holds several)."""
+
+    name = "ridge-probe"
+
+    def __init__(self, *, fingerprint: str | None = None, n_penalties: int = 36) -> None:
+        self.fingerprint = fingerprint
+        self.n_penalties = n_penalties
+        self._store = None
+        self._store_path = None
+
+    def features(self, study, gene) -> np.ndarray:
+        """(samples, dim) float32 in study sample order; never looks at expression."""
+        if self._store is None or self._store_path != study.path:
+            from hapexpr.embed import open_embeddings
+
+            self._store = open_embeddings(study.path, fingerprint=self.fingerprint)
+            self._store_path = study.path
+        per_hap = np.asarray(self._store.sample_mean(gene))  # (samples, haplotypes=2, dim)
+        if per_hap.ndim != 3 or per_hap.shape[1] != 2:
+            raise ValueError(f"sample_mean must be (samples, 2, dim), got shape {per_hap.shape}")
+        return per_hap.sum(axis=1)
+
+    def estimator(self, seed: int) -> RidgeProbeModel:
+        return RidgeProbeModel(n_penalties=self.n_penalties, seed=seed)

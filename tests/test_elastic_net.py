@@ -1,0 +1,436 @@
+"""elastic-net: PredictDB conventions, checked against scikit-learn's ElasticNet and a
+brute-force inner CV built from plain ElasticNet fits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import ElasticNet
+
+from hapexpr.models.elastic_net import (
+    ElasticNetMethod,
+    ElasticNetModel,
+    inner_fold_ids,
+    lambda_grid,
+)
+from hapexpr.study import GeneData
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cohort(n=120, p=40, h2=0.5, seed=0):
+    """(samples, variants) dosages with LD (neighbouring variants share haplotype blocks)."""
+    rng = np.random.default_rng(seed)
+    freq = rng.uniform(0.05, 0.5, size=p)
+    base = rng.random((2 * n, 1)) < freq[0]
+    haps = np.empty((2 * n, p), dtype=np.int8)
+    for j in range(p):  # each variant copies its neighbour 70% of the time: LD
+        fresh = rng.random(2 * n) < freq[j]
+        copy = rng.random(2 * n) < 0.7
+        base = np.where(copy, base[:, 0], fresh)[:, None]
+        haps[:, j] = base[:, 0]
+    X = (haps[0::2] + haps[1::2]).astype(np.float64)
+    beta = np.zeros(p)
+    causal = [c for c in (3, 17, 30) if c < p]
+    beta[causal] = [0.8, -0.5, 0.4][: len(causal)]
+    g = X @ beta
+    y = g / g.std() * np.sqrt(h2) + rng.normal(size=n) * np.sqrt(1 - h2) + 5.0
+    return X, y
+
+
+def test_coefficients_match_sklearn_elasticnet_at_the_chosen_lambda():
+    X, y = _cohort()
+    model = ElasticNetModel(tol=1e-10, max_iter=100_000, seed=1).fit(X, y)
+    assert 0 < model.best_index_ < 99
+    Xk = X[:, model.kept_]
+    mu, sd = Xk.mean(0), Xk.std(0)
+    ref = ElasticNet(alpha=model.lambda_, l1_ratio=0.5, tol=1e-12, max_iter=1_000_000).fit((Xk - mu) / sd, y)
+    # Dosage scale: divide the standardised coefficients by the population SD (glmnet).
+    np.testing.assert_allclose(model.coef_[model.kept_], ref.coef_ / sd, atol=1e-6)
+    assert model.intercept_ == pytest.approx(ref.intercept_ - (ref.coef_ / sd) @ mu, abs=1e-6)
+    assert np.count_nonzero(model.coef_) == np.count_nonzero(ref.coef_)
+    np.testing.assert_allclose(model.predict(X), ref.predict((Xk - mu) / sd), atol=1e-6)
+    # The model does find the causal variants.
+    assert {3, 17, 30} <= set(np.flatnonzero(model.coef_))
+
+
+def test_default_tolerance_is_within_1e4_of_sklearn():
+    X, y = _cohort(seed=3)
+    model = ElasticNetModel(seed=0).fit(X, y)
+    Xk = X[:, model.kept_]
+    mu, sd = Xk.mean(0), Xk.std(0)
+    ref = ElasticNet(alpha=model.lambda_, l1_ratio=0.5, tol=1e-12, max_iter=1_000_000).fit((Xk - mu) / sd, y)
+    np.testing.assert_allclose(model.coef_[model.kept_] * sd, ref.coef_, atol=1e-3)
+
+
+def test_lambda_is_the_minimum_of_a_brute_force_inner_cv():
+    """Pooled inner-CV MSE from independent ElasticNet fits, one per fold and lambda."""
+    X, y = _cohort(n=90, p=25, seed=4)
+    model = ElasticNetModel(n_lambdas=15, patience=None, tol=1e-10, max_iter=100_000, seed=7).fit(X, y)
+    Xk = X[:, model.kept_]
+    Xs = (Xk - Xk.mean(0)) / Xk.std(0)
+    folds = inner_fold_ids(len(y), 10, 7)
+    np.testing.assert_array_equal(model.inner_folds_, folds)
+    sq = np.zeros((len(y), len(model.lambdas_)))
+    for k in range(10):
+        tr, te = folds != k, folds == k
+        for j, lam in enumerate(model.lambdas_):
+            fit = ElasticNet(alpha=lam, l1_ratio=0.5, tol=1e-12, max_iter=100_000).fit(Xs[tr], y[tr])
+            sq[te, j] = (fit.predict(Xs[te]) - y[te]) ** 2
+    mse = sq.mean(axis=0)
+    np.testing.assert_allclose(model.cv_mse_, mse, rtol=1e-5)
+    assert model.best_index_ == int(np.argmin(mse))
+    # glmnet's grid: the first lambda zeroes every coefficient, the last is 1e-4 of it (n > p).
+    Xc = Xs - Xs.mean(0)
+    np.testing.assert_allclose(model.lambdas_, lambda_grid(Xc, y - y.mean(), alpha=0.5, n_lambdas=15))
+    assert model.lambdas_[-1] / model.lambdas_[0] == pytest.approx(1e-4)
+
+
+def test_early_stop_picks_the_same_lambda_as_the_whole_grid():
+    for seed in range(3):
+        X, y = _cohort(seed=10 + seed, h2=0.3)
+        fast = ElasticNetModel(seed=seed).fit(X, y)
+        full = ElasticNetModel(seed=seed, patience=None).fit(X, y)
+        assert fast.best_index_ == full.best_index_
+        np.testing.assert_allclose(fast.coef_, full.coef_, atol=1e-12)
+        assert np.isnan(fast.cv_mse_).any()  # it did stop early
+
+
+def test_held_out_rows_cannot_change_predictions():
+    X, y = _cohort(n=100, seed=5)
+    folds = np.arange(100) % 5
+    for k in range(5):
+        train, test = folds != k, folds == k
+        before = ElasticNetModel(seed=k).fit(X[train], y[train]).predict(X[test])
+        y2 = y.copy()
+        y2[test] = np.random.default_rng(k).normal(size=test.sum()) * 100
+        np.testing.assert_array_equal(ElasticNetModel(seed=k).fit(X[train], y2[train]).predict(X[test]), before)
+        y3 = y.copy()
+        y3[train] = y3[train] + np.random.default_rng(k).normal(size=train.sum())
+        assert not np.allclose(ElasticNetModel(seed=k).fit(X[train], y3[train]).predict(X[test]), before)
+
+
+def test_maf_filter_and_monomorphic_variants():
+    X, y = _cohort(n=200, p=10, seed=6)
+    X[:, 0] = 0.0  # monomorphic
+    X[:, 1] = 0.0
+    X[:3, 1] = 1.0  # MAF 3/400 = 0.0075 < 0.01
+    X[:, 2] = 0.0
+    X[:5, 2] = 1.0  # MAF 5/400 = 0.0125 > 0.01
+    X[:, 3] = 2.0
+    X[:2, 3] = 1.0  # MAF 2/400 counted on the minor (REF) allele
+    y = y + 50 * X[:, 1]  # a huge effect on the filtered rare variant must not enter
+    model = ElasticNetModel(seed=0).fit(X, y)
+    assert list(model.kept_[:4]) == [False, False, True, False]
+    assert np.all(model.coef_[~model.kept_] == 0.0)
+    assert np.all(np.isfinite(model.coef_))
+    assert not ElasticNetModel(maf=0.02).fit(X, y).kept_[2]
+
+
+@pytest.mark.parametrize("case", ["monomorphic", "no_variants", "constant_y", "tiny"])
+def test_degenerate_genes_predict_the_training_mean(case):
+    X, y = _cohort(n=30, p=5, seed=8)
+    if case == "monomorphic":
+        X = np.zeros_like(X)
+    elif case == "no_variants":
+        X = np.zeros((30, 0))
+    elif case == "constant_y":
+        y = np.full(30, 2.5)
+    else:
+        X, y = X[:3], y[:3]
+    model = ElasticNetModel().fit(X, y)
+    np.testing.assert_allclose(model.predict(X), np.full(len(y), y.mean()))
+    assert np.isnan(model.lambda_) and np.all(model.coef_ == 0.0)
+
+
+def test_same_seed_same_fit_and_balanced_folds():
+    X, y = _cohort(seed=9)
+    a = ElasticNetModel(seed=3).fit(X, y)
+    b = ElasticNetModel(seed=3).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    counts = np.bincount(inner_fold_ids(95, 10, 0))
+    assert counts.max() - counts.min() <= 1 and len(counts) == 10
+    assert not np.array_equal(inner_fold_ids(95, 10, 0), inner_fold_ids(95, 10, 1))
+
+
+def _gene(tss=5_000, window=1_000):
+    pos = np.array([3_000, 4_400, 4_499, 4_500, 5_000, 5_499, 5_500, 7_000])
+    ref = np.array(["A", "A", "ACG", "C", "G", "T", "T", "A"], dtype=object)
+    n = 6
+    rng = np.random.default_rng(0)
+    geno = rng.integers(0, 2, size=(len(pos), n, 2)).astype(np.int8)
+    variants = pd.DataFrame(
+        {"variant_id": [f"v{i}" for i in range(len(pos))], "chrom": "chr1", "pos": pos, "ref": ref,
+         "alt": ["G"] * len(pos)}
+    )
+    return GeneData(
+        gene_id="G1", chrom="chr1", tss=tss, strand="+", window=window, region_start=1,
+        reference=b"", variants=variants, genotypes=geno,
+        hap_index=np.zeros((n, 2), np.int32), hap_alleles=np.zeros((1, len(pos)), bool),
+    )
+
+
+def test_study_window_features_keep_variants_that_touch_the_window():
+    gene = _gene()  # + strand window of 1000 bp at tss 5000: 4500..5499
+    method = ElasticNetMethod()
+    X = method.features(types.SimpleNamespace(path="S"), gene)
+    names = method.feature_names(types.SimpleNamespace(path="S"), gene)
+    assert list(names["variant_id"]) == ["v2", "v3", "v4", "v5"]  # v2 is a deletion reaching 4501
+    np.testing.assert_array_equal(X, gene.genotypes.sum(axis=2)[2:6].T)
+    assert X.shape == (6, 4)
+
+
+def test_cis_window_reads_the_vcf(monkeypatch, tmp_path):
+    vcf = tmp_path / "g.vcf.gz"
+    vcf.write_bytes(b"")
+    calls = {}
+    geno = np.array([[[0, 1], [1, 1], [1, 0], [0, 0]], [[0, 0], [0, 0], [0, 0], [0, 0]]], dtype=np.int8)
+
+    class Reader:
+        def __init__(self, path, *, samples=None, allow_unphased=False):
+            calls["init"] = (Path(path), list(samples), allow_unphased)
+
+        def resolve(self, chrom):
+            return "1"
+
+        def fetch(self, chrom, start, end):
+            calls["fetch"] = (chrom, start, end)
+            return types.SimpleNamespace(
+                genotypes=geno, ids=["rs1", "rs2"], pos=[990, 1010], ref=["A", "C"], alt=["G", "T"]
+            )
+
+    fake = types.ModuleType("hapexpr.io.vcf")
+    fake.VcfReader = Reader
+    monkeypatch.setitem(sys.modules, "hapexpr.io.vcf", fake)
+    study = types.SimpleNamespace(
+        path=tmp_path, sample_ids=["a", "b", "c", "d"], meta={"inputs": {"vcf": {"path": str(vcf)}}}
+    )
+    gene = types.SimpleNamespace(gene_id="G1", chrom="chr1", tss=1_000)
+    method = ElasticNetMethod(cis_window=100)
+    X = method.features(study, gene)
+    # Dosages ignore phase, so unphased VCFs are accepted; the reader resolves contig names.
+    assert calls["init"] == (vcf, ["a", "b", "c", "d"], True) and calls["fetch"] == ("chr1", 900, 1100)
+    np.testing.assert_allclose(X[:, 0], [1, 2, 1, 0])
+    np.testing.assert_allclose(X[:, 1], 0)
+    names = method.feature_names(study, gene)
+    assert list(names.columns) == ["variant_id", "chrom", "pos", "ref", "alt"]
+    assert list(names["variant_id"]) == ["rs1", "rs2"]
+
+
+def test_cis_window_without_the_vcf_is_a_clear_error(tmp_path, monkeypatch):
+    from hapexpr.errors import InputError
+
+    fake = types.ModuleType("hapexpr.io.vcf")
+    fake.VcfReader = object
+    monkeypatch.setitem(sys.modules, "hapexpr.io.vcf", fake)
+    study = types.SimpleNamespace(path=tmp_path, sample_ids=["a"], meta={"inputs": {"vcf": {"path": str(tmp_path / "gone.vcf.gz")}}})
+    with pytest.raises(InputError, match="gone.vcf.gz"):
+        ElasticNetMethod(cis_window=10).features(study, types.SimpleNamespace(gene_id="G", chrom="1", tss=50))
+
+
+def test_benchmark_smoke():
+    """The benchmark's smoke mode runs (so the script does not rot) and its checks pass."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_elastic_net.py"), "--smoke"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "speed ratio" in proc.stdout
+
+
+# -- export-predictdb ------------------------------------------------------------------------
+
+
+def _write_study(root: Path, *, n=150, folds=3, seed=0) -> dict:
+    """A prepared study directory written through the study contract: 3 genes (one strongly
+    heritable, one weakly, one null), two covariates with large effects on expression."""
+    import json
+
+    from hapexpr.study import GENE_COLUMNS, gene_file_name, write_gene
+
+    rng = np.random.default_rng(seed)
+    samples = [f"S{i:03d}" for i in range(n)]
+    (root / "genes").mkdir(parents=True)
+    json.dump({"format_version": 1, "params": {"window": 1000, "folds": folds, "seed": 0}}, open(root / "study.json", "w"))
+    pd.DataFrame({"sample_id": samples, "fold": np.arange(n) % folds}).to_csv(root / "samples.tsv", sep="\t", index=False)
+    cov = rng.normal(size=(2, n))
+    rows, expr, truth = [], {}, {}
+    for g, h2 in enumerate([0.6, 0.15, 0.0]):
+        gid = f"ENSG{g:03d}"
+        X, _ = _cohort(n=n, p=20, seed=100 + g)
+        y = simulate = X[:, [3, 17]] @ np.array([1.0, -0.7])
+        y = simulate / simulate.std() * np.sqrt(h2) + rng.normal(size=n) * np.sqrt(1 - h2) if h2 else rng.normal(size=n)
+        expr[gid] = y + 3.0 * cov[0] - 2.0 * cov[1] + 10.0
+        geno = np.zeros((20, n, 2), np.int8)
+        geno[:, :, 0] = (X.T >= 1)
+        geno[:, :, 1] = (X.T == 2)
+        pos = 4_510 + 20 * np.arange(20)
+        variants = pd.DataFrame(
+            {"variant_id": [f"rs{g}{j:02d}" if j else "." for j in range(20)], "chrom": "chr2", "pos": pos,
+             "ref": "A", "alt": "T", "in_window": True}
+        )
+        write_gene(root / "genes" / gene_file_name(gid), GeneData(
+            gene_id=gid, chrom="chr2", tss=5_000, strand="+", window=1_000, region_start=3_000,
+            reference=b"A" * 5000, variants=variants, genotypes=geno,
+            hap_index=np.zeros((n, 2), np.int32), hap_alleles=np.zeros((1, 20), bool),
+        ))
+        rows.append([gid, f"GENE{g}", "chr2", 5_000, "+", 4_500, 5_499, 20, 1])
+        truth[gid] = X
+    pd.DataFrame(rows, columns=GENE_COLUMNS).to_csv(root / "genes.tsv", sep="\t", index=False)
+    pd.DataFrame(expr, index=samples).T.rename_axis("gene_id").to_csv(root / "expression.tsv", sep="\t")
+    pd.DataFrame(cov, index=["pc1", "pc2"], columns=samples).rename_axis("id").to_csv(root / "covariates.tsv", sep="\t")
+    return {"X": truth, "expr": expr, "cov": cov, "samples": samples}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from hapexpr.export import export_predictdb
+
+    root = tmp_path_factory.mktemp("export")
+    data = _write_study(root / "study")
+    summary = export_predictdb(root / "study", root / "all.db", all_genes=True)
+    return root, data, summary
+
+
+def test_export_writes_the_predictdb_schema_exactly(exported):
+    import sqlite3
+
+    root, _, summary = exported
+    con = sqlite3.connect(root / "all.db")
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"weights", "extra"}
+    cols = lambda t: [(r[1], r[2]) for r in con.execute(f"PRAGMA table_info({t})")]  # noqa: E731
+    assert cols("weights") == [("gene", "TEXT"), ("rsid", "TEXT"), ("varID", "TEXT"), ("ref_allele", "TEXT"),
+                               ("eff_allele", "TEXT"), ("weight", "REAL")]
+    assert cols("extra") == [("gene", "TEXT"), ("genename", "TEXT"), ("n.snps.in.model", "INTEGER"),
+                             ("pred.perf.R2", "REAL"), ("pred.perf.pval", "REAL"), ("pred.perf.qval", "REAL")]
+    extra = pd.read_sql('SELECT * FROM extra', con)
+    weights = pd.read_sql('SELECT * FROM weights', con)
+    con.close()
+    assert summary["genes_written"] == len(extra) and summary["weights_written"] == len(weights)
+    counts = weights.groupby("gene").size()
+    assert dict(zip(extra["gene"], extra["n.snps.in.model"])) == counts.to_dict()
+    assert set(extra["genename"]) <= {"GENE0", "GENE1", "GENE2"}
+    assert weights["varID"].str.fullmatch(r"chr2_\d+_A_T").all()
+    assert (weights["eff_allele"] == "T").all() and (weights["ref_allele"] == "A").all()
+    # A missing VCF ID ('.') falls back to the varID.
+    first = weights[weights["varID"] == "chr2_4510_A_T"]
+    assert (first["rsid"] == first["varID"]).all()
+    other = weights[weights["varID"] != "chr2_4510_A_T"]
+    assert other["rsid"].str.fullmatch(r"rs\d+").all()
+
+
+def test_export_weights_are_an_all_individual_fit_on_residualised_expression(exported):
+    import sqlite3
+
+    from sklearn.linear_model import LinearRegression
+
+    root, data, _ = exported
+    weights = pd.read_sql("SELECT * FROM weights", sqlite3.connect(root / "all.db"))
+    gid = "ENSG000"
+    y = data["expr"][gid]
+    C = data["cov"].T
+    resid = y - LinearRegression().fit(C, y).predict(C)  # independent OLS oracle
+    model = ElasticNetModel(seed=0).fit(data["X"][gid], resid)
+    w = weights[weights["gene"] == gid].set_index("varID")["weight"]
+    expected = {f"chr2_{4510 + 20 * j}_A_T": model.coef_[j] for j in np.flatnonzero(model.coef_)}
+    assert set(w.index) == set(expected)
+    np.testing.assert_allclose([w[k] for k in expected], list(expected.values()), rtol=1e-6, atol=1e-9)
+    # Dosage-scale weights predict the residualised expression well for the heritable gene.
+    assert np.corrcoef(data["X"][gid] @ model.coef_, resid)[0, 1] > 0.6
+
+
+def test_export_perf_is_predictdb_nested_cv(exported):
+    import sqlite3
+
+    root, _, _ = exported
+    extra = pd.read_sql("SELECT * FROM extra", sqlite3.connect(root / "all.db")).set_index("gene")
+    assert extra.loc["ENSG000", "pred.perf.R2"] > 0.3 and extra.loc["ENSG000", "pred.perf.pval"] < 1e-6
+    assert ((extra["pred.perf.R2"] >= 0) & (extra["pred.perf.R2"] <= 1)).all()
+    # Benjamini-Hochberg by hand over the genes with a model.
+    p = extra["pred.perf.pval"].to_numpy()
+    order = np.argsort(p)
+    bh = np.minimum.accumulate((p[order] * len(p) / np.arange(1, len(p) + 1))[::-1])[::-1]
+    q = np.empty_like(p)
+    q[order] = np.minimum(bh, 1)
+    np.testing.assert_allclose(extra["pred.perf.qval"].to_numpy(), q)
+
+
+def test_nested_perf_formula():
+    from scipy.stats import norm
+
+    from hapexpr.export import nested_perf
+
+    perf = nested_perf(np.array([0.3, 0.3, 0.3]), np.array([53, 53, 53]))
+    z = np.arctanh(0.3) * np.sqrt(50)
+    assert perf.zscore == pytest.approx(3 * z / np.sqrt(3))
+    assert perf.pval == pytest.approx(2 * norm.sf(perf.zscore))
+    assert perf.r2 == pytest.approx(0.09)
+
+
+def test_export_default_filter_refuses_overwrite_and_writes_atomically(exported):
+    import sqlite3
+
+    from hapexpr.errors import InputError
+    from hapexpr.export import export_predictdb
+
+    root, _, _ = exported
+    out = root / "filtered.db"
+    summary = export_predictdb(root / "study", out)
+    extra = pd.read_sql("SELECT * FROM extra", sqlite3.connect(out))
+    assert "ENSG000" in set(extra["gene"]) and "ENSG002" not in set(extra["gene"])
+    assert summary["genes_written"] == len(extra) < summary["genes"]
+    before = out.read_bytes()
+    with pytest.raises(InputError, match="--overwrite"):
+        export_predictdb(root / "study", out)
+    assert out.read_bytes() == before
+    export_predictdb(root / "study", out, overwrite=True)
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_cli_export_predictdb(exported, tmp_path):
+    from typer.testing import CliRunner
+
+    from hapexpr.cli import app
+
+    root, _, _ = exported
+    out = tmp_path / "w.db"
+    res = CliRunner().invoke(app, ["export-predictdb", str(root / "study"), "--out", str(out), "--all-genes"])
+    assert res.exit_code == 0, res.output
+    assert out.exists()
+    res = CliRunner().invoke(app, ["export-predictdb", str(root / "study"), "--out", str(out)])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    res = CliRunner().invoke(app, ["export-predictdb", str(tmp_path / "nope"), "--out", str(tmp_path / "x.db")])
+    assert res.exit_code == 2 and "study.json" in res.output
+
+
+def test_export_on_a_prepared_study_agrees_with_fit_final(study_copy, tmp_path):
+    """On a study from `hapexpr simulate` + `prepare`: the database's weights are exactly the
+    nonzero coefficients `hapexpr fit-final --method elastic-net` stores (same seed)."""
+    import sqlite3
+
+    from hapexpr.export import export_predictdb
+    from hapexpr.final import fit_final, gene_dir
+    from hapexpr.study import Study
+
+    out = tmp_path / "w.db"
+    summary = export_predictdb(study_copy, out, all_genes=True)
+    study = Study.open(study_copy)
+    assert summary["genes"] == len(study.gene_ids) and summary["genes_with_model"] >= 1
+    weights = pd.read_sql("SELECT * FROM weights", sqlite3.connect(out))
+    fit_final(study_copy, "elastic-net", progress=False)
+    for gid in study.gene_ids:
+        z = np.load(gene_dir(study, "elastic-net", gid) / "weights.npz", allow_pickle=False)
+        nz = np.flatnonzero(z["coef"])
+        got = weights[weights["gene"] == gid]
+        assert len(got) == len(nz)
+        np.testing.assert_allclose(got["weight"].to_numpy(), z["coef"][nz], rtol=1e-12)
+        assert list(got["varID"]) == [f"{study.gene(gid).chrom}_{p}_{r}_{a}" for p, r, a in
+                                      zip(z["pos"][nz], z["ref"][nz], z["alt"][nz])]
+        assert list(got["rsid"]) == list(z["variant_id"][nz])
