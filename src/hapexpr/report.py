@@ -1,0 +1,460 @@
+"""``hapexpr report``: one self-contained HTML page of a study's results.
+
+STUDY/report/index.html holds everything inline (CSS in a ``<style>`` element, figures as
+base64 PNG ``data:`` URIs, no scripts, fonts or network references), so it can be mailed,
+archived or opened offline. Contents and figures are described in ``docs/report.md``.
+
+The report reads only the study directory: predictions.tsv, metrics.tsv (recomputed through
+``hapexpr.evaluate`` when missing or older than the predictions), study.json, the fit state of
+each method (models/<method>/fit.json), the model descriptions of the embedding stores and the
+Enformer caches, and any variant effects under explain/<method>/<gene>.tsv.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hapexpr import __version__
+from hapexpr.errors import StudyError
+from hapexpr.evaluate import compare, evaluate_study, summarise
+from hapexpr.io.atomic import atomic_open
+from hapexpr.study import Study
+from hapexpr.train import read_predictions
+
+REPORT = Path("report") / "index.html"
+TINY_WARNING = "numbers show the pipeline working, not what real weights achieve"
+EXPLAIN_COLUMNS = ["gene_id", "variant_id", "pos", "ref", "alt", "in_window", "n_carriers", "mean_effect", "sd_effect"]
+BEST_GENES = 4
+MAX_OTHER_PAIRS = 12
+MAX_EXPLAIN_FIGURES = 24
+# Methods whose features are the foundation-model embeddings (so the store's model matters).
+EMBEDDING_METHODS = ("ridge-probe", "nt-transformer", "nt-transformer-multi", "nt-transformer-multi-heldout")
+KNOWN_METHODS = (*EMBEDDING_METHODS, "elastic-net", "enformer", "enformer-ridge", "stack")
+
+
+@dataclass
+class Provenance:
+    """What produced each method's numbers: its fit.json, and the model stores it used."""
+
+    fits: dict[str, dict] = field(default_factory=dict)  # method -> fit.json (may be {})
+    stores: list[dict] = field(default_factory=list)  # embeddings/*/info.json, newest first
+    enformer: list[dict] = field(default_factory=list)  # enformer/*/fingerprint.json (+ "fingerprint")
+    models: dict[str, list[str]] = field(default_factory=dict)  # method -> model descriptions
+    tiny: dict[str, list[str]] = field(default_factory=dict)  # method -> tiny models it used
+
+
+def write_report(study_path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write STUDY/report/index.html atomically and return its path.
+
+    An existing report is kept (StudyError) unless ``overwrite``; metrics are recomputed first
+    when STUDY/metrics.tsv is missing or older than STUDY/predictions.tsv.
+    """
+    study = Study.open(study_path)
+    out = study.path / REPORT
+    if out.exists() and not overwrite:
+        raise StudyError("a report already exists", path=out, hint="pass --overwrite to replace it")
+    metrics, summary, comparisons = _metrics(study)
+    predictions = read_predictions(study.path)
+    provenance = read_provenance(study, list(metrics["method"].unique()))
+    page = render(study, metrics=metrics, summary=summary, comparisons=comparisons, predictions=predictions,
+                  provenance=provenance, explain=read_explain(study))
+    with atomic_open(out) as fh:
+        fh.write(page)
+    return out
+
+
+def _metrics(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    met, pred = study.path / "metrics.tsv", study.path / "predictions.tsv"
+    if not met.exists() or (pred.exists() and pred.stat().st_mtime_ns > met.stat().st_mtime_ns):
+        return evaluate_study(study.path)
+    metrics = pd.read_csv(met, sep="\t", dtype={"method": str, "gene_id": str})
+    if metrics.empty:
+        raise StudyError("metrics.tsv has no rows", path=met, hint="run `hapexpr fit` and `hapexpr evaluate` first")
+    return metrics, summarise(metrics), compare(metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_provenance(study: Study, methods: list[str]) -> Provenance:
+    """Fit options and model stores of each method, and which of them used a tiny model."""
+    prov = Provenance()
+    for p in sorted((study.path / "embeddings").glob("*/info.json")):
+        info = _read_json(p)
+        if info is not None:
+            prov.stores.append({"fingerprint": p.parent.name, **info})
+    prov.stores.sort(key=lambda i: i.get("updated_unix", 0.0), reverse=True)
+    for p in sorted((study.path / "enformer").glob("*/fingerprint.json")):
+        info = _read_json(p)
+        if info is not None:
+            prov.enformer.append({"fingerprint": p.parent.name, **info})
+    for m in methods:
+        fit_dir = study.path / "models" / m
+        if not fit_dir.is_dir() and m.endswith("-heldout"):
+            fit_dir = study.path / "models" / m[: -len("-heldout")]
+        prov.fits[m] = _read_json(fit_dir / "fit.json") or {}
+        used = _models_used(m, prov.fits[m].get("options", {}), prov)
+        prov.models[m] = [d for d, _ in used]
+        prov.tiny[m] = [d for d, tiny in used if tiny]
+    return prov
+
+
+def _store_for(fingerprint: str | None, prov: Provenance) -> dict | None:
+    if fingerprint is None:  # the fit used the most recently updated store
+        return prov.stores[0] if prov.stores else None
+    hits = [s for s in prov.stores if str(s.get("fingerprint", "")).startswith(str(fingerprint))]
+    return hits[0] if hits else None
+
+
+def _describe_store(store: dict) -> tuple[str, bool]:
+    tiny = bool(store.get("tiny"))
+    kind = "tiny randomly initialised NT" if tiny else str(store.get("model", "?"))
+    return f"embeddings {store['fingerprint']} ({kind}, layer {store.get('layer', '?')})", tiny
+
+
+def _models_used(method: str, options: dict, prov: Provenance) -> list[tuple[str, bool]]:
+    """(description, is_tiny) of every model behind ``method``; guessed from the method name
+    (most recent store, any Enformer cache) when its fit.json is missing."""
+    used: list[tuple[str, bool]] = []
+    if method == "stack" or "base_options" in options:
+        for base, opts in zip(options.get("base", []), options.get("base_options", [])):
+            used += _models_used(base, opts or {}, prov)
+        return used
+    if method in EMBEDDING_METHODS or "fingerprint" in options:
+        store = _store_for(options.get("fingerprint"), prov)
+        if store is not None:
+            used.append(_describe_store(store))
+    if method.startswith("enformer") or "model" in options:
+        spec = options.get("model")
+        caches = prov.enformer if spec is None else [c for c in prov.enformer if c.get("model") == spec]
+        if spec is not None and not caches:
+            used.append((f"Enformer {spec}", spec == "tiny"))
+        for c in caches:
+            tiny = c.get("model") == "tiny"
+            used.append((f"Enformer {c['fingerprint']} ({'tiny randomly initialised' if tiny else c.get('model')}, "
+                         f"{c.get('seq_len', '?')} bp)", tiny))
+    if not options and not used and method not in KNOWN_METHODS:
+        # no fit.json and a name we do not know: any tiny model in the study may be behind it
+        used += [_describe_store(s) for s in prov.stores if s.get("tiny")]
+    return used
+
+
+# ---------------------------------------------------------------------------------------------
+# Variant effects (hapexpr explain)
+
+
+def read_explain(study: Study) -> list[tuple[str, str, pd.DataFrame | str]]:
+    """(method, gene_id, effects table or the reason it cannot be drawn) for every file under
+    STUDY/explain/<method>/*.tsv, in method then study gene order."""
+    root = study.path / "explain"
+    out = []
+    for method_dir in sorted(p for p in root.glob("*") if p.is_dir()):
+        for f in sorted(method_dir.glob("*.tsv")):
+            try:
+                df = pd.read_csv(f, sep="\t", dtype={"gene_id": str, "variant_id": str})
+            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+                out.append((method_dir.name, f.stem, f"{f.name} could not be read ({exc})"))
+                continue
+            missing = [c for c in EXPLAIN_COLUMNS if c not in df.columns]
+            if not missing:  # variants no haplotype carries have no effect to draw
+                df = df.dropna(subset=["mean_effect"]).reset_index(drop=True)
+            if missing or df.empty:
+                why = f"missing columns {', '.join(missing)}" if missing else "no variant with an effect"
+                out.append((method_dir.name, f.stem, f"{f.name}: {why}"))
+                continue
+            out.append((method_dir.name, str(df["gene_id"].iloc[0]), df))
+    order = {g: i for i, g in enumerate(study.gene_ids)}
+    return sorted(out, key=lambda t: (t[0], order.get(t[1], len(order)), t[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1180px;
+padding:0 20px 40px;color:#1b1b1b;line-height:1.45}
+h1{font-size:1.6em;margin:18px 0 4px}h2{border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:34px}
+.banner{background:#fff3cd;border:2px solid #e0a800;border-radius:6px;padding:10px 14px;margin:14px 0;font-size:1.05em}
+.banner strong{color:#8a5a00}.muted{color:#666}.note{background:#f4f6f8;border-left:4px solid #9aa;padding:6px 10px}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f0f2f4}td.l,th.l{text-align:left}tr.hl td{background:#eef5ff;font-weight:600}
+figure{margin:10px 0 18px}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.88em;color:#444;max-width:900px}code{background:#f3f3f3;padding:0 3px;border-radius:3px}
+nav a{margin-right:12px}details summary{cursor:pointer;margin:6px 0}
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(v, fmt: str = ".3f") -> str:
+    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return "n/a"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):d}"
+    if isinstance(v, (float, np.floating)):
+        return format(float(v), fmt)
+    return _e(v)
+
+
+_L = ' class="l"'
+
+
+def _table(df: pd.DataFrame, *, labels: dict | None = None, fmts: dict | None = None, left: tuple = (),
+           highlight=None) -> str:
+    labels, fmts = labels or {}, fmts or {}
+    head = "".join(f'<th{_L if c in left else ""}>{_e(labels.get(c, c))}</th>' for c in df.columns)
+    rows = []
+    for i, row in enumerate(df.itertuples(index=False)):
+        cells = "".join(f'<td{_L if c in left else ""}>{_num(v, fmts.get(c, ".3f"))}</td>'
+                        for c, v in zip(df.columns, row))
+        rows.append(f'<tr{" class=hl" if highlight is not None and highlight(i, row) else ""}>{cells}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _figure(png: bytes, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _section(sid: str, title: str, body: str) -> str:
+    return f'<section><h2 id="{sid}">{_e(title)}</h2>\n{body}\n</section>'
+
+
+_SUMMARY_LABELS = {"genes": "genes", "mean_r": "mean r", "median_r": "median r", "frac_r_below_0": "fraction r < 0",
+                   "mean_r_heritable": "mean r (h2 > 0)", "mean_ceiling_heritable": "mean ceiling sqrt(h2)",
+                   "ratio_to_ceiling": "ratio to ceiling"}
+
+
+def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
+           predictions: pd.DataFrame, provenance: Provenance, explain: list) -> str:
+    """The whole page as one string."""
+    from hapexpr import report_figures as rf
+
+    methods = rf.order_methods(metrics["method"].unique())
+    summary = summary.set_index("method").loc[methods].reset_index()
+    has_truth = "ceiling" in metrics.columns and metrics["ceiling"].notna().any()
+    sections = [
+        _summary_section(summary, comparisons, has_truth),
+        _scatter_section(metrics, has_truth),
+        _section("distributions", "Distribution of r per method", _figure(
+            rf.distribution_figure(metrics), "box plot of per-gene r per method",
+            "Per-gene Pearson r between observed and out-of-fold predicted expression across held-out "
+            "individuals. Each dot is a gene; box = quartiles, line = median, diamond = mean.")),
+        _best_genes_section(metrics, summary, predictions),
+        _ceiling_section(metrics, has_truth),
+        _explain_section(study, explain),
+        _per_gene_section(study, metrics, methods, has_truth),
+        _provenance_section(study, provenance, methods),
+    ]
+    n_samples = study.meta.get("n_samples", len(study.samples))
+    nav = "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t in _NAV)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>hapexpr report: {_e(study.path.name)}</title><style>{_CSS}</style></head><body>\n"
+        f"<h1>hapexpr report: {_e(study.path.name)}</h1>\n{_banner(provenance)}\n"
+        f'<p class="muted">{len(metrics["gene_id"].unique())} genes, {n_samples} individuals, '
+        f"{study.n_folds}-fold cross-validation over individuals; methods: {_e(', '.join(methods))}. "
+        f"Every number is computed on out-of-fold predictions (each individual predicted by a model "
+        f"that never saw it). Written {_e(time.strftime('%Y-%m-%d %H:%M'))} by hapexpr {_e(__version__)}.</p>\n"
+        f"<nav>{nav}</nav>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
+
+
+_NAV = [("summary", "Summary"), ("comparisons", "Comparisons"), ("method-vs-method", "Method vs method"),
+        ("distributions", "Distributions"), ("best-genes", "Best genes"), ("ceiling", "Ceiling"),
+        ("explain", "Variant effects"), ("per-gene", "Per gene"), ("provenance", "Provenance")]
+
+
+def _banner(prov: Provenance) -> str:
+    tiny = sorted({d for ds in prov.tiny.values() for d in ds})
+    if not tiny:
+        return ""
+    who = [m for m, ds in prov.tiny.items() if ds]
+    fixes = []
+    if any(d.startswith("embeddings") for d in tiny):
+        fixes.append("<code>hapexpr embed STUDY --model PATH</code>")
+    if any(d.startswith("Enformer") for d in tiny):
+        fixes.append("<code>hapexpr fit STUDY --method enformer --model PATH</code>")
+    return (f'<div class="banner" id="tiny-model-banner" role="alert"><strong>Tiny, randomly initialised model'
+            f"{'s' if len(tiny) > 1 else ''}:</strong> {_e('; '.join(tiny))} (used by {_e(', '.join(who))}). "
+            f"These {TINY_WARNING}. Rerun {' and '.join(fixes)} with a real checkpoint directory "
+            "for meaningful numbers.</div>")
+
+
+def _summary_section(summary: pd.DataFrame, comparisons: pd.DataFrame, has_truth: bool) -> str:
+    body = _table(summary, labels=_SUMMARY_LABELS, left=("method",))
+    body += ("<p class=\"muted\">r: Pearson correlation across held-out individuals of the pooled out-of-fold "
+             "predictions, per gene; a constant prediction (e.g. an elastic net that kept no variant) counts "
+             "as r = 0.")
+    body += (" Ceiling = sqrt(h2) of the simulated truth; the ratio is mean r over mean ceiling on genes with "
+             "h2 > 0.</p>" if has_truth else " The truth is unknown (not a simulated cohort), so no ceiling.</p>")
+    comp = ""
+    if comparisons.empty:
+        comp = "<p class=\"note\">Only one method: nothing to compare.</p>"
+    else:
+        key = comparisons.apply(lambda r: {r.method_a, r.method_b} == {"nt-transformer", "elastic-net"}, axis=1)
+        comparisons = pd.concat([comparisons[key], comparisons[~key]], ignore_index=True)
+        comp = _table(comparisons, labels={"a_wins": "genes won by a", "b_wins": "genes won by b",
+                                           "mean_diff": "mean r(a) - r(b)", "wilcoxon_p": "Wilcoxon p"},
+                      fmts={"mean_diff": "+.3f", "wilcoxon_p": ".3g"}, left=("method_a", "method_b"),
+                      highlight=lambda i, r: i == 0 and bool(key.any()))
+        comp += ("<p class=\"muted\">Paired over the genes both methods predict: genes where each has the higher r, "
+                 "and the two-sided Wilcoxon signed-rank p-value of the per-gene differences.</p>")
+    return (_section("summary", "Method summary", body) + "\n"
+            + _section("comparisons", "Pairwise comparisons", comp))
+
+
+def _scatter_section(metrics: pd.DataFrame, has_truth: bool) -> str:
+    from hapexpr import report_figures as rf
+
+    pairs = rf.scatter_pairs(metrics)
+    if not pairs:
+        return _section("method-vs-method", "Per-gene r, method against method",
+                        "<p class=\"note\">Only one method: fit another (e.g. <code>hapexpr fit STUDY --method "
+                        "elastic-net</code>) to compare per gene.</p>")
+    ceiling = metrics.groupby("gene_id")["ceiling"].first() if has_truth else None
+    colour = " Points are coloured by the gene's ceiling sqrt(h2)." if has_truth else ""
+    first, rest = pairs[0], pairs[1:1 + MAX_OTHER_PAIRS]
+    body = _figure(rf.scatter_figure(metrics, [first], ceiling), f"per-gene r, {first[1]} against {first[0]}",
+                   f"Each point is a gene: r of <b>{_e(first[1])}</b> (y) against <b>{_e(first[0])}</b> (x). "
+                   f"Above the dashed diagonal {_e(first[1])} predicts the gene better.{colour}")
+    if rest:
+        dropped = len(pairs) - 1 - len(rest)
+        names = ", ".join(f"{y} vs {x}" for x, y in rest)
+        body += _figure(rf.scatter_figure(metrics, rest, ceiling), f"per-gene r: {names}",
+                        f"The other pairs of methods ({_e(names)}), drawn the same way: the y method predicts "
+                        "the gene better above the diagonal."
+                        + (f" {dropped} further pairs are in the comparisons table only." if dropped > 0 else ""))
+    return _section("method-vs-method", "Per-gene r, method against method", body)
+
+
+def _best_genes_section(metrics: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame) -> str:
+    from hapexpr import report_figures as rf
+
+    title = "Observed vs predicted, best genes"
+    best = summary.sort_values("mean_r", ascending=False, kind="stable")["method"].iloc[0]
+    r = metrics[metrics["method"] == best].set_index("gene_id")["pearson_r"].dropna()
+    genes = list(r.sort_values(ascending=False, kind="stable").index[:BEST_GENES])
+    have = predictions[(predictions["method"] == best) & predictions["gene_id"].isin(genes)]
+    if not genes or have.empty:
+        return _section("best-genes", title, "<p class=\"note\">No out-of-fold predictions to draw "
+                        "(STUDY/predictions.tsv is missing or lacks this method).</p>")
+    return _section("best-genes", title, _figure(
+        rf.observed_predicted_figure(predictions, metrics, best, genes), f"observed vs predicted, {best}",
+        f"The {len(genes)} genes best predicted by <b>{_e(best)}</b> (highest mean r): residualised observed "
+        "expression against the out-of-fold prediction of each individual, coloured by held-out fold, "
+        "with the least-squares line."))
+
+
+def _ceiling_section(metrics: pd.DataFrame, has_truth: bool) -> str:
+    from hapexpr import report_figures as rf
+
+    if not has_truth:
+        return _section("ceiling", "Ceiling", "<p class=\"note\">The heritability of each gene is known only for "
+                        "simulated cohorts (<code>truth.tsv</code> beside the expression file), so no ceiling "
+                        "is drawn.</p>")
+    return _section("ceiling", "Ceiling (simulated truth)", _figure(
+        rf.ceiling_figure(metrics), "per-gene r against the ceiling sqrt(h2)",
+        "Per-gene r against sqrt(h2), the correlation a model knowing the true genetic effects would reach "
+        "on average. Points near the dashed line reach the ceiling; genes with h2 = 0 sit at x = 0, "
+        "where any r is noise."))
+
+
+def _explain_section(study: Study, explain: list) -> str:
+    from hapexpr import report_figures as rf
+
+    title = "Variant effects along the window"
+    how = ("<code>hapexpr explain STUDY --method nt-transformer --gene GENE_ID --out EFFECTS.tsv</code> "
+           "(kept as STUDY/explain/&lt;method&gt;/&lt;gene&gt;.tsv, which this report reads)")
+    if not explain:
+        return _section("explain", title, f"<p class=\"note\">No variant effects yet. Run {how}, then "
+                        "<code>hapexpr report STUDY --overwrite</code>.</p>")
+    genes = study.genes.set_index("gene_id")
+    parts = []
+    for method, gene_id, effects in explain[:MAX_EXPLAIN_FIGURES]:
+        if isinstance(effects, str) or gene_id not in genes.index:
+            why = effects if isinstance(effects, str) else f"gene {gene_id} is not in this study"
+            parts.append(f"<p class=\"note\">{_e(method)}: skipped ({_e(why)}).</p>")
+            continue
+        g = genes.loc[gene_id]
+        name = "" if pd.isna(g["gene_name"]) or g["gene_name"] == gene_id else f" ({g['gene_name']})"
+        parts.append(_figure(
+            rf.explain_figure(effects, tss=int(g["tss"]), strand=str(g["strand"]), window=study.window,
+                              title=f"{gene_id}{name}, {method}: {len(effects)} variants"),
+            f"variant effects, {gene_id}, {method}",
+            f"<b>{_e(gene_id)}</b>, {_e(method)}: mean change in the predicted expression when each variant's "
+            "allele is swapped in every haplotype carrying it (bars: +-1 sd over carriers), by position "
+            "relative to the TSS on the gene's strand."))
+    if len(explain) > MAX_EXPLAIN_FIGURES:
+        parts.append(f"<p class=\"muted\">{len(explain) - MAX_EXPLAIN_FIGURES} more files under STUDY/explain "
+                     "are not drawn.</p>")
+    return _section("explain", title, "\n".join(parts))
+
+
+def _per_gene_section(study: Study, metrics: pd.DataFrame, methods: list[str], has_truth: bool) -> str:
+    wide = metrics.pivot(index="gene_id", columns="method", values="pearson_r")[methods]
+    if has_truth:
+        wide.insert(0, "ceiling", metrics.groupby("gene_id")["ceiling"].first())
+    order = [g for g in study.gene_ids if g in wide.index] + [g for g in wide.index if g not in set(study.gene_ids)]
+    wide = wide.loc[order].reset_index()
+    return _section("per-gene", "Per-gene r", "<details><summary>Pearson r of every gene and method "
+                    f"({len(wide)} genes; also in STUDY/metrics.tsv)</summary>"
+                    + _table(wide, left=("gene_id",)) + "</details>")
+
+
+def _kv_table(items: list[tuple[str, object]]) -> str:
+    rows = "".join(f'<tr><td class="l">{_e(k)}</td><td class="l">{_e(v)}</td></tr>' for k, v in items)
+    return f"<table><tbody>{rows}</tbody></table>"
+
+
+def _provenance_section(study: Study, prov: Provenance, methods: list[str]) -> str:
+    meta = study.meta
+    about = _kv_table([("study", study.path.resolve()), ("created", meta.get("created", "?")),
+                       ("written by hapexpr", meta.get("hapexpr_version", "?")),
+                       ("report by hapexpr", __version__), ("format version", meta.get("format_version", "?"))])
+    params = _kv_table([(k, v) for k, v in sorted(meta.get("params", {}).items())])
+    inputs = pd.DataFrame([{"input": k, "path": v.get("path", ""), "size": v.get("size"),
+                            "sha256": str(v.get("sha256", ""))[:12]}
+                           for k, v in sorted(meta.get("inputs", {}).items())])
+    inputs_html = _table(inputs, left=("input", "path", "sha256")) if not inputs.empty else "<p>none recorded</p>"
+    fits = pd.DataFrame([{"method": m, "fit key": prov.fits[m].get("key", "?"),
+                          "complete": prov.fits[m].get("complete", "?"),
+                          "options": (json.dumps(prov.fits[m]["options"], sort_keys=True, default=str) if "options" in prov.fits[m]
+                                      else "no fit.json (not written by hapexpr fit)"),
+                          "models": "; ".join(prov.models.get(m, [])) or "-"} for m in methods])
+    body = (f"<h3>Study</h3>{about}<h3>Parameters</h3>{params}<h3>Inputs</h3>{inputs_html}"
+            f"<h3>Methods</h3>{_table(fits, left=tuple(fits.columns))}")
+    if prov.stores:
+        stores = pd.DataFrame([{"fingerprint": s["fingerprint"], "model": s.get("model", "?"), "tiny": s.get("tiny", "?"),
+                                "layer": s.get("layer", "?"), "bins": s.get("bins", "?"), "dim": s.get("dim", "?"),
+                                "weights sha256": str(s.get("weights_sha256", ""))[:12],
+                                "tokenizer": s.get("tokenizer", "?"), "updated": s.get("updated", "?")}
+                               for s in prov.stores])
+        body += f"<h3>Embedding stores</h3>{_table(stores, left=tuple(stores.columns))}"
+    if prov.enformer:
+        enf = pd.DataFrame([{"fingerprint": c["fingerprint"], "model": c.get("model", "?"),
+                             "seq_len": c.get("seq_len", "?"), "tracks": c.get("n_tracks", "?"),
+                             "weights sha256": str(c.get("weights_sha256", ""))[:12]} for c in prov.enformer])
+        body += f"<h3>Enformer output caches</h3>{_table(enf, left=tuple(enf.columns))}"
+    return _section("provenance", "Provenance", body)
