@@ -168,6 +168,7 @@ def fit(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="enformer: sequences per forward pass.")] = 2,
     device: Annotated[str, typer.Option(help="enformer: cpu, cuda or auto.")] = "cpu",
     base: Annotated[Optional[str], typer.Option(help="stack: comma-separated base methods (default: all already fit).")] = None,
+    final: Annotated[bool, typer.Option("--final", help="Also fit on all individuals for `predict`/`explain` (same as `fit-final`).")] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Train a method under the study's cross-validation; out-of-fold predictions go to predictions.tsv."""
@@ -180,6 +181,10 @@ def fit(
         base=None if base is None else tuple(b for b in base.split(",") if b),
     )
     run_fit(study, method, options=opts, overwrite=overwrite)
+    if final:
+        from hapexpr.final import fit_final
+
+        fit_final(study, method, options=opts, overwrite=overwrite)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,8 +66,25 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         d = dataclasses.asdict(self)
-        d["fit"] = [{"method": f["method"], **f["options"]} for f in d["fit"]]
+        d["fit"] = [{"method": f["method"], **{k: list(v) if isinstance(v, tuple) else v for k, v in f["options"].items()}}
+                    for f in d["fit"]]
         return yaml.safe_dump(d, sort_keys=False)
+
+
+def _check_types(cls, data: dict, where: str, path: Path) -> None:
+    """Refuse a value whose YAML type does not fit the field (``window: abc``), naming the key."""
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        allowed = tuple(typing.get_origin(a) or a for a in allowed)
+        if value is None and type(None) in allowed:
+            continue
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            names = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
+            raise InputError(f"`{where}.{key}` is {value!r}, not a {names}", path=path, record=f"{where}.{key}")
 
 
 def _build(cls, data, where: str, path: Path):
@@ -77,6 +95,7 @@ def _build(cls, data, where: str, path: Path):
     if unknown:
         raise InputError(f"unknown key(s) {', '.join(unknown)} under `{where}`", path=path, record=where,
                          hint=f"allowed keys: {', '.join(sorted(names))}")
+    _check_types(cls, data, where, path)
     try:
         return cls(**data)
     except TypeError as exc:
@@ -111,6 +130,9 @@ def load_config(path: str | Path) -> RunConfig:
     embed = None if embed is False else _build(EmbedConfig, embed or {}, "embed", path)
     fits = []
     option_names = {f.name for f in dataclasses.fields(FitOptions)}
+    if not isinstance(data.get("fit") or [], list):
+        raise InputError("`fit` must be a list of methods", path=path, record="fit",
+                         hint="write one `- method: NAME` entry per method")
     for i, item in enumerate(data.get("fit") or []):
         if isinstance(item, str):
             item = {"method": item}
@@ -121,6 +143,9 @@ def load_config(path: str | Path) -> RunConfig:
         if unknown:
             raise InputError(f"unknown fit option(s) {', '.join(unknown)}", path=path, record=f"fit[{i}]",
                              hint=f"allowed: {', '.join(sorted(option_names))}")
+        if isinstance(opts.get("base"), list):
+            opts["base"] = tuple(opts["base"])
+        _check_types(FitOptions, opts, f"fit[{i}]", path)
         fits.append(FitConfig(item["method"], opts))
     extra = sorted(set(data) - {f.name for f in dataclasses.fields(RunConfig)})
     if extra:

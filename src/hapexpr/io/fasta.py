@@ -66,7 +66,8 @@ class Reference:
                 path=self.path,
                 hint=f"run `samtools faidx {self.path}` where you can write, or copy the FASTA to a writable folder",
             ) from None
-        except (pyfaidx.FastaIndexingError, pyfaidx.IndexNotFoundError, ValueError, OSError) as exc:
+        except (pyfaidx.FastaIndexingError, pyfaidx.IndexNotFoundError, ValueError, OSError, RuntimeError) as exc:
+            # pyfaidx raises a bare RuntimeError for some malformed records (e.g. blank lines only)
             raise InputError(
                 f"cannot index the reference FASTA ({str(exc).strip() or type(exc).__name__})",
                 path=self.path,
@@ -108,8 +109,16 @@ class Reference:
         lo, hi = max(start, 1), min(end, length)
         body = b""
         if lo <= hi:
-            seq = self._fasta.faidx.fetch(name, lo, hi)
-            body = str(getattr(seq, "seq", seq)).encode("ascii").upper()
+            raw = self._fasta.faidx.fetch(name, lo, hi)
+            seq = str(getattr(raw, "seq", raw))
+            try:
+                body = seq.encode("ascii").upper()
+            except UnicodeEncodeError as exc:
+                raise InputError(
+                    f"{name}:{lo}-{hi} holds a non-ASCII character ({seq[exc.start]!r}) where bases belong",
+                    path=self.path, record=f"{name}:{lo + exc.start}",
+                    hint="a FASTA holds only IUPAC letters; fix or re-create the file",
+                ) from None
             if len(body) != hi - lo + 1:
                 raise InputError(
                     f"{name}:{lo}-{hi} came back {len(body)} bp long instead of {hi - lo + 1}",

@@ -9,6 +9,7 @@ sorted, and (given the reference) REF matching the FASTA. Each problem is one
 from __future__ import annotations
 
 import os
+import warnings
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,20 @@ def _check_container(path: Path) -> None:
             path=path,
             hint="copy or download it again; a complete bgzip file ends with an empty block",
         )
-    if not any(Path(str(path) + ext).is_file() for ext in (".tbi", ".csi")):
+    indexes = [Path(str(path) + ext) for ext in (".tbi", ".csi") if Path(str(path) + ext).is_file()]
+    if not indexes:
         raise InputError(
             "the VCF has no index (.tbi or .csi beside it)",
             path=path,
             hint=f"index it: `tabix -p vcf {path}` (or `bcftools index {path}` for BCF)",
+        )
+    if all(i.stat().st_mtime < path.stat().st_mtime for i in indexes):
+        # A stale index silently returns the wrong records (or none) for a region query.
+        raise InputError(
+            f"the index {indexes[0].name} is older than the VCF, so region queries may miss records",
+            path=path,
+            hint=f"re-index it: `tabix -f -p vcf {path}` (or `bcftools index -f {path}`); if the two were only "
+            "copied in the wrong order, `touch` the index",
         )
 
 
@@ -154,7 +164,11 @@ class VcfReader:
         unphased: list[str] = []
         last = f"{name}:{start}-{end} (before its first record)"
         try:
-            for rec in self._vcf(f"{name}:{start}-{end}"):
+            with warnings.catch_warnings():
+                # cyvcf2 warns "no intervals found" for an empty region: that is zero variants.
+                warnings.simplefilter("ignore")
+                records = list(self._vcf(f"{name}:{start}-{end}"))
+            for rec in records:
                 p = rec.POS
                 if p < start:
                     continue
