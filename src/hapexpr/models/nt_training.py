@@ -1,0 +1,428 @@
+"""Training for ``nt-transformer``: the loss, one training function, batched prediction and the
+multi-gene mode (shared weights, gene-specific output scale/offset, held-out genes).
+
+Everything here sees only the arrays it is given; callers pass training individuals only.
+Training is deterministic on CPU for a given seed: weights, shuffling, dropout and haplotype
+swaps all draw from a seeded RNG forked from (and restored to) the global one, and
+``torch.use_deterministic_algorithms`` is switched on for the duration of the call.
+
+Import this module lazily (it imports torch at the top).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How :func:`train_model` trains; round-trips through :meth:`to_dict`/JSON.
+
+    pairwise_weight: weight of the pairwise term (see :func:`expression_loss`; default justified
+        in docs/nt-transformer.md).
+    val_fraction: share of the training individuals held out for early stopping.
+    swap_haplotypes: randomly swap the two haplotypes of each training example (phase order is
+        arbitrary); predictions always average both orders.
+    """
+
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    max_epochs: int = 60
+    batch_size: int = 64
+    patience: int = 5
+    val_fraction: float = 0.2
+    pairwise_weight: float = 1.0
+    swap_haplotypes: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.pairwise_weight < 0:
+            raise ValueError(f"pairwise_weight must be >= 0, got {self.pairwise_weight}")
+        if self.max_epochs < 1 or self.batch_size < 2 or self.patience < 1:
+            raise ValueError("max_epochs and patience must be >= 1 and batch_size >= 2")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def expression_loss(
+    pred: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    pairwise_weight: float,
+    gene: torch.Tensor | None = None,
+    n_genes: int = 0,
+) -> torch.Tensor:
+    """MSE + pairwise_weight * mean over ordered pairs (i != j) of the same gene in the batch of
+    ((pred_i - pred_j) - (y_i - y_j))^2.
+
+    The pair mean is computed in O(batch) from the identity
+    sum_{i,j} (r_i - r_j)^2 = 2 n sum_i (r_i - mean r)^2 with r = pred - y, per gene group.
+    pred, y: (batch,); gene: (batch,) int64 in [0, n_genes) or None (one group).
+    """
+    r = pred - y
+    mse = r.pow(2).mean()
+    if pairwise_weight == 0:
+        return mse
+    if gene is None:
+        n = r.shape[0]
+        if n < 2:
+            return mse
+        pair_mean = 2.0 * n * (r - r.mean()).pow(2).sum() / (n * (n - 1))
+    else:
+        onehot = nn.functional.one_hot(gene, n_genes).to(r.dtype)  # (batch, genes)
+        n_g = onehot.sum(0)
+        mean_g = (onehot.T @ r) / n_g.clamp(min=1)
+        ss_g = onehot.T @ (r - onehot @ mean_g).pow(2)
+        pairs = (n_g * (n_g - 1)).sum()
+        if pairs == 0:
+            return mse
+        pair_mean = (2.0 * n_g * ss_g).sum() / pairs
+    return mse + pairwise_weight * pair_mean
+
+
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[torch.Generator]:
+    """Seed a private torch RNG, fork the global one, enable deterministic algorithms and use one
+    intra-op thread; restore all of it afterwards so callers' state is untouched.
+
+    One thread because these models are tiny: splitting their small matrix products across
+    threads costs more than it saves (measured ~0.7 s vs ~4.6 s of CPU per fit on 2 cores), and
+    it makes the result independent of the machine's thread count."""
+    was = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout draws from the global RNG
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(1)
+        try:
+            yield torch.Generator().manual_seed(seed)
+        finally:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(was, warn_only=warn_only)
+
+
+def inner_split(n: int, *, val_fraction: float, seed: int) -> np.ndarray:
+    """(n,) bool, True for the inner validation rows: a seeded share of the given rows."""
+    n_val = min(max(1, round(val_fraction * n)), n - 1)
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    return mask
+
+
+def _forward_sym(model: nn.Module, x: torch.Tensor, gene: torch.Tensor | None) -> torch.Tensor:
+    """Average over both haplotype orders: which haplotype is '1' is an accident of phasing."""
+    return 0.5 * (model(x, gene) + model(x.flip(1), gene))
+
+
+def predict_batched(
+    model: nn.Module, X: np.ndarray, *, batch_size: int = 256, gene: np.ndarray | None = None
+) -> np.ndarray:
+    """(samples,) float32 predictions for (samples, 2, bins, dim) scaled inputs, in eval mode
+    and without gradients; the model is left in the mode it came in."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(X), batch_size):
+                x = torch.as_tensor(np.ascontiguousarray(X[start : start + batch_size]), dtype=torch.float32)
+                g = None if gene is None else torch.as_tensor(gene[start : start + batch_size], dtype=torch.long)
+                out.append(_forward_sym(model, x, g).numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def train_model(
+    model: nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    config: TrainConfig,
+    gene_index: np.ndarray | None = None,
+    val_mask: np.ndarray | None = None,
+) -> dict:
+    """Train ``model`` in place with AdamW on (samples, 2, bins, dim) scaled inputs X and
+    (samples,) standardised targets y; stop early on an inner validation split of these rows
+    and restore the weights of the best validation epoch.
+
+    gene_index: (samples,) int, multi-gene mode (the model must have ``n_genes`` > 0); the
+        pairwise term then pairs rows of the same gene only.
+    val_mask: (samples,) bool validation rows; default a seeded ``val_fraction`` of the rows.
+    Returns the history: per-epoch ``train_loss``/``val_loss``, ``best_epoch``, ``epochs_run``,
+    ``best_val_loss``, ``n_train``, ``n_val``, ``val_index`` and ``seconds``.
+    """
+    start_time = time.perf_counter()
+    n = len(X)
+    if n < 4:
+        raise ValueError(f"need at least 4 training rows for an inner validation split, got {n}")
+    if val_mask is None:
+        val_mask = inner_split(n, val_fraction=config.val_fraction, seed=config.seed)
+    train_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    x_all = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
+    y_all = torch.as_tensor(np.asarray(y), dtype=torch.float32)
+    g_all = None if gene_index is None else torch.as_tensor(np.asarray(gene_index), dtype=torch.long)
+    n_genes = getattr(getattr(model, "config", None), "n_genes", 0)
+
+    def rows(idx: torch.Tensor):
+        return x_all[idx], y_all[idx], None if g_all is None else g_all[idx]
+
+    def loss_of(pred, yb, gb):
+        return expression_loss(pred, yb, pairwise_weight=config.pairwise_weight, gene=gb, n_genes=n_genes)
+
+    history: dict = {"train_loss": [], "val_loss": []}
+    best_val, best_epoch, best_state = float("inf"), -1, None
+    with deterministic(config.seed) as gen:
+        optimizer = _adamw(model, config)
+        x_val, y_val, g_val = rows(torch.as_tensor(val_rows))
+        train_t = torch.as_tensor(train_rows)
+        for epoch in range(config.max_epochs):
+            model.train()
+            order = train_t[torch.randperm(len(train_t), generator=gen)]
+            total = 0.0
+            for start in range(0, len(order), config.batch_size):
+                xb, yb, gb = rows(order[start : start + config.batch_size])
+                if config.swap_haplotypes:
+                    swap = torch.rand(len(xb), generator=gen) < 0.5
+                    xb = torch.where(swap[:, None, None, None], xb.flip(1), xb)
+                loss = loss_of(model(xb, gb), yb, gb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(xb)
+            model.eval()
+            with torch.no_grad():
+                val_loss = float(loss_of(_forward_sym(model, x_val, g_val), y_val, g_val))
+            history["train_loss"].append(total / len(order))
+            history["val_loss"].append(val_loss)
+            if val_loss < best_val:
+                best_val, best_epoch = val_loss, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif epoch - best_epoch >= config.patience:
+                break
+        if best_state is None:
+            from hapexpr.errors import HapexprError
+
+            raise HapexprError(
+                "nt-transformer training diverged (the validation loss was never finite)",
+                hint="lower the learning rate (TrainConfig.lr) or check the embeddings for extreme values",
+            )
+        model.load_state_dict(best_state)
+        model.eval()
+    history.update(
+        best_epoch=best_epoch,
+        epochs_run=len(history["val_loss"]),
+        best_val_loss=best_val,
+        n_train=len(train_rows),
+        n_val=len(val_rows),
+        val_index=val_rows.tolist(),
+        seconds=time.perf_counter() - start_time,
+    )
+    return history
+
+
+def _adamw(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with no weight decay on biases, norms, embeddings and gene scale/offset: decaying
+    those pulls positions and genes toward each other rather than simplifying the model."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        is_matrix = p.ndim >= 2 and not any(s in name for s in ("pos.", "hap.", "gene_", "cls"))
+        (decay if is_matrix else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+# --------------------------------------------------------------------------------------------
+# multi-gene mode
+
+
+@dataclass
+class MultiGeneFit:
+    """A shared-weight model over several genes (output of :func:`fit_multi_gene`).
+
+    trained_genes: genes with a learned output scale/offset (index = position in this list).
+    input_scaling: gene -> (mean, scale), each (bins, dim), from that gene's training individuals.
+    target_scaling: trained gene -> (mean, sd) of its training individuals' expression.
+    heldout_scale: sd used to map held-out genes' standardised predictions back (median of the
+        trained genes' sd; no held-out gene's expression is used).
+    """
+
+    model: nn.Module
+    trained_genes: list[str]
+    input_scaling: dict[str, tuple[np.ndarray, np.ndarray]]
+    target_scaling: dict[str, tuple[float, float]]
+    heldout_scale: float
+    history: dict
+    batch_size: int = 256
+
+    def predict(self, gene: str, X: np.ndarray) -> np.ndarray:
+        """(samples,) float64 predictions for (samples, 2, bins, dim) embeddings of ``gene``.
+
+        Held-out genes use scale 1 and offset 0 on the standardised scale, then the neutral
+        ``heldout_scale`` and mean 0: only their ranking (Pearson/Spearman r) is meaningful.
+        """
+        from hapexpr.models.nt_transformer import check_features
+
+        mean, scale = self.input_scaling[gene]
+        X = check_features(X, bins=mean.shape[0], dim=mean.shape[1])
+        Xs = (X - mean) / scale
+        if gene in self.target_scaling:
+            g = np.full(len(X), self.trained_genes.index(gene), dtype=np.int64)
+            z = predict_batched(self.model, Xs, batch_size=self.batch_size, gene=g)
+            y_mean, y_sd = self.target_scaling[gene]
+            return z.astype(np.float64) * y_sd + y_mean
+        z = predict_batched(self.model, Xs, batch_size=self.batch_size)
+        return z.astype(np.float64) * self.heldout_scale
+
+
+def train_multi_gene(
+    X_by_gene: dict[str, np.ndarray],
+    y_by_gene: dict[str, np.ndarray],
+    train_idx: np.ndarray,
+    *,
+    holdout_genes: Sequence[str] = (),
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    **model_kwargs,
+) -> MultiGeneFit:
+    """Fit one shared model on the training individuals of every gene not in ``holdout_genes``.
+
+    X_by_gene: gene -> (samples, 2, bins, dim) embeddings of ALL individuals (study order; same
+        bins and dim for every gene); y_by_gene: gene -> (samples,) expression.
+    train_idx: indices (or a bool mask) of the training individuals; only their rows of the
+        trained genes are used for fitting, early stopping and scaling. Held-out genes' ``y`` is
+        never read; their inputs are scaled with their own training individuals' embeddings.
+    model_kwargs: NTTransformerConfig fields (d_model, n_layers, ...).
+    """
+    from hapexpr.models.nt_transformer import NTTransformer, NTTransformerConfig, check_features, input_scaling
+
+    config = replace(config or TrainConfig(batch_size=256), seed=seed)
+    genes = list(X_by_gene)
+    holdout = set(holdout_genes)
+    trained = [g for g in genes if g not in holdout]
+    if not trained:
+        raise ValueError("every gene is held out; nothing to train on")
+    n_samples = len(X_by_gene[genes[0]])
+    train_idx = np.flatnonzero(_as_mask(train_idx, n_samples))
+    # the inner validation split is over individuals, shared by all genes
+    val_people = train_idx[inner_split(len(train_idx), val_fraction=config.val_fraction, seed=seed)]
+
+    scaling, target, xs, ys, gs, vs = {}, {}, [], [], [], []
+    for gene in genes:
+        X = check_features(X_by_gene[gene])[train_idx]
+        scaling[gene] = input_scaling(X)
+        if gene in holdout:
+            continue
+        y = np.asarray(y_by_gene[gene], dtype=np.float64)[train_idx]
+        sd = float(y.std())
+        target[gene] = (float(y.mean()), sd if sd > 0 else 1.0)
+        xs.append((X - scaling[gene][0]) / scaling[gene][1])
+        ys.append((y - target[gene][0]) / target[gene][1])
+        gs.append(np.full(len(train_idx), trained.index(gene), dtype=np.int64))
+        vs.append(np.isin(train_idx, val_people))
+    bins, dim = scaling[genes[0]][0].shape
+    model_config = NTTransformerConfig(dim_in=dim, bins=bins, n_genes=len(trained), **model_kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = NTTransformer(model_config)
+    history = train_model(
+        model,
+        np.concatenate(xs),
+        np.concatenate(ys),
+        config=config,
+        gene_index=np.concatenate(gs),
+        val_mask=np.concatenate(vs),
+    )
+    return MultiGeneFit(
+        model=model,
+        trained_genes=trained,
+        input_scaling=scaling,
+        target_scaling=target,
+        heldout_scale=float(np.median([sd for _, sd in target.values()])),
+        history=history,
+        batch_size=config.batch_size,
+    )
+
+
+def fit_multi_gene(
+    X_by_gene: dict[str, np.ndarray],
+    y_by_gene: dict[str, np.ndarray],
+    train_idx: np.ndarray,
+    *,
+    holdout_genes: Sequence[str] = (),
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    **model_kwargs,
+) -> tuple[MultiGeneFit, dict[str, np.ndarray]]:
+    """:func:`train_multi_gene`, then gene -> (samples,) predictions for ALL individuals."""
+    fit = train_multi_gene(
+        X_by_gene, y_by_gene, train_idx, holdout_genes=holdout_genes, config=config, seed=seed, **model_kwargs
+    )
+    return fit, {gene: fit.predict(gene, X) for gene, X in X_by_gene.items()}
+
+
+def multi_gene_fold(
+    X_by_gene: dict[str, np.ndarray],
+    y_by_gene: dict[str, np.ndarray],
+    train_mask: np.ndarray,
+    test_mask: np.ndarray,
+    heldout_genes: Sequence[str],
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    **model_kwargs,
+) -> dict[str, np.ndarray]:
+    """One outer fold of multi-gene mode: gene -> (test individuals,) float64 predictions, in
+    the order of ``np.flatnonzero(test_mask)``, for every gene (held-out genes included; their
+    predictions come from a model that never saw those genes' expression)."""
+    n = len(next(iter(X_by_gene.values())))
+    train_mask, test_mask = _as_mask(train_mask, n), _as_mask(test_mask, n)
+    if (train_mask & test_mask).any():
+        raise ValueError("an individual is in both the training and the test set")
+    fit = train_multi_gene(
+        X_by_gene, y_by_gene, train_mask, holdout_genes=heldout_genes, config=config, seed=seed, **model_kwargs
+    )
+    test_idx = np.flatnonzero(test_mask)
+    return {gene: fit.predict(gene, X[test_idx]) for gene, X in X_by_gene.items()}
+
+
+def choose_holdout_genes(genes: Sequence[str], fraction: float, *, seed: int) -> list[str]:
+    """A seeded ``fraction`` of ``genes`` (at least one when fraction > 0, never all) that
+    multi-gene mode never trains on; returned in the given gene order."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"--holdout-genes must be in [0, 1), got {fraction}")
+    if fraction == 0 or len(genes) < 2:
+        return []
+    k = min(max(1, round(fraction * len(genes))), len(genes) - 1)
+    chosen = set(np.random.default_rng(seed).permutation(len(genes))[:k].tolist())
+    return [g for i, g in enumerate(genes) if i in chosen]
+
+
+def _as_mask(idx: np.ndarray, n: int) -> np.ndarray:
+    """(n,) bool from a bool mask or an array of indices."""
+    idx = np.asarray(idx)
+    if idx.dtype == bool:
+        if idx.shape != (n,):
+            raise ValueError(f"mask has shape {idx.shape}, expected ({n},)")
+        return idx
+    mask = np.zeros(n, dtype=bool)
+    mask[idx.astype(np.int64)] = True
+    return mask
