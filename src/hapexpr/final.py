@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hapexpr.errors import InputError, StudyError
-from hapexpr.io.atomic import atomic_path, study_lock, write_json
+from hapexpr.io.atomic import atomic_dir, atomic_path, study_lock, write_json
 from hapexpr.study import Study, gene_file_name
 from hapexpr.train import console, options_key, residualise, study_targets
 
@@ -146,7 +144,8 @@ def fit_final(study_path, method: str, *, options=None, overwrite: bool = False,
                         "options": method_options, "n_samples": int(len(y)),
                         "residualised_on": "intercept" if cov is None else f"intercept + {cov.shape[1]} covariates",
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                _write_gene_dir(gene_dir(study, name, gene_id), lambda d: _save(base, m, est, study, gene, d, info))
+                with atomic_dir(gene_dir(study, name, gene_id)) as d:
+                    _save(base, m, est, study, gene, d, info)
                 bar.advance(task)
         write_json(state, {**record, "complete": True, "n_genes": len(study.gene_ids),
                            "seconds": round(time.time() - start, 2)})
@@ -230,25 +229,6 @@ def _done(study: Study, name: str, gene_id: str, key: str) -> bool:
         return json.loads(path.read_text()).get("key") == key
     except json.JSONDecodeError:
         return False
-
-
-def _write_gene_dir(target: Path, write) -> None:
-    """Run ``write(tmp_dir)`` then rename the directory onto ``target`` (whole or absent)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}.{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        old = None
-        if target.exists():
-            old = target.parent / f".old-{target.name}.{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _savez(path: Path, **arrays) -> None:

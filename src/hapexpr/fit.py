@@ -66,14 +66,17 @@ def build_method(name: str, opts: FitOptions):
     if name == "ridge-probe":
         from hapexpr.models.ridge_probe import RidgeProbeMethod
 
-        return RidgeProbeMethod(fingerprint=opts.fingerprint), {"fingerprint": _fingerprint_of(opts)}
+        return RidgeProbeMethod(fingerprint=opts.fingerprint), {"fingerprint": opts.fingerprint}
     if name == "nt-transformer":
         from hapexpr.models.nt_training import TrainConfig
         from hapexpr.models.nt_transformer import NTTransformerMethod
 
         kw = {"pairwise_weight": TrainConfig.pairwise_weight if opts.pairwise_weight is None else opts.pairwise_weight,
               "max_epochs": TrainConfig.max_epochs if opts.max_epochs is None else opts.max_epochs}
-        return NTTransformerMethod(fingerprint=opts.fingerprint, seed=opts.seed, **kw), {**kw, "fingerprint": _fingerprint_of(opts)}
+        m = NTTransformerMethod(fingerprint=opts.fingerprint, seed=opts.seed, **kw)
+        # Every setting the fit depends on, so changing any of them (or a default) refits.
+        return m, {"train": asdict(m.train_config), "d_model": m.d_model, "n_layers": m.n_layers,
+                   "fingerprint": opts.fingerprint}
     if name == "enformer":
         from hapexpr.models.enformer import EnformerMethod
 
@@ -83,10 +86,6 @@ def build_method(name: str, opts: FitOptions):
             m.name = f"enformer-{opts.head}"
         return m, m.options
     raise InputError(f"unknown method {name!r}", hint=f"choose one of {', '.join(METHODS)}")
-
-
-def _fingerprint_of(opts: FitOptions) -> str | None:
-    return opts.fingerprint
 
 
 def run_fit(study_path: str | Path, method: str, *, options: FitOptions = FitOptions(), overwrite: bool = False,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 import uuid
@@ -29,14 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from hapexpr.errors import StudyError
-from hapexpr.io.atomic import write_json
+from hapexpr.io.atomic import OLD_DIR_PREFIX, TMP_DIR_PREFIX, atomic_dir, write_json
 
 EMBEDDINGS_DIR = "embeddings"
 INFO = "info.json"
 STORE_VERSION = 1
 CHUNK_ROWS = 64
-_TMP_PREFIX = ".tmp-"
-_OLD_PREFIX = ".old-"
 
 
 def sequence_sha256(sequence: bytes) -> bytes:
@@ -58,13 +55,6 @@ def gene_group_name(gene_id: str) -> str:
     return gene_file_name(gene_id)[: -len(".npz")] + ".zarr"
 
 
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as fh:
-                os.fsync(fh.fileno())
-
-
 def write_group(path: Path, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarray, **attrs) -> None:
     """Write one group atomically: into a temporary sibling directory, then renamed onto ``path``.
 
@@ -72,9 +62,7 @@ def write_group(path: Path, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarr
     """
     import zarr
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{_TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_dir(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w")
         n = len(hashes)
         rows = max(1, min(n, CHUNK_ROWS))
@@ -87,19 +75,6 @@ def write_group(path: Path, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarr
             b[:] = bins.astype(np.float16)
             m[:] = mean.astype(np.float16)
         group.attrs.update({**attrs, "rows": n})
-        _fsync_tree(tmp)
-        old = None
-        if path.exists():
-            # A directory cannot be renamed onto a non-empty one: move the old aside first. A
-            # crash in between leaves the gene absent (recomputed next run), never half-written.
-            old = path.parent / f"{_OLD_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_hashes(path: Path) -> np.ndarray | None:
@@ -193,7 +168,7 @@ def clean_stale(root: Path) -> None:
         d = root / sub
         if d.is_dir():
             for p in d.iterdir():
-                if p.name.startswith((_TMP_PREFIX, _OLD_PREFIX)):
+                if p.name.startswith((TMP_DIR_PREFIX, OLD_DIR_PREFIX)):
                     shutil.rmtree(p, ignore_errors=True)
 
 

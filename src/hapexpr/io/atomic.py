@@ -6,7 +6,9 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -45,6 +47,38 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` for writing; rename it onto ``path`` on success."""
     with atomic_path(path) as tmp, open(tmp, mode) as fh:
         yield fh
+
+
+TMP_DIR_PREFIX = ".tmp-"
+OLD_DIR_PREFIX = ".old-"
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside ``target``; on success its files are fsynced and
+    it replaces ``target`` whole. A crash leaves ``target`` as it was or absent, never half-written
+    (a directory cannot be renamed onto a non-empty one, so an old one is moved aside first).
+    Leftovers are named ``.tmp-*`` / ``.old-*`` so readers can skip them."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f"{TMP_DIR_PREFIX}{target.name}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for dirpath, _dirs, files in os.walk(tmp):
+            for name in files:
+                with open(os.path.join(dirpath, name), "rb") as fh:
+                    os.fsync(fh.fileno())
+        old = None
+        if target.exists():
+            old = target.parent / f"{OLD_DIR_PREFIX}{target.name}.{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

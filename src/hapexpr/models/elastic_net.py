@@ -27,6 +27,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from hapexpr.models import check_matrix, check_training
 import pandas as pd
 
 from hapexpr.errors import InputError, StudyError
@@ -152,7 +154,7 @@ class ElasticNetModel:
 
     def fit(self, X, y) -> ElasticNetModel:
         """X: (samples, variants) ALT dosages 0..2; y: (samples,) expression."""
-        X, y = _check_xy(X, y)
+        X, y = check_training(X, y, columns="dosages")
         n, p = X.shape
         self.n_features_in_ = p
         x_mean = X.mean(axis=0)
@@ -233,29 +235,10 @@ class ElasticNetModel:
 
     def predict(self, X) -> np.ndarray:
         """(samples,) float64 predicted expression for (samples, variants) dosages."""
-        X = _check_x(X)
+        X = check_matrix(X, columns="dosages")
         if X.shape[1] != len(self.coef_):  # coef_ alone defines the model (loaded fits too)
             raise ValueError(f"X has {X.shape[1]} variants; the model was fit on {len(self.coef_)}")
         return X @ self.coef_ + self.intercept_
-
-
-def _check_x(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be (samples, variants), got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("X holds missing or infinite dosages; impute them before fitting")
-    return X
-
-
-def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
-    X = _check_x(X)
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
-    if not np.all(np.isfinite(y)):
-        raise ValueError("y holds missing or infinite values")
-    return X, y
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hapexpr.models import check_matrix, check_training
+
 
 def penalty_grid(n_samples: int, dim: int, *, n_penalties: int = 36) -> np.ndarray:
     """(n_penalties,) ridge penalties on standardised features, relative to the mean non-zero
@@ -37,7 +39,7 @@ class RidgeProbeModel:
         """X: (samples, dim) features; y: (samples,) expression."""
         from sklearn.linear_model import RidgeCV
 
-        X, y = _check_xy(X, y)
+        X, y = check_training(X, y, columns="values")
         n, d = X.shape
         self.n_features_in_ = d
         self.x_mean_ = X.mean(axis=0)
@@ -64,29 +66,10 @@ class RidgeProbeModel:
 
     def predict(self, X) -> np.ndarray:
         """(samples,) float64 predictions for (samples, dim) features."""
-        X = _check_x(X)
+        X = check_matrix(X, columns="values")
         if X.shape[1] != len(self.coef_):  # coef_ alone defines the model (loaded fits too)
             raise ValueError(f"X has {X.shape[1]} columns; the model was fit on {len(self.coef_)}")
         return X @ self.coef_ + self.intercept_
-
-
-def _check_x(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be (samples, dim), got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("X holds NaN or infinite values")
-    return X
-
-
-def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
-    X = _check_x(X)
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
-    if not np.all(np.isfinite(y)):
-        raise ValueError("y holds NaN or infinite values")
-    return X, y
 
 
 class RidgeProbeMethod:
