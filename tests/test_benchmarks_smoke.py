@@ -1,0 +1,64 @@
+"""Each benchmark's ``--smoke`` mode runs to completion and prints its ratio line, so the scripts
+do not rot. The benchmarks check their own outputs (sequences equal to bcftools', embeddings equal
+to a plain transformers loop's, one prediction per gene and person) and exit non-zero otherwise.
+
+bench_elastic_net.py belongs to its own test owner; it is included here only if present, with the
+same contract (exit 0, a ratio line).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_smoke(script: str, tmp_path: Path, timeout: int = 240) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, f"{script} --smoke exited {done.returncode}:\n{out[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.skipif(shutil.which("bcftools") is None or shutil.which("samtools") is None,
+                    reason="bcftools and samtools are the oracle")
+def test_bench_haplotypes_smoke(tmp_path):
+    out = run_smoke("bench_haplotypes.py", tmp_path)
+    assert re.search(r"^identical: all \d+ bcftools sequences equal hapexpr's", out, re.M), out
+    assert re.search(r"^RATIO window=\d+ bcftools_loop/hapexpr = [\d.]+x", out, re.M), out
+    assert out.rstrip().endswith("ok")
+
+
+def test_bench_embed_smoke(tmp_path):
+    out = run_smoke("bench_embed.py", tmp_path)
+    m = re.search(r"^agreement: max \|plain - stored\| mean embedding = (\S+)", out, re.M)
+    assert m and float(m.group(1)) <= 1e-2, out
+    assert re.search(r"^RATIO embed plain_loop/hapexpr = [\d.]+x .*dedup [\d.]+x.*overhead", out, re.M), out
+    assert out.rstrip().endswith("ok")
+
+
+@pytest.mark.slow
+def test_bench_scale_smoke(tmp_path):
+    out = run_smoke("bench_scale.py", tmp_path)
+    assert out.count("checked: predictions.tsv has one out-of-fold prediction") == 2, out
+    for stage in ("prepare", "embed", "fit elastic-net", "fit ridge-probe"):
+        assert re.search(rf"^{stage}\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), f"no {stage} row:\n{out}"
+    assert re.search(r"^RATIO scale total_time 2/1 genes = [\d.]+x", out, re.M), out
+    assert out.rstrip().endswith("ok")
+
+
+@pytest.mark.skipif(not (BENCH / "bench_elastic_net.py").exists(), reason="bench_elastic_net.py not written yet")
+def test_bench_elastic_net_smoke(tmp_path):
+    out = run_smoke("bench_elastic_net.py", tmp_path)
+    assert re.search(r"\d+(\.\d+)?x", out), out
+    assert out.rstrip().endswith("ok")
