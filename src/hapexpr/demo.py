@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from hapexpr.errors import StudyError
+from hapexpr.progress import console
 from hapexpr.pipeline import EmbedConfig, FitConfig, PrepareConfig, RunConfig, run_pipeline
 
 DEMO_FITS = (
@@ -29,7 +28,6 @@ def run_demo(out: Path, *, individuals: int = 290, genes: int = 20, seed: int = 
     """Simulate into OUT/cohort, write OUT/config.yaml, and run it (study in OUT/study)."""
     from hapexpr.simulate import simulate_cohort
 
-    console = Console(stderr=True, highlight=False)
     out = Path(out)
     cohort = out / "cohort"
     start = time.time()

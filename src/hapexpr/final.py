@@ -30,7 +30,8 @@ import pandas as pd
 from hapexpr.errors import InputError, StudyError
 from hapexpr.io.atomic import atomic_dir, atomic_path, study_lock, write_json
 from hapexpr.study import Study, gene_file_name
-from hapexpr.train import console, options_key, residualise, study_targets
+from hapexpr.progress import console, track_genes
+from hapexpr.train import options_key, residualise, study_targets
 
 FINAL_FORMAT = "hapexpr.final/1"
 GENE_JSON = "gene.json"
@@ -98,7 +99,6 @@ def fit_final(study_path, method: str, *, options=None, overwrite: bool = False,
     this method (its fit.json), else the defaults. A final fit already complete with the same
     options is kept; one made with other options is refused unless ``overwrite``.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     study = Study.open(study_path)
     base, _ = split_method(method)
@@ -132,21 +132,17 @@ def fit_final(study_path, method: str, *, options=None, overwrite: bool = False,
         everyone = np.ones(len(study.sample_ids), dtype=bool)
         todo = [g for g in study.gene_ids if not _done(study, name, g, key)]
         start = time.time()
-        with Progress(TextColumn(f"fit-final {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, disable=not progress, transient=True) as bar:
-            task = bar.add_task("genes", total=len(todo))
-            for gene_id in todo:
-                gene = study.gene(gene_id)
-                X = m.features(study, gene)
-                y = residualise(expr.loc[gene_id].to_numpy(dtype=np.float64), cov, everyone)
-                est = m.estimator(options.seed).fit(X, y)
-                info = {"format": FINAL_FORMAT, "method": name, "gene_id": gene_id, "key": key,
-                        "options": method_options, "n_samples": int(len(y)),
-                        "residualised_on": "intercept" if cov is None else f"intercept + {cov.shape[1]} covariates",
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                with atomic_dir(gene_dir(study, name, gene_id)) as d:
-                    _save(base, m, est, study, gene, d, info)
-                bar.advance(task)
+        for gene_id in track_genes(todo, f"fit-final {name}", enabled=progress):
+            gene = study.gene(gene_id)
+            X = m.features(study, gene)
+            y = residualise(expr.loc[gene_id].to_numpy(dtype=np.float64), cov, everyone)
+            est = m.estimator(options.seed).fit(X, y)
+            info = {"format": FINAL_FORMAT, "method": name, "gene_id": gene_id, "key": key,
+                    "options": method_options, "n_samples": int(len(y)),
+                    "residualised_on": "intercept" if cov is None else f"intercept + {cov.shape[1]} covariates",
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            with atomic_dir(gene_dir(study, name, gene_id)) as d:
+                _save(base, m, est, study, gene, d, info)
         write_json(state, {**record, "complete": True, "n_genes": len(study.gene_ids),
                            "seconds": round(time.time() - start, 2)})
     console.print(f"{name}: final fit on all {len(study.sample_ids)} individuals, {len(todo)} genes fit "

@@ -17,10 +17,10 @@ import pandas as pd
 
 from hapexpr.errors import InputError, StudyError
 from hapexpr.io.atomic import study_lock, write_json
+from hapexpr.progress import console, track_genes
 from hapexpr.study import Study
 from hapexpr.train import (
     FitRun,
-    console,
     fit_per_gene,
     read_predictions,
     residualise,
@@ -173,16 +173,17 @@ def fit_stack(study: Study, opts: FitOptions, *, overwrite: bool, progress: bool
         run = FitRun(study, "stack", {"base": bases, "seed": opts.seed, "base_options": [o for _, o in methods]},
                      overwrite=overwrite)
         weights = {}
-        for gene_id in [g for g in study.gene_ids if not run.done(g)]:
+        for gene_id in track_genes([g for g in study.gene_ids if not run.done(g)], "fit stack", enabled=progress):
             gene = study.gene(gene_id)
             feats = [m.features(study, gene) for m, _ in methods]
             y = expr.loc[gene_id].to_numpy(dtype=np.float64)
             obs, pred, w = stack_gene(feats, [m.estimator for m, _ in methods], y, cov, study.folds, seed=opts.seed)
             run.save_gene(gene_id, obs, pred)
             weights[gene_id] = dict(zip(bases, w.mean(axis=0).round(4).tolist()))
-            if progress:
-                console.print(f"stack: {gene_id} weights {weights[gene_id]}")
         write_json(run.dir / "weights.json", weights)
+        if weights:
+            mean_w = {b: round(float(np.mean([w[b] for w in weights.values()])), 3) for b in bases}
+            console.print(f"stack: mean weight per SD of each base method's predictions {mean_w}")
         rows = run.finish({"seconds": round(time.time() - start, 2)})
     console.print(f"stack of {', '.join(bases)}: {len(study.gene_ids)} genes in {time.time() - start:.1f} s")
     return rows

@@ -29,7 +29,7 @@ import pandas as pd
 from hapexpr.errors import InputError
 from hapexpr.io.atomic import atomic_open
 from hapexpr.study import GeneData, Study
-from hapexpr.train import console
+from hapexpr.progress import console, track_genes
 
 PRED_COLUMNS = ["method", "gene_id", "sample_id", "predicted", "n_study_variants_missing", "n_new_variants", "in_study"]
 SEQUENCE_BASES = ("ridge-probe", "nt-transformer", "enformer")
@@ -172,8 +172,6 @@ def _linear_prediction(est, new: NewVariants) -> tuple[np.ndarray, int]:
 def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, progress: bool = True) -> pd.DataFrame:
     """Predict every gene's expression for every sample of ``vcf``; writes ``out`` (TSV,
     columns ``PRED_COLUMNS``) atomically and returns it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from hapexpr.final import ensure_final, load_final, split_method
     from hapexpr.io.vcf import VcfReader
 
@@ -189,36 +187,32 @@ def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, p
     samples = list(reader.samples)
     in_study = np.isin(samples, study.sample_ids)
     parts, counts, skipped = [], [], []
-    with Progress(TextColumn(f"predict {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not progress, transient=True) as bar:
-        task = bar.add_task("genes", total=len(study.gene_ids))
-        for gene_id in study.gene_ids:
-            gene = study.gene(gene_id)
-            est = load_final(study.path, name, gene_id)
-            extra = None
-            if features is None and len(est.feature_variants_):
-                extra = (int(est.feature_variants_["pos"].min()), int(est.feature_variants_["pos"].max()))
-            new = read_new_variants(reader, gene, extra=extra)
-            bar.advance(task)
-            if new is None:
-                skipped.append(gene_id)
-                continue
-            window_new = new.table["in_window"].to_numpy() & ~new.in_study
-            n_new = int(np.count_nonzero(window_new))
-            if features is None:
-                pred, n_missing = _linear_prediction(est, new)
-            else:
-                have = set(variant_keys(new.table["pos"], new.table["ref"], new.table["alt"]))
-                v = gene.variants[gene.variants["in_window"]]
-                n_missing = sum(k not in have for k in variant_keys(v["pos"], v["ref"], v["alt"]))
-                people = new.gene(gene)
-                per_hap = features.haplotypes(people, people.sequences)
-                pred = est.predict(features.people(per_hap, people.hap_index))
-            counts.append((gene_id, n_missing, n_new))
-            parts.append(pd.DataFrame({"method": name, "gene_id": gene_id, "sample_id": samples,
-                                       "predicted": np.asarray(pred, dtype=np.float64),
-                                       "n_study_variants_missing": n_missing, "n_new_variants": n_new,
-                                       "in_study": in_study}))
+    for gene_id in track_genes(study.gene_ids, f"predict {name}", enabled=progress):
+        gene = study.gene(gene_id)
+        est = load_final(study.path, name, gene_id)
+        extra = None
+        if features is None and len(est.feature_variants_):
+            extra = (int(est.feature_variants_["pos"].min()), int(est.feature_variants_["pos"].max()))
+        new = read_new_variants(reader, gene, extra=extra)
+        if new is None:
+            skipped.append(gene_id)
+            continue
+        window_new = new.table["in_window"].to_numpy() & ~new.in_study
+        n_new = int(np.count_nonzero(window_new))
+        if features is None:
+            pred, n_missing = _linear_prediction(est, new)
+        else:
+            have = set(variant_keys(new.table["pos"], new.table["ref"], new.table["alt"]))
+            v = gene.variants[gene.variants["in_window"]]
+            n_missing = sum(k not in have for k in variant_keys(v["pos"], v["ref"], v["alt"]))
+            people = new.gene(gene)
+            per_hap = features.haplotypes(people, people.sequences)
+            pred = est.predict(features.people(per_hap, people.hap_index))
+        counts.append((gene_id, n_missing, n_new))
+        parts.append(pd.DataFrame({"method": name, "gene_id": gene_id, "sample_id": samples,
+                                   "predicted": np.asarray(pred, dtype=np.float64),
+                                   "n_study_variants_missing": n_missing, "n_new_variants": n_new,
+                                   "in_study": in_study}))
     if not parts:
         raise InputError(
             f"the VCF has no contig of any study gene ({', '.join(sorted(set(study.genes['chrom'])))})",

@@ -18,17 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-
 from hapexpr import __version__
 from hapexpr.errors import InputError, StudyError
 from hapexpr.io.atomic import atomic_open, atomic_path, study_lock, write_json
 from hapexpr.io.expression import read_covariates, read_expression
 from hapexpr.io.genes import read_genes
+from hapexpr.progress import console, track_genes
 from hapexpr.study import FORMAT_VERSION, GENE_COLUMNS, GeneData, gene_file_name, write_gene
 from hapexpr.windows import region_bounds, window_bounds, window_sequences
-
-console = Console(stderr=True, highlight=False)
 
 
 @dataclass(frozen=True)
@@ -224,30 +221,23 @@ def _start_or_resume(partial: Path, key: str) -> None:
 
 
 def _write_genes(partial: Path, genes_df: pd.DataFrame, reader, reference, window: int, *, progress: bool) -> list[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     rows = []
-    with Progress(
-        TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, disable=not progress, transient=True,
-    ) as bar:
-        task = bar.add_task("genes", total=len(genes_df))
-        for g in genes_df.itertuples(index=False):
-            path = partial / "genes" / gene_file_name(g.gene_id)
-            if path.exists():
-                n_variants, n_unique = _gene_counts(path)
-            else:
-                gene = build_gene(g, reader, reference, window)
-                with atomic_path(path) as tmp:
-                    write_gene(tmp, gene)
-                n_variants, n_unique = len(gene.variants), len(gene.hap_alleles)
-            lo, hi = window_bounds(int(g.tss), g.strand, window)
-            rows.append(
-                {"gene_id": g.gene_id, "gene_name": g.gene_name, "chrom": g.chrom, "tss": int(g.tss),
-                 "strand": g.strand, "window_start": lo, "window_end": hi,
-                 "n_variants": n_variants, "n_unique_haplotypes": n_unique}
-            )
-            bar.advance(task)
+    for g in track_genes(list(genes_df.itertuples(index=False)), "prepare", enabled=progress):
+        path = partial / "genes" / gene_file_name(g.gene_id)
+        if path.exists():
+            n_variants, n_unique = _gene_counts(path)
+        else:
+            gene = build_gene(g, reader, reference, window)
+            with atomic_path(path) as tmp:
+                write_gene(tmp, gene)
+            n_variants, n_unique = len(gene.variants), len(gene.hap_alleles)
+        lo, hi = window_bounds(int(g.tss), g.strand, window)
+        rows.append(
+            {"gene_id": g.gene_id, "gene_name": g.gene_name, "chrom": g.chrom, "tss": int(g.tss),
+             "strand": g.strand, "window_start": lo, "window_end": hi,
+             "n_variants": n_variants, "n_unique_haplotypes": n_unique}
+        )
     return rows
 
 

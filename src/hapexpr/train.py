@@ -16,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-
 from hapexpr.errors import StudyError
 from hapexpr.io.atomic import atomic_open, study_lock, write_json
+from hapexpr.progress import console, track_genes
 from hapexpr.study import Study, gene_file_name
 
-console = Console(stderr=True, highlight=False)
 PREDICTION_COLUMNS = ["method", "gene_id", "sample_id", "fold", "observed", "predicted"]
 
 
@@ -146,8 +144,6 @@ def write_predictions(study_path: Path, method: str, rows: pd.DataFrame) -> None
 def fit_per_gene(study: Study, method, *, options: dict, overwrite: bool = False, seed: int = 0,
                  progress: bool = True) -> pd.DataFrame:
     """Cross-validate ``method`` (``hapexpr.models.Method``) on every gene of the study."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     with study_lock(study.path, f"fit --method {method.name}"):
         run = FitRun(study, method.name, options, overwrite=overwrite)
         if run.complete and (study.path / "predictions.tsv").exists():
@@ -157,16 +153,12 @@ def fit_per_gene(study: Study, method, *, options: dict, overwrite: bool = False
         folds = study.folds
         start = time.time()
         todo = [g for g in study.gene_ids if not run.done(g)]
-        with Progress(TextColumn(f"fit {method.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console, disable=not progress, transient=True) as bar:
-            task = bar.add_task("genes", total=len(todo))
-            for gene_id in todo:
-                gene = study.gene(gene_id)
-                X = method.features(study, gene)
-                y = expr.loc[gene_id].to_numpy(dtype=np.float64)
-                obs, pred = cross_validate_gene(X, y, cov, folds, method.estimator, seed=seed)
-                run.save_gene(gene_id, obs, pred)
-                bar.advance(task)
+        for gene_id in track_genes(todo, f"fit {method.name}", enabled=progress):
+            gene = study.gene(gene_id)
+            X = method.features(study, gene)
+            y = expr.loc[gene_id].to_numpy(dtype=np.float64)
+            obs, pred = cross_validate_gene(X, y, cov, folds, method.estimator, seed=seed)
+            run.save_gene(gene_id, obs, pred)
         rows = run.finish({"seconds": round(time.time() - start, 2)})
     console.print(f"{method.name}: {rows['gene_id'].nunique()} genes x {study.samples.shape[0]} individuals "
                   f"out-of-fold ({len(study.gene_ids) - len(todo)} genes resumed) in {time.time() - start:.1f} s")

@@ -167,7 +167,7 @@ class VcfReader:
             with warnings.catch_warnings():
                 # cyvcf2 warns "no intervals found" for an empty region: that is zero variants.
                 warnings.simplefilter("ignore")
-                records = list(self._vcf(f"{name}:{start}-{end}"))
+                records = iter(self._vcf(f"{name}:{start}-{end}"))
             for rec in records:
                 p = rec.POS
                 if p < start:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hapexpr.errors import InputError
+from hapexpr.progress import console, track_genes
 from hapexpr.models.enformer_store import (
     DEFAULT_TSS_BINS,
     EnformerRunner,
@@ -170,8 +171,6 @@ def precompute(study_path, *, model: str = "tiny", seq_len: int | None = None, b
     genes, haplotypes (distinct, all genes), computed (run now), reused (from the cache),
     seconds, and ``input`` (how windows were padded or cropped, to show the user).
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hapexpr.study import Study
 
@@ -180,19 +179,14 @@ def precompute(study_path, *, model: str = "tiny", seq_len: int | None = None, b
         method = EnformerMethod(model=model, seq_len=seq_len, batch_size=batch_size, device=device,
                                 seed=seed, tss_bins=tss_bins)
     runner = method.runner(study)
-    console = Console(stderr=True, highlight=False)
     note = input_note(study.window, runner.seq_len)
     if progress:
         console.print(f"enformer: {note}")
     start, total, computed = time.time(), 0, 0
-    with Progress(TextColumn("enformer"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not progress, transient=True) as bar:
-        task = bar.add_task("genes", total=len(study.gene_ids))
-        for gene_id in study.gene_ids:
-            outputs, n_new = gene_outputs(runner, method._cache, study.gene(gene_id))
-            total += len(outputs)
-            computed += n_new
-            bar.advance(task)
+    for gene_id in track_genes(study.gene_ids, "enformer", enabled=progress):
+        outputs, n_new = gene_outputs(runner, method._cache, study.gene(gene_id))
+        total += len(outputs)
+        computed += n_new
     return {"fingerprint": runner.fingerprint, "cache_dir": str(method._cache.dir), "model": method.model,
             "seq_len": runner.seq_len, "window": study.window, "tss_bins": [int(b) for b in runner.bins],
             "use_tf_gamma": runner.use_tf_gamma, "genes": len(study.gene_ids), "haplotypes": total,

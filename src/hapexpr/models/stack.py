@@ -25,9 +25,18 @@ class NNLSCombiner:
     intercept_: float = 0.0
 
     def fit(self, P: np.ndarray, y: np.ndarray) -> NNLSCombiner:
-        """P: (samples, methods) base predictions; y: (samples,)."""
+        """P: (samples, methods) base predictions; y: (samples,).
+
+        Columns are scaled to unit SD for the solve (base methods' predictions differ in scale
+        by orders of magnitude, e.g. a zero-shot score); a constant column gets weight 0.
+        ``weights_`` are on the original scale, ``std_weights_`` per SD of each column."""
         mp, my = P.mean(axis=0), y.mean()
-        self.weights_, _ = nnls(P - mp, y - my)
+        sp = P.std(axis=0)
+        live = sp > 1e-12 * max(1.0, float(np.abs(P).max(initial=0.0)))
+        self.std_weights_ = np.zeros(P.shape[1])
+        if live.any():
+            self.std_weights_[live], _ = nnls((P[:, live] - mp[live]) / sp[live], y - my)
+        self.weights_ = np.divide(self.std_weights_, sp, out=np.zeros_like(sp), where=live)
         self.intercept_ = float(my - mp @ self.weights_)
         return self
 
@@ -47,7 +56,8 @@ def stack_gene(
     """Out-of-fold (observed, predicted, weights) of the stacked model for one gene.
 
     features[b]: (samples, ...) features of base method b; makers[b]: its estimator factory.
-    Returns observed and predicted (samples,), and weights (folds, methods).
+    Returns observed and predicted (samples,), and weights (folds, methods) per SD of each base
+    method's predictions, so they compare across methods.
     """
     ks = np.unique(folds)
     observed = np.full(len(y), np.nan)
@@ -66,5 +76,5 @@ def stack_gene(
         )
         comb = NNLSCombiner().fit(P_train, y_res[train])
         observed[test], predicted[test] = y_res[test], comb.predict(P_test)
-        weights[i] = comb.weights_
+        weights[i] = comb.std_weights_
     return observed, predicted, weights
