@@ -71,3 +71,20 @@ def test_enformer_and_stack(study_copy):
     run_fit(study_copy, "stack", progress=False)
     rows = _check_complete(study_copy, "stack")
     assert rows.predicted.std() > 0
+
+
+def test_nt_transformer_per_gene_and_multi_gene_with_held_out_genes(study_copy):
+    from hapexpr.embed import run_embed
+
+    run_embed(study_copy, model="tiny", bins=8, progress=False)
+    run_fit(study_copy, "nt-transformer", options=FitOptions(max_epochs=3), progress=False)
+    _check_complete(study_copy, "nt-transformer")
+    run_fit(study_copy, "nt-transformer", options=FitOptions(multi_gene=True, holdout_genes=0.25, max_epochs=3),
+            progress=False)
+    preds = read_predictions(study_copy)
+    trained = preds[preds.method == "nt-transformer-multi"]
+    held = preds[preds.method == "nt-transformer-multi-heldout"]
+    n = len(Study.open(study_copy).sample_ids)
+    assert held.gene_id.nunique() == 1 and trained.gene_id.nunique() == 3
+    assert len(held) == n and len(trained) == 3 * n
+    assert set(held.gene_id).isdisjoint(trained.gene_id)

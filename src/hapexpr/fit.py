@@ -97,7 +97,7 @@ def run_fit(study_path: str | Path, method: str, *, options: FitOptions = FitOpt
     if method == "stack":
         return fit_stack(study, options, overwrite=overwrite, progress=progress)
     if method == "nt-transformer" and options.multi_gene:
-        return fit_multi_gene(study, options, overwrite=overwrite)
+        return fit_nt_multi_gene(study, options, overwrite=overwrite)
     m, method_options = build_method(method, options)
     if method == "enformer":
         from hapexpr.models.enformer import precompute
@@ -113,7 +113,7 @@ def run_fit(study_path: str | Path, method: str, *, options: FitOptions = FitOpt
                         seed=options.seed, progress=progress)
 
 
-def fit_multi_gene(study: Study, opts: FitOptions, *, overwrite: bool) -> pd.DataFrame:
+def fit_nt_multi_gene(study: Study, opts: FitOptions, *, overwrite: bool) -> pd.DataFrame:
     """Shared-weight transformer across genes, per outer fold; a seeded fraction of genes is
     never trained on and reported under ``nt-transformer-multi-heldout``."""
     from hapexpr.embed import open_embeddings
