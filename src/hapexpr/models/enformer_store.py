@@ -2,7 +2,8 @@
 
 Why the model is built by hand: enformer-pytorch 0.8.11's ``Enformer.from_pretrained`` and
 ``save_pretrained`` go through ``transformers.PreTrainedModel``, and both break on transformers 5
-(which the Nucleotide Transformer needs): loading stops with ``AttributeError: 'Enformer' object
+(0.8.12 avoids that only by pinning transformers 4.56.2; loading should not hang on that pin):
+loading stops with ``AttributeError: 'Enformer' object
 has no attribute 'all_tied_weights_keys'`` (``Enformer.__init__`` never calls ``post_init``), and
 saving refuses the module's shared tensors (``stem`` and ``_trunk.1`` are the same weights). So a
 checkpoint directory is read as data: ``config.json`` gives the hyper-parameters for
