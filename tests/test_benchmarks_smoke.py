@@ -47,6 +47,16 @@ def test_bench_embed_smoke(tmp_path):
     assert out.rstrip().endswith("ok")
 
 
+def test_bench_embed_gpu_smoke(tmp_path):
+    """The GPU script on the CPU with tiny sizes: it runs, agrees with a bare forward pass and
+    prints its ratio (its MFU lines need a GPU)."""
+    out = run_smoke("bench_embed_gpu.py", tmp_path)
+    m = re.search(r"^agreement: max relative \|hapexpr mean - bare mean\| = (\S+)", out, re.M)
+    assert m and float(m.group(1)) <= 1e-4, out
+    assert re.search(r"^RATIO embed_gpu bare/hapexpr = [\d.]+x time", out, re.M), out
+    assert out.rstrip().endswith("ok")
+
+
 @pytest.mark.slow
 def test_bench_scale_smoke(tmp_path):
     out = run_smoke("bench_scale.py", tmp_path)
