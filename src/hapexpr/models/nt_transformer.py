@@ -166,6 +166,11 @@ def check_features(X: np.ndarray, *, bins: int | None = None, dim: int | None = 
 # the per-gene estimator
 
 
+ARCHITECTURE = ("d_model", "n_heads", "n_layers", "dim_feedforward", "dropout", "attn_dropout", "pooling")
+"""The NTTransformerConfig fields an NTTransformerModel takes as parameters (the rest come from
+the data: ``dim_in``, ``bins``)."""
+
+
 class NTTransformerModel:
     """Per-gene estimator (``GeneModel`` protocol) around :class:`NTTransformer`.
 
@@ -198,17 +203,7 @@ class NTTransformerModel:
         self.seed = seed
 
     def _model_config(self, bins: int, dim: int) -> NTTransformerConfig:
-        return NTTransformerConfig(
-            dim_in=dim,
-            bins=bins,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            n_layers=self.n_layers,
-            dim_feedforward=self.dim_feedforward,
-            dropout=self.dropout,
-            attn_dropout=self.attn_dropout,
-            pooling=self.pooling,
-        )
+        return NTTransformerConfig(dim_in=dim, bins=bins, **{f: getattr(self, f) for f in ARCHITECTURE})
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> NTTransformerModel:
         """X: (samples, 2, bins, dim) embeddings of training individuals; y: (samples,)."""
@@ -291,17 +286,7 @@ class NTTransformerModel:
             )
         mc = NTTransformerConfig.from_dict(meta["model_config"])
         tc = TrainConfig.from_dict(meta["train_config"])
-        est = cls(
-            d_model=mc.d_model,
-            n_heads=mc.n_heads,
-            n_layers=mc.n_layers,
-            dim_feedforward=mc.dim_feedforward,
-            dropout=mc.dropout,
-            attn_dropout=mc.attn_dropout,
-            pooling=mc.pooling,
-            train_config=tc,
-            seed=int(meta["seed"]),
-        )
+        est = cls(**{f: getattr(mc, f) for f in ARCHITECTURE}, train_config=tc, seed=int(meta["seed"]))
         tensors = load_file(str(directory / WEIGHTS_FILE))
         est.config_, est.train_config_ = mc, tc
         est.module_ = NTTransformer(mc)
