@@ -344,3 +344,47 @@ def test_offset_of_points_at_every_untouched_base():
         assert offsets == sorted(offsets) and offsets[-1] == len(hap.sequence)
         for x in np.flatnonzero(~touched[: len(region)]):
             assert hap.sequence[offsets[x]] == region[x]
+
+
+def test_fast_path_equals_the_record_by_record_path():
+    """build_haplotypes joins reference stretches and ALTs in one go when the carried records
+    are disjoint and the reference upper case; it must equal _build_one, the bcftools-rule path
+    checked against bcftools above, in sequence, applied records and coordinate mapping."""
+    import hapexpr.haplotypes as hp
+
+    rng = np.random.default_rng(7)
+    checked_fast = 0
+    for _ in range(30):
+        length = 400
+        reference = rng.choice(list(b"ACGT"), size=length).astype(np.uint8).tobytes()
+        pos, ref, alt = [], [], []
+        p = 1
+        while True:
+            p += int(rng.integers(1, 12))  # close together: some records overlap others
+            if p > length:
+                break
+            kind = rng.integers(3)
+            if kind == 0:
+                r = chr(reference[p - 1])
+                a = "ACGT"[(("ACGT".index(r)) + 1) % 4]
+            elif kind == 1:
+                r = reference[p - 1 : p - 1 + int(rng.integers(2, 8))].decode()
+                a = r[0]
+            else:
+                r = chr(reference[p - 1])
+                a = r + "".join(rng.choice(list("ACGT"), size=int(rng.integers(1, 6))))
+            pos.append(p + 100), ref.append(r), alt.append(a)  # region starts at 101
+        alleles = rng.random((40, len(pos))) < 0.35
+        fast = hp.build_haplotypes(reference, 101, pos, ref, alt, alleles)
+        plan_haps = hp.build_haplotypes(reference.lower(), 101, pos, [x.lower() for x in ref],
+                                        [x.lower() for x in alt], alleles)  # lower case: slow path
+        for row, h, slow in zip(alleles, fast, plan_haps):
+            assert h.sequence.upper() == slow.sequence.upper()
+            assert np.array_equal(h.applied, slow.applied)
+            assert np.array_equal(h._edits, slow._edits)
+            for x in range(95, 101 + length + 5):
+                assert h.offset_of(x) == slow.offset_of(x)
+            o = np.asarray(pos)[row] - 101
+            r = np.asarray([len(x) for x in ref])[row]
+            checked_fast += int(np.all(o[1:] > o[:-1] + r[:-1] - 1))
+    assert checked_fast > 100, "the fast path was exercised"
