@@ -117,6 +117,8 @@ class Progress:
                 TimeRemainingColumn,
             )
 
+            from hapexpr.progress import console
+
             self._bar = RichProgress(
                 TextColumn("embedding"),
                 BarColumn(),
@@ -125,6 +127,7 @@ class Progress:
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
+                console=console,
                 transient=False,
             )
             self._bar.__enter__()
@@ -149,9 +152,9 @@ class Progress:
 
 def _say(text: str, enabled: bool) -> None:
     if enabled:
-        from rich.console import Console
+        from hapexpr.progress import console
 
-        Console(highlight=False, soft_wrap=True).print(text, markup=False)
+        console.print(text, markup=False, soft_wrap=True)
 
 
 def run_embed(
