@@ -29,7 +29,8 @@ def run_demo(out: Path, *, individuals: int = 290, genes: int = 20, seed: int = 
     from hapexpr.simulate import simulate_cohort
 
     out = Path(out)
-    cohort = out / "cohort"
+    # The config written below must work from any directory: absolute paths throughout.
+    cohort = out.resolve() / "cohort"
     start = time.time()
     console.rule("hapexpr demo")
     console.print(

@@ -129,6 +129,8 @@ def fit_nt_multi_gene(study: Study, opts: FitOptions, *, overwrite: bool) -> pd.
     start = time.time()
     with study_lock(study.path, "fit --method nt-transformer --multi-gene"):
         run = FitRun(study, name, key_opts, overwrite=overwrite)
+        if (rows := run.previous_rows()) is not None:
+            return rows
         expr, cov = study_targets(study)
         X = {g: np.asarray(store.sample_bins(study.gene(g)), dtype=np.float32) for g in study.gene_ids}
         y_raw = {g: expr.loc[g].to_numpy(dtype=np.float64) for g in study.gene_ids}
@@ -172,6 +174,8 @@ def fit_stack(study: Study, opts: FitOptions, *, overwrite: bool, progress: bool
     with study_lock(study.path, "fit --method stack"):
         run = FitRun(study, "stack", {"base": bases, "seed": opts.seed, "base_options": [o for _, o in methods]},
                      overwrite=overwrite)
+        if (rows := run.previous_rows()) is not None:
+            return rows
         weights = {}
         for gene_id in track_genes([g for g in study.gene_ids if not run.done(g)], "fit stack", enabled=progress):
             gene = study.gene(gene_id)

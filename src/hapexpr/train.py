@@ -103,6 +103,16 @@ class FitRun:
         write_json(state, {"key": self.key, "options": options, "complete": self.complete})
         self.options = options
 
+    def previous_rows(self) -> pd.DataFrame | None:
+        """This method's rows of predictions.tsv when an identical fit already completed (then
+        there is nothing to do), else None."""
+        if not (self.complete and (self.study.path / "predictions.tsv").exists()):
+            return None
+        console.print(f"{self.method}: already fit with these options; nothing to do")
+        rows = read_predictions(self.study.path)
+        # multi-gene mode files its never-trained genes under METHOD-heldout
+        return rows[rows["method"].isin([self.method, f"{self.method}-heldout"])]
+
     def done(self, gene_id: str) -> bool:
         return (self.oof / (gene_file_name(gene_id)[:-4] + ".tsv")).exists()
 
@@ -146,9 +156,8 @@ def fit_per_gene(study: Study, method, *, options: dict, overwrite: bool = False
     """Cross-validate ``method`` (``hapexpr.models.Method``) on every gene of the study."""
     with study_lock(study.path, f"fit --method {method.name}"):
         run = FitRun(study, method.name, options, overwrite=overwrite)
-        if run.complete and (study.path / "predictions.tsv").exists():
-            console.print(f"{method.name}: already fit with these options; nothing to do")
-            return read_predictions(study.path).query("method == @method.name")
+        if (rows := run.previous_rows()) is not None:
+            return rows
         expr, cov = study_targets(study)
         folds = study.folds
         start = time.time()
