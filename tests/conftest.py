@@ -55,3 +55,14 @@ def study_copy(tiny_study, tmp_path) -> Path:
     dst = tmp_path / "study"
     shutil.copytree(tiny_study, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def en_study(tiny_study, tmp_path_factory) -> Path:
+    """The tiny study with a final elastic net fit on all individuals (read-only: copy to change)."""
+    from hapexpr.final import fit_final
+
+    dst = tmp_path_factory.mktemp("final-en") / "study"
+    shutil.copytree(tiny_study, dst)
+    fit_final(dst, "elastic-net", progress=False)
+    return dst

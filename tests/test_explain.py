@@ -12,16 +12,8 @@ import pytest
 
 from hapexpr.errors import InputError
 from hapexpr.explain import EFFECT_COLUMNS, explain_gene, explain_path
-from hapexpr.final import fit_final, load_final
+from hapexpr.final import load_final
 from hapexpr.study import Study
-
-
-@pytest.fixture(scope="module")
-def en_study(tiny_study, tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("explain-en") / "study"
-    shutil.copytree(tiny_study, dst)
-    fit_final(dst, "elastic-net", progress=False)
-    return dst
 
 
 def read(path: Path) -> pd.DataFrame:

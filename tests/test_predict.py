@@ -57,15 +57,6 @@ def study_rows(study: Study, samples) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def en_study(tiny_study, tmp_path_factory) -> Path:
-    """The tiny study with a final elastic net (read-only for tests: copy to change it)."""
-    dst = tmp_path_factory.mktemp("predict-en") / "study"
-    shutil.copytree(tiny_study, dst)
-    fit_final(dst, "elastic-net", progress=False)
-    return dst
-
-
-@pytest.fixture(scope="module")
 def new_vcf(tiny_cohort, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vcf") / "new.vcf.gz"
     return make_vcf(tiny_cohort / "genotypes.vcf.gz", out, samples=PICK, rename=renamed(PICK[:3]))
