@@ -66,3 +66,17 @@ def en_study(tiny_study, tmp_path_factory) -> Path:
     shutil.copytree(tiny_study, dst)
     fit_final(dst, "elastic-net", progress=False)
     return dst
+
+
+@pytest.fixture(scope="session")
+def embedded_tiny_study(tiny_study, tmp_path_factory) -> Path:
+    """The tiny study embedded once with the tiny model (8 bins). Read-only: copy to write."""
+    import torch
+
+    from hapexpr.embed import run_embed
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("embedded") / "study"
+    shutil.copytree(tiny_study, out)
+    run_embed(out, bins=8, batch_size=8, progress=False)
+    return out

@@ -59,18 +59,9 @@ def test_unknown_gene_and_existing_output_are_refused(en_study, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def seq_study(tiny_study, tmp_path_factory) -> Path:
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
-    from hapexpr.embed import run_embed
-
-    master = tmp_path_factory.getbasetemp() / "hapexpr-embedded-tiny" / "study"
-    if not (master / "embeddings").exists():  # shared with test_predict when run together
-        shutil.rmtree(master, ignore_errors=True)
-        shutil.copytree(tiny_study, master)
-        run_embed(master, bins=8, batch_size=8, progress=False)
+def seq_study(embedded_tiny_study, tmp_path_factory) -> Path:
     dst = tmp_path_factory.mktemp("explain-seq") / "study"
-    shutil.copytree(master, dst)
+    shutil.copytree(embedded_tiny_study, dst)
     return dst
 
 

@@ -187,25 +187,11 @@ def test_cli_predict_fits_implicitly_and_refuses_overwrite(tiny_study, new_vcf, 
 # -- sequence methods (tiny NT embeddings) ---------------------------------------------------
 
 
-def embedded_copy(tiny_study, tmp_path_factory) -> Path:
-    """The tiny study embedded with the tiny model (built once per session, then copied)."""
-    from hapexpr.embed import run_embed
-
-    master = tmp_path_factory.getbasetemp() / "hapexpr-embedded-tiny" / "study"
-    if not (master / "embeddings").exists():
-        shutil.rmtree(master, ignore_errors=True)
-        shutil.copytree(tiny_study, master)
-        run_embed(master, bins=8, batch_size=8, progress=False)
-    dst = tmp_path_factory.mktemp("embedded") / "study"
-    shutil.copytree(master, dst)
-    return dst
-
-
 @pytest.fixture(scope="module")
-def seq_study(tiny_study, tmp_path_factory) -> Path:
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
-    return embedded_copy(tiny_study, tmp_path_factory)
+def seq_study(embedded_tiny_study, tmp_path_factory) -> Path:
+    dst = tmp_path_factory.mktemp("predict-seq") / "study"
+    shutil.copytree(embedded_tiny_study, dst)
+    return dst
 
 
 def new_snv_line(study: Study, samples: list[str]) -> tuple[str, str, str]:
