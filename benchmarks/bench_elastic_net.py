@@ -84,7 +84,7 @@ def baseline_fit(X, y, *, kept, grid, inner_folds):
 
 
 def run_size(n_people, n_variants, n_genes, n_folds, seed):
-    from hapexpr.models.elastic_net import ElasticNetModel
+    from hapexpr.estimators.elastic_net import ElasticNetModel
 
     t_ours, t_base, r_ours, r_base = [], [], [], []
     same_lambda = fits = 0

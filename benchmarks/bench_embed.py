@@ -81,7 +81,7 @@ def bare_forward(study: Path, batch_size: int) -> tuple[float, int, int]:
     import torch
 
     from hapexpr.embed.engine import Embedder
-    from hapexpr.embed.models import load_tiny
+    from hapexpr.embed.checkpoints import load_tiny
     from hapexpr.study import Study
 
     s = Study.open(study)
@@ -248,7 +248,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    from hapexpr.embed.models import save_tiny
+    from hapexpr.embed.checkpoints import save_tiny
 
     print(f"# {platform.node()}, {os.cpu_count()} cores, python {platform.python_version()}, torch "
           f"{torch.__version__}, transformers {transformers.__version__}, {args.threads} torch thread(s)")

@@ -54,7 +54,7 @@ def main() -> int:
     import torch
 
     from hapexpr.embed.engine import Embedder
-    from hapexpr.embed.models import TINY_SIZES, _describe, nt_v1_config
+    from hapexpr.embed.checkpoints import TINY_SIZES, _describe, nt_v1_config
     from hapexpr.embed.tokenizer import NTTokenizer
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

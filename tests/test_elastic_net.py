@@ -13,15 +13,17 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import ElasticNet
 
-from hapexpr.models.elastic_net import (
-    ElasticNetMethod,
+from hapexpr.estimators.elastic_net import (
     ElasticNetModel,
     inner_fold_ids,
     lambda_grid,
 )
+from hapexpr.methods.elastic_net import ElasticNet as ElasticNetMethod
+from hapexpr.methods.elastic_net import ElasticNetOptions
 from hapexpr.study import GeneData
 
 ROOT = Path(__file__).resolve().parents[1]
+WINDOW = {"cis_window": 0}  # hand-written studies store no cis genotypes and name no VCF
 
 
 def _cohort(n=120, p=40, h2=0.5, seed=0):
@@ -176,17 +178,32 @@ def _gene(tss=5_000, window=1_000):
     )
 
 
+class _Cohort:
+    """The cohort interface over one GeneData (what StudyCohort and NewCohort provide)."""
+
+    def __init__(self, gene):
+        self._gene = gene
+        self.sample_ids = [f"s{i}" for i in range(gene.genotypes.shape[1])]
+
+    def gene(self, gene_id):
+        return self._gene
+
+
 def test_study_window_features_keep_variants_that_touch_the_window():
     gene = _gene()  # + strand window of 1000 bp at tss 5000: 4500..5499
-    method = ElasticNetMethod()
-    X = method.features(types.SimpleNamespace(path="S"), gene)
-    names = method.feature_names(types.SimpleNamespace(path="S"), gene)
+    method = ElasticNetMethod(ElasticNetOptions(cis_window=0))
+    cohort = _Cohort(gene)
+    X = method.features(cohort, "G1")
+    names = method.variant_table(cohort, "G1")
     assert list(names["variant_id"]) == ["v2", "v3", "v4", "v5"]  # v2 is a deletion reaching 4501
-    np.testing.assert_array_equal(X, gene.genotypes.sum(axis=2)[2:6].T)
-    assert X.shape == (6, 4)
+    np.testing.assert_array_equal(X.to_numpy(), gene.genotypes.sum(axis=2)[2:6].T)
+    assert X.shape == (6, 4) and X.columns[0].startswith("chr1:")
+    assert method.fit_name == "elastic-net-window"
 
 
-def test_cis_window_reads_the_vcf(monkeypatch, tmp_path):
+def test_cis_window_reads_the_vcf_when_the_study_stores_too_little(monkeypatch, tmp_path):
+    from hapexpr.cohort import StudyCohort
+
     vcf = tmp_path / "g.vcf.gz"
     vcf.write_bytes(b"")
     calls = {}
@@ -196,42 +213,52 @@ def test_cis_window_reads_the_vcf(monkeypatch, tmp_path):
         def __init__(self, path, *, samples=None, allow_unphased=False):
             calls["init"] = (Path(path), list(samples), allow_unphased)
 
-        def resolve(self, chrom):
-            return "1"
-
         def fetch(self, chrom, start, end):
             calls["fetch"] = (chrom, start, end)
             return types.SimpleNamespace(
                 genotypes=geno, ids=["rs1", "rs2"], pos=[990, 1010], ref=["A", "C"], alt=["G", "T"]
             )
 
-    fake = types.ModuleType("hapexpr.io.vcf")
-    fake.VcfReader = Reader
-    monkeypatch.setitem(sys.modules, "hapexpr.io.vcf", fake)
+    monkeypatch.setattr("hapexpr.cohort.VcfReader", Reader)
     study = types.SimpleNamespace(
-        path=tmp_path, sample_ids=["a", "b", "c", "d"], meta={"inputs": {"vcf": {"path": str(vcf)}}}
+        path=tmp_path, sample_ids=["a", "b", "c", "d"], meta={"inputs": {"vcf": {"path": str(vcf)}}},
+        cis_window=None, gene=lambda g: types.SimpleNamespace(gene_id="G1", chrom="chr1", tss=1_000),
     )
-    gene = types.SimpleNamespace(gene_id="G1", chrom="chr1", tss=1_000)
-    method = ElasticNetMethod(cis_window=100)
-    X = method.features(study, gene)
-    # Dosages ignore phase, so unphased VCFs are accepted; the reader resolves contig names.
+    method = ElasticNetMethod(ElasticNetOptions(cis_window=100))
+    X = method.features(StudyCohort(study), "G1")
+    # Dosages ignore phase, so unphased VCFs are accepted.
     assert calls["init"] == (vcf, ["a", "b", "c", "d"], True) and calls["fetch"] == ("chr1", 900, 1100)
-    np.testing.assert_allclose(X[:, 0], [1, 2, 1, 0])
-    np.testing.assert_allclose(X[:, 1], 0)
-    names = method.feature_names(study, gene)
+    np.testing.assert_allclose(X.iloc[:, 0], [1, 2, 1, 0])
+    np.testing.assert_allclose(X.iloc[:, 1], 0)
+    names = method.variant_table(StudyCohort(study), "G1")
     assert list(names.columns) == ["variant_id", "chrom", "pos", "ref", "alt"]
     assert list(names["variant_id"]) == ["rs1", "rs2"]
+    assert method.fit_name == "elastic-net-100bp"
 
 
-def test_cis_window_without_the_vcf_is_a_clear_error(tmp_path, monkeypatch):
-    from hapexpr.errors import InputError
+def test_cis_window_without_a_store_or_the_vcf_is_a_clear_error(tmp_path):
+    from hapexpr.cohort import StudyCohort
+    from hapexpr.errors import StudyError
 
-    fake = types.ModuleType("hapexpr.io.vcf")
-    fake.VcfReader = object
-    monkeypatch.setitem(sys.modules, "hapexpr.io.vcf", fake)
-    study = types.SimpleNamespace(path=tmp_path, sample_ids=["a"], meta={"inputs": {"vcf": {"path": str(tmp_path / "gone.vcf.gz")}}})
-    with pytest.raises(InputError, match="gone.vcf.gz"):
-        ElasticNetMethod(cis_window=10).features(study, types.SimpleNamespace(gene_id="G", chrom="1", tss=50))
+    study = types.SimpleNamespace(path=tmp_path, sample_ids=["a"], cis_window=None,
+                                  meta={"inputs": {"vcf": {"path": str(tmp_path / "gone.vcf.gz")}}})
+    with pytest.raises(StudyError, match="gone.vcf.gz"):
+        ElasticNetMethod(ElasticNetOptions(cis_window=10)).features(StudyCohort(study), "G")
+
+
+def test_dosage_model_aligns_new_people_by_variant_and_fills_the_mean():
+    """Columns are matched by name; a variant the new people lack takes the training mean."""
+    from hapexpr.methods.elastic_net import DosageElasticNet
+
+    X, y = _cohort(n=150, p=12, seed=3)
+    cols = [f"1:{100 + i}:A:G" for i in range(X.shape[1])]
+    df = pd.DataFrame(X, columns=cols)
+    est = DosageElasticNet(alpha=0.5, seed=0).fit(df, y)
+    shuffled = df[cols[::-1]]
+    np.testing.assert_allclose(est.predict(shuffled), est.predict(df))
+    dropped = df.drop(columns=[cols[0]])
+    filled = df.assign(**{cols[0]: X[:, 0].mean()})
+    np.testing.assert_allclose(est.predict(dropped), est.predict(filled))
 
 
 def test_benchmark_smoke():
@@ -294,7 +321,7 @@ def exported(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("export")
     data = _write_study(root / "study")
-    summary = export_predictdb(root / "study", root / "all.db", all_genes=True)
+    summary = export_predictdb(root / "study", root / "all.db", options=WINDOW, all_genes=True)
     return root, data, summary
 
 
@@ -382,15 +409,15 @@ def test_export_default_filter_refuses_overwrite_and_writes_atomically(exported)
 
     root, _, _ = exported
     out = root / "filtered.db"
-    summary = export_predictdb(root / "study", out)
+    summary = export_predictdb(root / "study", out, options=WINDOW)
     extra = pd.read_sql("SELECT * FROM extra", sqlite3.connect(out))
     assert "ENSG000" in set(extra["gene"]) and "ENSG002" not in set(extra["gene"])
     assert summary["genes_written"] == len(extra) < summary["genes"]
     before = out.read_bytes()
     with pytest.raises(InputError, match="--overwrite"):
-        export_predictdb(root / "study", out)
+        export_predictdb(root / "study", out, options=WINDOW)
     assert out.read_bytes() == before
-    export_predictdb(root / "study", out, overwrite=True)
+    export_predictdb(root / "study", out, options=WINDOW, overwrite=True)
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
@@ -401,10 +428,10 @@ def test_cli_export_predictdb(exported, tmp_path):
 
     root, _, _ = exported
     out = tmp_path / "w.db"
-    res = CliRunner().invoke(app, ["export-predictdb", str(root / "study"), "--out", str(out), "--all-genes"])
+    res = CliRunner().invoke(app, ["export-predictdb", str(root / "study"), "--out", str(out), "--all-genes", "--cis-window", "0"])
     assert res.exit_code == 0, res.output
     assert out.exists()
-    res = CliRunner().invoke(app, ["export-predictdb", str(root / "study"), "--out", str(out)])
+    res = CliRunner().invoke(app, ["export-predictdb", str(root / "study"), "--out", str(out), "--cis-window", "0"])
     assert res.exit_code == 2 and "--overwrite" in res.output
     res = CliRunner().invoke(app, ["export-predictdb", str(tmp_path / "nope"), "--out", str(tmp_path / "x.db")])
     assert res.exit_code == 2 and "study.json" in res.output
@@ -415,8 +442,9 @@ def test_export_on_a_prepared_study_agrees_with_fit_final(study_copy, tmp_path):
     nonzero coefficients `hapexpr fit-final --method elastic-net` stores (same seed)."""
     import sqlite3
 
+    from hapexpr.cohort import StudyCohort
     from hapexpr.export import export_predictdb
-    from hapexpr.final import fit_final, gene_dir
+    from hapexpr.final import final_estimator, fit_final
     from hapexpr.study import Study
 
     out = tmp_path / "w.db"
@@ -425,12 +453,15 @@ def test_export_on_a_prepared_study_agrees_with_fit_final(study_copy, tmp_path):
     assert summary["genes"] == len(study.gene_ids) and summary["genes_with_model"] >= 1
     weights = pd.read_sql("SELECT * FROM weights", sqlite3.connect(out))
     fit_final(study_copy, "elastic-net", progress=False)
+    cohort = StudyCohort(study)
+    method = ElasticNetMethod().bind(study)
     for gid in study.gene_ids:
-        z = np.load(gene_dir(study, "elastic-net", gid) / "weights.npz", allow_pickle=False)
-        nz = np.flatnonzero(z["coef"])
+        est = final_estimator(study_copy, "elastic-net", gid)
+        table = method.variant_table(cohort, gid)
+        nz = np.flatnonzero(est.coef_)
         got = weights[weights["gene"] == gid]
         assert len(got) == len(nz)
-        np.testing.assert_allclose(got["weight"].to_numpy(), z["coef"][nz], rtol=1e-12)
-        assert list(got["varID"]) == [f"{study.gene(gid).chrom}_{p}_{r}_{a}" for p, r, a in
-                                      zip(z["pos"][nz], z["ref"][nz], z["alt"][nz])]
-        assert list(got["rsid"]) == list(z["variant_id"][nz])
+        np.testing.assert_allclose(got["weight"].to_numpy(), est.coef_[nz], rtol=1e-12)
+        assert list(got["varID"]) == [f"{c}_{p}_{r}_{a}" for c, p, r, a in
+                                      zip(*(table[k].to_numpy()[nz] for k in ("chrom", "pos", "ref", "alt")))]
+        assert list(got["rsid"]) == list(table["variant_id"].to_numpy()[nz])

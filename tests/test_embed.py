@@ -28,14 +28,14 @@ def random_seqs(n: int, length: int, *, seed: int = 0, n_frac: float = 0.0) -> l
 
 @pytest.fixture(scope="module")
 def tiny():
-    from hapexpr.embed.models import load_tiny
+    from hapexpr.embed.checkpoints import load_tiny
 
     return load_tiny(0)
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from hapexpr.embed.models import save_tiny
+    from hapexpr.embed.checkpoints import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny-nt")
 
@@ -108,7 +108,7 @@ def test_pool_weights_match_per_base_average():
 
 
 def test_tiny_model_is_nt_architecture_and_seeded(tiny):
-    from hapexpr.embed.models import load_tiny, weights_sha256
+    from hapexpr.embed.checkpoints import load_tiny, weights_sha256
 
     cfg = tiny.encoder.config
     assert cfg.vocab_size == 4105 and cfg.max_position_embeddings == 1002
@@ -163,7 +163,7 @@ def test_results_do_not_depend_on_batch_size_or_order(tiny):
 
 def test_saved_tiny_model_loads_by_path_with_identical_embeddings(tiny, tiny_dir):
     from hapexpr.embed.engine import Embedder
-    from hapexpr.embed.models import load_model
+    from hapexpr.embed.checkpoints import load_model
 
     seqs = random_seqs(3, 240, seed=6, n_frac=0.02)
     a = Embedder(tiny, bins=4, window=240)
@@ -178,7 +178,7 @@ def test_saved_tiny_model_loads_by_path_with_identical_embeddings(tiny, tiny_dir
 def test_checkpoint_with_custom_code_needs_trust_remote_code(tmp_path, tiny_dir):
     import shutil
 
-    from hapexpr.embed.models import load_model
+    from hapexpr.embed.checkpoints import load_model
 
     ckpt = tmp_path / "ntv2"
     shutil.copytree(tiny_dir, ckpt)

@@ -75,7 +75,7 @@ def test_second_run_computes_nothing(embedded, tmp_path):
 
 def test_read_api_matches_an_independent_forward_pass(embedded):
     from hapexpr.embed.engine import Embedder
-    from hapexpr.embed.models import load_tiny
+    from hapexpr.embed.checkpoints import load_tiny
 
     path, summary = embedded
     study = Study.open(path)
@@ -199,3 +199,28 @@ def test_ray_engine_gives_the_same_store_as_local(embedded, tiny_study, tmp_path
     study = Study.open(work)
     gene = study.gene(study.gene_ids[-1])
     assert np.array_equal(a[gene.gene_id][0], hashes_of(gene.sequences))
+
+
+def test_a_shared_cache_reuses_another_studys_embeddings(tiny_study, tmp_path):
+    """Two studies of the same cohort embedding into one --cache folder: the second computes
+    nothing, its features equal the first's, and each keeps its own gene groups."""
+    import shutil
+
+    from hapexpr.embed import open_embeddings, run_embed
+    from hapexpr.study import Study
+
+    a, b, cache = tmp_path / "a", tmp_path / "b", tmp_path / "cache"
+    shutil.copytree(tiny_study, a)
+    shutil.copytree(tiny_study, b)
+    first = run_embed(a, bins=4, cache=cache, progress=False)
+    second = run_embed(b, bins=4, cache=cache, progress=False)
+    assert first["computed"] == first["unique"] > 0
+    assert second["computed"] == 0 and second["cached"] == second["unique"]
+    assert (cache / first["fingerprint"] / "info.json").exists()
+    assert len(list((cache / first["fingerprint"] / "studies").iterdir())) == 2
+    sa, sb = open_embeddings(a), open_embeddings(b)
+    study = Study.open(a)
+    for g in study.gene_ids:
+        np.testing.assert_array_equal(sa.sample_bins(study.gene(g)), sb.sample_bins(Study.open(b).gene(g)))
+    # a rerun without --cache keeps using the shared store
+    assert run_embed(a, bins=4, progress=False)["computed"] == 0

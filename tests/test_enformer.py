@@ -13,14 +13,9 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from hapexpr.errors import InputError  # noqa: E402
-from hapexpr.models import enformer_store as es  # noqa: E402
-from hapexpr.models.enformer import (  # noqa: E402
-    EnformerMethod,
-    EnformerRidgeHead,
-    ZeroShotEnformer,
-    haplotype_features,
-    precompute,
-)
+from hapexpr.estimators import enformer_store as es  # noqa: E402
+from hapexpr.estimators.enformer import EnformerRidgeHead, ZeroShotEnformer  # noqa: E402
+from hapexpr.methods.enformer import Enformer, EnformerOptions  # noqa: E402
 
 L = 2048  # tiny input: 16 bins
 
@@ -202,43 +197,54 @@ def fake_gene(gene_id: str, n_unique: int, n_samples: int, window: int, seed: in
                            hap_index=rng.integers(0, n_unique, size=(n_samples, 2)).astype(np.int32))
 
 
+def _enformer(study, **options) -> Enformer:
+    m = Enformer(EnformerOptions(**options))
+    m.study = study  # what bind() sets, without a prepared study
+    return m
+
+
 def test_features_are_cached_and_reused(tmp_path):
     study = SimpleNamespace(path=tmp_path, window=1500)
     gene = fake_gene("ENSG1", 5, 12, 1500, seed=4)
-    m = EnformerMethod(seq_len=L)
-    X = m.features(study, gene)
+    cohort = SimpleNamespace(gene=lambda gene_id: gene)
+    m = _enformer(study, seq_len=L)
+    X = m.features(cohort, "ENSG1")
     assert X.shape == (12, 2, es.HUMAN_TRACKS) and X.dtype == np.float32
     runs = m._runner.n_forward
     assert runs == 3  # 5 distinct haplotypes, batch size 2
-    np.testing.assert_array_equal(m.features(study, gene), X)
+    np.testing.assert_array_equal(m.features(cohort, "ENSG1"), X)
     assert m._runner.n_forward == runs
-    fresh = EnformerMethod(seq_len=L)  # a new process: only the cache on disk
-    np.testing.assert_array_equal(fresh.features(study, gene), X)
+    fresh = _enformer(study, seq_len=L)  # a new process: only the cache on disk
+    np.testing.assert_array_equal(fresh.features(cohort, "ENSG1"), X)
     assert fresh._runner.n_forward == 0
     # people carry their haplotypes' outputs
     direct = fresh._runner.predict([es.centre_on_tss(s, 750, L) for s in gene.sequences])
-    np.testing.assert_array_equal(X, haplotype_features(direct, gene.hap_index))
+    np.testing.assert_array_equal(X, direct[gene.hap_index])
     # another input length is another fingerprint, not a stale hit
-    other = EnformerMethod(seq_len=L + 128)
-    other.features(study, gene)
+    other = _enformer(study, seq_len=L + 128)
+    other.features(cohort, "ENSG1")
     assert other._runner.n_forward > 0 and other._cache.dir != m._cache.dir
+    # sequences of new people are computed but never replace the gene's cached study haplotypes
+    new = _enformer(study, seq_len=L)
+    new.for_new_people = True
+    new.haplotype_features(gene, random_seqs(2, 1500, seed=9))
+    assert set(new._cache.load("ENSG1")) == set(fresh._cache.load("ENSG1"))
 
 
-def test_precompute_and_fit_on_a_prepared_study(study_copy):
+def test_prepare_and_fit_on_a_prepared_study(study_copy, capsys):
+    from hapexpr.fit import fit_method
     from hapexpr.study import Study
-    from hapexpr.train import fit_per_gene
 
     t = time.perf_counter()
-    first = precompute(study_copy, progress=False)
-    assert first["computed"] > 0 and first["reused"] == 0 and first["seq_len"] == 2048
-    assert "padded with N" in first["input"]
-    again = precompute(study_copy, progress=False)
-    assert again["computed"] == 0 and again["fingerprint"] == first["fingerprint"]
     study = Study.open(study_copy)
+    first = Enformer().bind(study)
+    first.prepare(study, progress=False)
+    assert first._runner.n_forward > 0 and first._runner.seq_len == 2048
+    assert "padded with N" in capsys.readouterr().err.replace("\n", " ")
     for head in ("zero-shot", "ridge"):
-        method = EnformerMethod(head=head)
-        assert precompute(study_copy, method=method, progress=False)["computed"] == 0
-        rows = fit_per_gene(study, method, options=method.options, overwrite=True, progress=False)
+        method = Enformer(EnformerOptions(head=head)).bind(study)
+        rows = fit_method(study, method, overwrite=True, progress=False)
+        assert rows["method"].iloc[0] == ("enformer" if head == "zero-shot" else "enformer-ridge")
         assert len(rows) == len(study.gene_ids) * len(study.sample_ids)
         assert rows["predicted"].notna().all()
         assert method._runner.n_forward == 0  # everything came from the cache

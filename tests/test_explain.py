@@ -12,7 +12,7 @@ import pytest
 
 from hapexpr.errors import InputError
 from hapexpr.explain import EFFECT_COLUMNS, explain_gene, explain_path
-from hapexpr.final import load_final
+from hapexpr.final import final_estimator
 from hapexpr.study import Study
 
 
@@ -22,7 +22,7 @@ def read(path: Path) -> pd.DataFrame:
 
 def test_elastic_net_effects_are_the_weights(en_study, tmp_path):
     study = Study.open(en_study)
-    gene_id = max(study.gene_ids, key=lambda g: np.count_nonzero(load_final(en_study, "elastic-net", g).coef_))
+    gene_id = max(study.gene_ids, key=lambda g: np.count_nonzero(final_estimator(en_study, "elastic-net", g).coef_))
     table = explain_gene(en_study, "elastic-net", gene_id, out=tmp_path / "e.tsv")
     disk = read(tmp_path / "e.tsv")
     assert list(disk.columns) == [*EFFECT_COLUMNS, "weight"]
@@ -31,9 +31,10 @@ def test_elastic_net_effects_are_the_weights(en_study, tmp_path):
     gene = study.gene(gene_id)
     window = gene.variants[gene.variants["in_window"]]
     assert list(disk["variant_id"]) == list(window["variant_id"]) and disk["in_window"].all()
-    est = load_final(en_study, "elastic-net", gene_id)
-    weight = dict(zip(est.feature_variants_["variant_id"], est.coef_))
-    np.testing.assert_allclose(disk["weight"], [weight[v] for v in disk["variant_id"]])
+    est = final_estimator(en_study, "elastic-net", gene_id)
+    weight = dict(zip(est.columns_, est.coef_))
+    names = [f"{gene.chrom}:{p}:{r}:{a}" for p, r, a in zip(disk["pos"], disk["ref"], disk["alt"])]
+    np.testing.assert_allclose(disk["weight"], [weight[n] for n in names])
     assert np.count_nonzero(disk["weight"]) >= 1
     # carriers counted from the genotypes; effect per ALT allele == weight for each (linearity)
     carriers = (gene.genotypes[gene.variants["in_window"].to_numpy()].sum(axis=2) > 0).sum(axis=1)
@@ -80,7 +81,7 @@ def test_ridge_probe_effects_match_rebuilt_haplotypes(seq_study, tmp_path):
     # independent oracle: rebuild each carrier haplotype with and without the ALT allele,
     # embed without the cache, and apply the ridge weights to the difference of mean embeddings
     gene = study.gene(gene_id)
-    est = load_final(seq_study, "ridge-probe", gene_id)
+    est = final_estimator(seq_study, "ridge-probe", gene_id)
     embedder = load_embedder(seq_study)
     v = gene.variants
     pos, ref, alt = v["pos"].to_numpy(), v["ref"].to_numpy(), v["alt"].to_numpy()

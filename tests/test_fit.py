@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from hapexpr.errors import StudyError
-from hapexpr.fit import FitOptions, run_fit
+from hapexpr.fit import run_fit
 from hapexpr.study import Study
-from hapexpr.train import read_predictions
+from hapexpr.crossval import read_predictions
 
 
 def _check_complete(study_path, method):
@@ -61,11 +61,11 @@ def test_changing_held_out_expression_leaves_their_predictions_unchanged(study_c
 
 
 def test_enformer_and_stack(study_copy):
-    with pytest.raises(StudyError, match="at least two base methods"):
+    with pytest.raises(StudyError, match="at least two base fits"):
         run_fit(study_copy, "stack", progress=False)
     run_fit(study_copy, "elastic-net", progress=False)
     run_fit(study_copy, "enformer", progress=False)
-    run_fit(study_copy, "enformer", options=FitOptions(head="ridge"), progress=False)
+    run_fit(study_copy, "enformer", options=dict(head="ridge"), progress=False)
     for m in ("enformer", "enformer-ridge"):
         _check_complete(study_copy, m)
     run_fit(study_copy, "stack", progress=False)
@@ -77,9 +77,9 @@ def test_nt_transformer_per_gene_and_multi_gene_with_held_out_genes(study_copy):
     from hapexpr.embed import run_embed
 
     run_embed(study_copy, model="tiny", bins=8, progress=False)
-    run_fit(study_copy, "nt-transformer", options=FitOptions(max_epochs=3), progress=False)
+    run_fit(study_copy, "nt-transformer", options=dict(max_epochs=3), progress=False)
     _check_complete(study_copy, "nt-transformer")
-    run_fit(study_copy, "nt-transformer", options=FitOptions(multi_gene=True, holdout_genes=0.25, max_epochs=3),
+    run_fit(study_copy, "nt-transformer", options=dict(multi_gene=True, holdout_genes=0.25, max_epochs=3),
             progress=False)
     preds = read_predictions(study_copy)
     trained = preds[preds.method == "nt-transformer-multi"]
@@ -88,3 +88,44 @@ def test_nt_transformer_per_gene_and_multi_gene_with_held_out_genes(study_copy):
     assert held.gene_id.nunique() == 1 and trained.gene_id.nunique() == 3
     assert len(held) == n and len(trained) == 3 * n
     assert set(held.gene_id).isdisjoint(trained.gene_id)
+
+
+def test_variants_of_a_method_live_side_by_side_and_stack_uses_their_own_options(study_copy):
+    """elastic-net at +-1 Mb and at the sequence window are two fits with two names; a stack
+    over the window variant rebuilds it from its own fit.json (not from the stack's options)."""
+    import json
+
+    run_fit(study_copy, "elastic-net", progress=False)
+    run_fit(study_copy, "elastic-net", options={"cis_window": 0}, progress=False)
+    run_fit(study_copy, "elastic-net", options={"maf": 0.05}, name="en-maf5", progress=False)
+    preds = read_predictions(study_copy)
+    assert {"elastic-net", "elastic-net-window", "en-maf5"} <= set(preds.method)
+    for m in ("elastic-net", "elastic-net-window", "en-maf5"):
+        _check_complete(study_copy, m)
+    record = json.loads((study_copy / "models" / "en-maf5" / "fit.json").read_text())
+    assert record["method"] == "elastic-net" and record["options"]["maf"] == 0.05
+    run_fit(study_copy, "stack", options={"base": ("elastic-net-window", "en-maf5")}, progress=False)
+    stack = json.loads((study_copy / "models" / "stack" / "fit.json").read_text())
+    assert stack["options"]["base"] == ["elastic-net-window", "en-maf5"]
+    assert set(stack["resolved"]["base_records"]) == {"elastic-net-window", "en-maf5"}
+    _check_complete(study_copy, "stack")
+
+
+def test_a_gene_without_variants_gets_no_prediction(study_copy):
+    """A gene with nothing to learn from is reported as having no model, not r = -0.07."""
+    import json
+
+    from hapexpr.study import gene_file_name
+
+    study = Study.open(study_copy)
+    gene_id = study.gene_ids[0]
+    path = study_copy / "genes" / gene_file_name(gene_id)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["genotypes"] = np.zeros_like(arrays["genotypes"])  # every person REF/REF
+    np.savez_compressed(path, **arrays)
+    run_fit(study_copy, "elastic-net", options={"cis_window": 0}, progress=False)
+    rows = read_predictions(study_copy).query("method == 'elastic-net-window'")
+    assert gene_id not in set(rows.gene_id) and rows.gene_id.nunique() == len(study.gene_ids) - 1
+    record = json.loads((study_copy / "models" / "elastic-net-window" / "fit.json").read_text())
+    assert record["genes_without_model"] == [gene_id]

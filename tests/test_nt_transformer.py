@@ -7,12 +7,13 @@ import struct
 from dataclasses import replace
 
 import numpy as np
+from types import SimpleNamespace
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from hapexpr.errors import InputError  # noqa: E402
-from hapexpr.models.nt_training import (  # noqa: E402
+from hapexpr.estimators.nt_training import (  # noqa: E402
     TrainConfig,
     choose_holdout_genes,
     expression_loss,
@@ -22,12 +23,10 @@ from hapexpr.models.nt_training import (  # noqa: E402
     predict_batched,
     train_model,
 )
-from hapexpr.models.nt_transformer import (  # noqa: E402
-    NTTransformer,
-    NTTransformerConfig,
-    NTTransformerMethod,
-    NTTransformerModel,
-)
+from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig  # noqa: E402
+from hapexpr.estimators.nt_transformer import NTTransformerModel  # noqa: E402
+from hapexpr.methods.nt_transformer import NTTransformer as NTTransformerMethod  # noqa: E402
+from hapexpr.methods.nt_transformer import NTTransformerOptions  # noqa: E402
 
 FAST = TrainConfig(max_epochs=25, patience=5, batch_size=64)
 
@@ -166,7 +165,7 @@ def test_bad_features_are_input_errors():
 
 
 def test_early_stopping_uses_only_the_training_rows_and_restores_the_best_epoch():
-    from hapexpr.models.nt_transformer import input_scaling
+    from hapexpr.estimators.nt_transformer import input_scaling
 
     X, y, _ = cohort(6, n=150)
     mean, scale = input_scaling(X)
@@ -205,29 +204,22 @@ def test_learns_a_planted_signal_close_to_the_ceiling():
     assert r >= 0.85 * ceiling, (r, ceiling)
 
 
-def test_method_features_and_estimator(monkeypatch, tmp_path):
-    import hapexpr.embed
-
-    calls = {}
-
-    class Store:
-        def sample_bins(self, gene):
-            return np.ones((3, 2, 4, 5), dtype=np.float64)
-
-    def fake_open(path, fingerprint=None):
-        calls["args"] = (path, fingerprint)
-        return Store()
-
-    monkeypatch.setattr(hapexpr.embed, "open_embeddings", fake_open, raising=False)
-    method = NTTransformerMethod(fingerprint="abc", pairwise_weight=0.5, seed=2)
-    study = type("S", (), {"path": tmp_path})()
-    feats = method.features(study, object())
-    assert feats.shape == (3, 2, 4, 5) and feats.dtype == np.float32
-    assert calls["args"] == (tmp_path, "abc")
+def test_method_features_and_estimator(monkeypatch):
+    """Each person's input is their two haplotypes' binned embeddings; options reach the estimator."""
+    per_hap = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)  # (unique, bins, dim)
+    method = NTTransformerMethod(NTTransformerOptions(fingerprint="abc", pairwise_weight=0.5, seed=2))
+    monkeypatch.setattr(method, "embeddings", lambda gene, seqs: (per_hap[: len(seqs)], per_hap.mean(axis=1)))
+    gene = SimpleNamespace(sequences=[b"A", b"C", b"G"], hap_index=np.array([[0, 1], [2, 2]]))
+    feats = method.features(SimpleNamespace(gene=lambda g: gene), "G1")
+    assert feats.shape == (2, 2, 4, 5) and feats.dtype == np.float32
+    np.testing.assert_array_equal(feats[0, 1], per_hap[1])
     est = method.estimator(7)
     assert isinstance(est, NTTransformerModel) and est.seed == 7
     assert est.train_config.pairwise_weight == 0.5
-    assert method.name == "nt-transformer"
+    assert method.fit_name == "nt-transformer"
+    multi = NTTransformerMethod(NTTransformerOptions(multi_gene=True))
+    assert multi.fit_name == "nt-transformer-multi" and multi.names() == ["nt-transformer-multi", "nt-transformer-multi-heldout"]
+    assert not multi.final
 
 
 # ---- multi-gene mode

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from hapexpr.errors import InputError, StudyError
-from hapexpr.final import final_dir, final_method, fit_final, gene_dir, load_final
-from hapexpr.fit import FitOptions
+from hapexpr.cohort import StudyCohort
+from hapexpr.final import final_dir, final_estimator, final_fit_method, fit_final, gene_dir
 from hapexpr.predict import PRED_COLUMNS, predict_new
 from hapexpr.study import Study
 
@@ -67,11 +67,11 @@ def test_elastic_net_new_people_get_what_the_final_model_gives_their_twins(en_st
     disk = pd.read_csv(tmp_path / "p.tsv", sep="\t", dtype={"gene_id": str, "sample_id": str})
     assert list(disk.columns) == PRED_COLUMNS
     study = Study.open(en_study)
-    method, _ = final_method(study, "elastic-net")
+    method = final_fit_method(study, "elastic-net")
     assert set(disk["gene_id"]) == set(study.gene_ids)
     for gene_id in study.gene_ids:
-        est = load_final(en_study, "elastic-net", gene_id)
-        want = est.predict(method.features(study, study.gene(gene_id)))[study_rows(study, PICK)]
+        est = final_estimator(en_study, "elastic-net", gene_id)
+        want = est.predict(method.features(StudyCohort(study), gene_id))[study_rows(study, PICK)]
         got = disk[disk["gene_id"] == gene_id].set_index("sample_id").loc[[*renamed(PICK[:3]).values(), PICK[3]]]
         np.testing.assert_allclose(got["predicted"], want, rtol=1e-9, atol=1e-12)
         assert (got["n_study_variants_missing"] == 0).all() and (got["n_new_variants"] == 0).all()
@@ -83,27 +83,24 @@ def test_elastic_net_new_people_get_what_the_final_model_gives_their_twins(en_st
 
 def test_missing_study_variants_get_the_study_mean_dosage(en_study, tiny_cohort, tmp_path):
     study = Study.open(en_study)
-    gene_id = next(g for g in study.gene_ids if np.count_nonzero(load_final(en_study, "elastic-net", g).coef_) >= 2)
-    gene = study.gene(gene_id)
-    est = load_final(en_study, "elastic-net", gene_id)
+    gene_id = next(g for g in study.gene_ids if np.count_nonzero(final_estimator(en_study, "elastic-net", g).coef_) >= 2)
+    est = final_estimator(en_study, "elastic-net", gene_id)
     weighted = np.flatnonzero(est.coef_)[:2]
     unweighted = np.flatnonzero(est.coef_ == 0)[:1]
-    feats = est.feature_variants_
-    drop = [(gene.chrom, int(feats["pos"][j])) for j in [*weighted, *unweighted]]
+    feats = pd.DataFrame([c.split(":") for c in est.columns_], columns=["chrom", "pos", "ref", "alt"])
+    drop = [(feats["chrom"][j], int(feats["pos"][j])) for j in [*weighted, *unweighted]]
     vcf = make_vcf(tiny_cohort / "genotypes.vcf.gz", tmp_path / "m.vcf.gz", samples=PICK, rename=renamed(PICK), drop=drop)
     table = predict_new(en_study, "elastic-net", vcf=vcf, out=tmp_path / "p.tsv", progress=False)
     rows = table[table["gene_id"] == gene_id]
     assert (rows["n_study_variants_missing"] == len(weighted)).all()
     # independent oracle: the study's dosages, the dropped columns at their mean over the study
-    v = gene.variants.reset_index(drop=True)
-    cols = [int(np.flatnonzero((v["pos"] == p) & (v["ref"] == r) & (v["alt"] == a))[0])
-            for p, r, a in zip(feats["pos"], feats["ref"], feats["alt"])]
-    X = gene.dosages[cols][:, study_rows(study, PICK)].T.astype(np.float64)
+    study_X = final_fit_method(study, "elastic-net").features(StudyCohort(study), gene_id)[est.columns_]
+    X = study_X.to_numpy(dtype=np.float64)[study_rows(study, PICK)]
     for j in [*weighted, *unweighted]:
-        X[:, j] = gene.dosages[cols[j]].astype(np.float64).mean()
-    np.testing.assert_allclose(rows["predicted"], X @ est.coef_ + est.intercept_, rtol=1e-9, atol=1e-12)
+        X[:, j] = study_X.iloc[:, j].mean()
+    np.testing.assert_allclose(rows["predicted"], X @ est.coef_ + est.model_.intercept_, rtol=1e-9, atol=1e-12)
     # and it is not what the full genotypes give (the dropped variants mattered)
-    full = gene.dosages[cols][:, study_rows(study, PICK)].T @ est.coef_ + est.intercept_
+    full = study_X.to_numpy(dtype=np.float64)[study_rows(study, PICK)] @ est.coef_ + est.model_.intercept_
     assert not np.allclose(rows["predicted"], full)
     other = table[table["gene_id"] != gene_id]
     assert (other["n_study_variants_missing"] == 0).all()
@@ -147,7 +144,7 @@ def test_final_fit_refuses_other_options_and_resumes_per_gene(en_study, tmp_path
     work = tmp_path / "study"
     shutil.copytree(en_study, work)
     with pytest.raises(StudyError, match="other options"):
-        fit_final(work, "elastic-net", options=FitOptions(maf=0.05), progress=False)
+        fit_final(work, "elastic-net", options=dict(maf=0.05), progress=False)
     study = Study.open(work)
     # resume: one gene lost, run marked unfinished -> only that gene is fit again
     first, lost = study.gene_ids[0], study.gene_ids[1]
@@ -159,10 +156,10 @@ def test_final_fit_refuses_other_options_and_resumes_per_gene(en_study, tmp_path
     assert (gene_dir(study, "elastic-net", lost) / "gene.json").exists()
     assert (gene_dir(study, "elastic-net", first) / "gene.json").stat().st_mtime_ns == stamp
     # the refit gene is the same model as before (deterministic), loaded from npz + JSON
-    refit, before = load_final(work, "elastic-net", lost), load_final(en_study, "elastic-net", lost)
+    refit, before = final_estimator(work, "elastic-net", lost), final_estimator(en_study, "elastic-net", lost)
     np.testing.assert_array_equal(refit.coef_, before.coef_)
-    fit_final(work, "elastic-net", options=FitOptions(maf=0.05), overwrite=True, progress=False)
-    info = load_final(work, "elastic-net", lost).final_info_
+    fit_final(work, "elastic-net", options=dict(maf=0.05), overwrite=True, progress=False)
+    info = final_estimator(work, "elastic-net", lost).final_info_
     assert info["options"]["maf"] == 0.05
     assert not list(final_dir(study, "elastic-net").glob(".tmp-*"))
 
@@ -214,13 +211,13 @@ def new_snv_line(study: Study, samples: list[str]) -> tuple[str, str, str]:
 def test_sequence_methods_match_the_final_model_and_use_new_variants(method, seq_study, tiny_cohort, tmp_path):
     study = Study.open(seq_study)
     if method == "nt-transformer":
-        fit_final(seq_study, method, options=FitOptions(max_epochs=3), progress=False)
+        fit_final(seq_study, method, options=dict(max_epochs=3), progress=False)
     gene_new, line, _ = new_snv_line(study, PICK)
     vcf = make_vcf(tiny_cohort / "genotypes.vcf.gz", tmp_path / "n.vcf.gz", samples=PICK, rename=renamed(PICK), add=[line])
     table = predict_new(seq_study, method, vcf=vcf, out=tmp_path / "p.tsv", progress=False)
-    feats, _ = final_method(study, method)
+    feats = final_fit_method(study, method)
     for gene_id in study.gene_ids:
-        want = load_final(seq_study, method, gene_id).predict(feats.features(study, study.gene(gene_id)))
+        want = final_estimator(seq_study, method, gene_id).predict(feats.features(StudyCohort(study), gene_id))
         want = want[study_rows(study, PICK)]
         got = table[table["gene_id"] == gene_id].set_index("sample_id").loc[list(renamed(PICK).values())]
         n_new = 1 if gene_id == gene_new else 0

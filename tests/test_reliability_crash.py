@@ -119,7 +119,7 @@ def test_fit_killed_then_rerun_equals_uninterrupted(tiny_study, tmp_path):
     shutil.copytree(tiny_study, clean)
     oof = killed / "models" / "elastic-net" / "oof"
     args = ["fit", killed, "--method", "elastic-net"]
-    pause = kill_after_first(args, module="hapexpr.train", function="cross_validate_gene",
+    pause = kill_after_first(args, module="hapexpr.crossval", function="cross_validate_gene",
                              watch=lambda: any(oof.glob("*.tsv")))
     done = sorted(p.name for p in oof.glob("*.tsv"))
     assert 1 <= len(done) < 4, f"pause {pause:.2f} s"
@@ -157,9 +157,9 @@ def test_second_command_on_a_locked_study_refuses(study_copy, tiny_cohort, tmp_p
 
 
 def test_fit_with_other_options_is_not_overwritten_silently(study_copy):
-    from hapexpr.fit import FitOptions, run_fit
+    from hapexpr.fit import run_fit
 
-    run_fit(study_copy, "elastic-net", options=FitOptions(maf=0.01), progress=False)
+    run_fit(study_copy, "elastic-net", options=dict(maf=0.01), progress=False)
     state = study_copy / "models" / "elastic-net" / "fit.json"
     before = (study_copy / "predictions.tsv").read_bytes(), state.read_bytes()
 
@@ -169,10 +169,10 @@ def test_fit_with_other_options_is_not_overwritten_silently(study_copy):
     assert ((study_copy / "predictions.tsv").read_bytes(), state.read_bytes()) == before
 
     # the same options again: nothing to do, nothing rewritten
-    run_fit(study_copy, "elastic-net", options=FitOptions(maf=0.01), progress=False)
+    run_fit(study_copy, "elastic-net", options=dict(maf=0.01), progress=False)
     assert (study_copy / "predictions.tsv").read_bytes() == before[0]
 
-    run_fit(study_copy, "elastic-net", options=FitOptions(maf=0.05), overwrite=True, progress=False)
+    run_fit(study_copy, "elastic-net", options=dict(maf=0.05), overwrite=True, progress=False)
     assert json.loads(state.read_text())["options"]["maf"] == 0.05
 
 

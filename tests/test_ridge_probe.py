@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from hapexpr.models.ridge_probe import RidgeProbeMethod, RidgeProbeModel
+from hapexpr.estimators.ridge_probe import RidgeProbeModel
+from hapexpr.methods.ridge_probe import RidgeProbe
 
 
 def _data(n=50, d=80, seed=0):
@@ -85,25 +86,20 @@ def test_constant_column_is_ignored_not_nan():
 
 
 def test_method_sums_the_two_haplotypes(monkeypatch):
-    per_hap = np.random.default_rng(0).normal(size=(4, 2, 3)).astype(np.float32)
-    calls = {}
-
-    class Store:
-        def sample_mean(self, gene):
-            calls["gene"] = gene
-            return per_hap
-
-    def open_embeddings(path, fingerprint=None):
-        calls["open"] = (path, fingerprint)
-        return Store()
-
-    fake = types.ModuleType("hapexpr.embed")
-    fake.open_embeddings = open_embeddings
-    monkeypatch.setitem(sys.modules, "hapexpr.embed", fake)
-    study = types.SimpleNamespace(path="STUDY")
-    method = RidgeProbeMethod(fingerprint="abc")
-    X = method.features(study, "G1")
-    np.testing.assert_allclose(X, per_hap[:, 0] + per_hap[:, 1])
-    assert calls == {"open": ("STUDY", "abc"), "gene": "G1"}
-    assert method.name == "ridge-probe"
+    per_hap = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)  # (unique, dim)
+    method = RidgeProbe()
+    monkeypatch.setattr(method, "embeddings", lambda gene, seqs: (None, per_hap[: len(seqs)]))
+    gene = types.SimpleNamespace(sequences=[b"A", b"C", b"G"], hap_index=np.array([[0, 1], [2, 2], [1, 0]]))
+    X = method.features(types.SimpleNamespace(gene=lambda g: gene), "G1")
+    np.testing.assert_allclose(X, [per_hap[0] + per_hap[1], 2 * per_hap[2], per_hap[1] + per_hap[0]])
+    assert method.fit_name == "ridge-probe"
     assert isinstance(method.estimator(3), RidgeProbeModel)
+
+
+def test_saved_model_predicts_the_same(tmp_path):
+    X, y = _data(n=60, d=8)
+    model = RidgeProbeModel().fit(X, y)
+    model.save(tmp_path / "m")
+    back = RidgeProbeModel.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.predict(X), model.predict(X))
+    assert back.alpha_ == model.alpha_

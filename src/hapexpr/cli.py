@@ -130,7 +130,7 @@ def prepare(
 @_friendly
 def embed(
     study: Annotated[Path, typer.Argument(help="Study directory written by `hapexpr prepare`.")],
-    model: Annotated[str, typer.Option("--model", help="'tiny' (random NT-architecture model, offline demo) or a local checkpoint directory.")] = "tiny",
+    model: Annotated[str, typer.Option("--model", help="'tiny' (random NT-architecture model, offline demo), a local checkpoint directory (NT v1/v2 or another Hugging Face DNA model with its tokenizer), or kmer[:K] (k-mer frequencies, no weights).")] = "tiny",
     layer: Annotated[Optional[int], typer.Option("--layer", help="Hidden-state layer: 0 = token embeddings, default the last; -1 counts from the end.")] = None,
     bins: Annotated[int, typer.Option("--bins", min=1, help="TSS-centred bins to pool each window into.")] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")] = 8,
@@ -138,53 +138,36 @@ def embed(
     engine: Annotated[str, typer.Option("--engine", help="local, or ray (Ray Data; pip install hapexpr[distributed]).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: start a local one).")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a checkpoint's own Python code (NT v2).")] = False,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="A folder of embedding stores shared across studies and cohorts: sequences already embedded there are reused.")] = None,
 ) -> None:
     """Embed each distinct haplotype window once into STUDY/embeddings/<fingerprint>/."""
     from hapexpr.embed import run_embed
 
     run_embed(
         study, model=model, layer=layer, bins=bins, batch_size=batch_size, device=device,
-        engine=engine, ray_address=ray_address, trust_remote_code=trust_remote_code,
+        engine=engine, ray_address=ray_address, trust_remote_code=trust_remote_code, cache=cache,
     )
 
 
-@app.command()
-@_friendly
-def fit(
+def _fit(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
-    method: Annotated[str, typer.Option("--method", help="elastic-net, nt-transformer, ridge-probe, enformer or stack.")],
-    seed: Annotated[int, typer.Option(help="Seed of every model fit (folds come from the study).")] = 0,
-    fingerprint: Annotated[Optional[str], typer.Option(help="Which embeddings to use when the study holds several.")] = None,
-    cis_window: Annotated[Optional[int], typer.Option("--cis-window", min=0, help="elastic-net: variants within +-BP of the TSS, read from the study's VCF (default: the study window).")] = None,
-    maf: Annotated[float, typer.Option(min=0.0, max=0.5, help="elastic-net: minor allele frequency filter.")] = 0.01,
-    multi_gene: Annotated[bool, typer.Option("--multi-gene", help="nt-transformer: one model shared across genes.")] = False,
-    holdout_genes: Annotated[float, typer.Option("--holdout-genes", min=0.0, max=0.99, help="nt-transformer --multi-gene: fraction of genes never trained on.")] = 0.0,
-    pairwise_weight: Annotated[Optional[float], typer.Option("--pairwise-weight", min=0.0, help="nt-transformer: weight of the pairwise-difference loss (default in docs/nt-transformer.md).")] = None,
-    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", min=1, help="nt-transformer: epoch cap (early stopping usually ends sooner).")] = None,
-    model: Annotated[str, typer.Option("--model", help="enformer: `tiny` or a local checkpoint directory.")] = "tiny",
-    track: Annotated[int, typer.Option(help="enformer: output track scored zero-shot (5110 = CAGE GM12878).")] = 5110,
-    head: Annotated[str, typer.Option(help="enformer: zero-shot or ridge.")] = "zero-shot",
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="enformer: input length (default 196,608 for real weights).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="enformer: sequences per forward pass.")] = 2,
-    device: Annotated[str, typer.Option(help="enformer: cpu, cuda or auto.")] = "cpu",
-    base: Annotated[Optional[str], typer.Option(help="stack: comma-separated base methods (default: all already fit).")] = None,
+    method: Annotated[str, typer.Option("--method", help="A registered method (`hapexpr methods` lists them).")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Name of this fit in predictions.tsv (default: the method's name for these options, e.g. elastic-net-window).")] = None,
     final: Annotated[bool, typer.Option("--final", help="Also fit on all individuals for `predict`/`explain` (same as `fit-final`).")] = False,
     overwrite: Overwrite = False,
+    **options,
 ) -> None:
-    """Train a method under the study's cross-validation; out-of-fold predictions go to predictions.tsv."""
-    from hapexpr.fit import FitOptions, run_fit
+    """Train a method under the study's cross-validation; out-of-fold predictions go to predictions.tsv.
 
-    opts = FitOptions(
-        seed=seed, fingerprint=fingerprint, cis_window=cis_window, maf=maf, multi_gene=multi_gene,
-        holdout_genes=holdout_genes, pairwise_weight=pairwise_weight, max_epochs=max_epochs, model=model,
-        track=track, head=head, seq_len=seq_len, batch_size=batch_size, device=device,
-        base=None if base is None else tuple(b for b in base.split(",") if b),
-    )
-    run_fit(study, method, options=opts, overwrite=overwrite)
-    if final:
+    Each method's options are flags; `hapexpr methods` lists which method has which."""
+    from hapexpr.fit import run_fit
+    from hapexpr.method_options import options_for
+
+    rows = run_fit(study, method, options=options_for(method, options), name=name, overwrite=overwrite)
+    if final and len(rows):
         from hapexpr.final import fit_final
 
-        fit_final(study, method, options=opts, overwrite=overwrite)
+        fit_final(study, str(rows["method"].iloc[0]), overwrite=overwrite)
 
 
 @app.command()
@@ -236,54 +219,45 @@ def report(
 def export_predictdb(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
     out: Annotated[Path, typer.Option("--out", help="SQLite database to write (PredictDB schema).")],
-    cis_window: Annotated[Optional[int], typer.Option("--cis-window", min=0, help="Variants within +-BP of the TSS, read from the study's VCF (default: the study window).")] = None,
-    vcf: Annotated[Optional[Path], typer.Option("--vcf", help="The VCF for --cis-window when it has moved since prepare.")] = None,
-    maf: Annotated[float, typer.Option(min=0.0, max=0.5, help="Keep variants with minor allele frequency above this.")] = 0.01,
-    seed: Annotated[int, typer.Option(help="Seed of the inner CV folds (as `hapexpr fit --seed`).")] = 0,
+    method: Annotated[str, typer.Option("--method", help="The dosage fit to export, by name (its options as `hapexpr fit` used them).")] = "elastic-net",
+    cis_window: Annotated[Optional[int], typer.Option("--cis-window", help="Override: variants within +-BP of the TSS (0: the study window).")] = None,
+    maf: Annotated[Optional[float], typer.Option(min=0.0, max=0.5, help="Override: keep variants with minor allele frequency above this.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override: seed of the inner CV folds (as `hapexpr fit --seed`).")] = None,
     all_genes: Annotated[bool, typer.Option("--all-genes", help="Write every gene with a model, not only PredictDB's significant ones (mean r > 0.1, p < 0.05).")] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Elastic-net weights fit on all individuals, as a PredictDB database for S-PrediXcan."""
     from hapexpr.export import export_predictdb as export
 
-    summary = export(study, out, overwrite=overwrite, cis_window=cis_window, vcf=vcf, maf=maf, seed=seed, all_genes=all_genes)
+    given = {k: v for k, v in {"cis_window": cis_window, "maf": maf, "seed": seed}.items() if v is not None}
+    summary = export(study, out, overwrite=overwrite, method=method, options=given, all_genes=all_genes)
     print(f"{out}: {summary['genes_written']} of {summary['genes']} genes "
           f"({summary['genes_with_model']} with a model), {summary['weights_written']} weights")
 
 
-@app.command("fit-final")
-@_friendly
-def fit_final_command(
+def _fit_final(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
-    method: Annotated[str, typer.Option("--method", help="elastic-net, ridge-probe, nt-transformer, enformer or enformer-ridge.")],
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the fit (default: as `hapexpr fit` used, else 0).")] = None,
-    fingerprint: Annotated[Optional[str], typer.Option(help="Which embeddings to use when the study holds several.")] = None,
-    cis_window: Annotated[Optional[int], typer.Option("--cis-window", min=0, help="elastic-net: variants within +-BP of the TSS.")] = None,
-    maf: Annotated[Optional[float], typer.Option(min=0.0, max=0.5, help="elastic-net: minor allele frequency filter.")] = None,
-    pairwise_weight: Annotated[Optional[float], typer.Option("--pairwise-weight", min=0.0, help="nt-transformer: pairwise loss weight.")] = None,
-    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", min=1, help="nt-transformer: epoch cap.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="enformer: `tiny` or a local checkpoint directory.")] = None,
-    track: Annotated[Optional[int], typer.Option(help="enformer: output track scored zero-shot.")] = None,
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="enformer: input length.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="enformer: cpu, cuda or auto.")] = None,
+    method: Annotated[str, typer.Option("--method", help="A fit of the study by its name (e.g. elastic-net, enformer-ridge), or a method to fit with its defaults.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a final fit made with other options.")] = False,
+    **options,
 ) -> None:
-    """Fit a method on ALL study individuals per gene (for predict/explain) -> STUDY/models/<method>/final/.
+    """Fit a method on ALL study individuals per gene (for predict/explain) -> STUDY/models/<name>/final/.
 
-    Options left out are those `hapexpr fit` used for the method, else the defaults."""
-    from hapexpr.final import fit_final, options_with
+    Options left out are those `hapexpr fit` used for that fit, else the method's defaults."""
+    from hapexpr.final import fit_final
+    from hapexpr.fit_records import fitted_or_default
+    from hapexpr.method_options import options_for
+    from hapexpr.study import Study
 
-    opts = options_with(study, method, seed=seed, fingerprint=fingerprint, cis_window=cis_window, maf=maf,
-                        pairwise_weight=pairwise_weight, max_epochs=max_epochs, model=model, track=track,
-                        seq_len=seq_len, device=device)
-    fit_final(study, method, options=opts, overwrite=overwrite)
+    base = fitted_or_default(Study.open(study), method).name
+    fit_final(study, method, options=options_for(base, options), overwrite=overwrite)
 
 
 @app.command()
 @_friendly
 def predict(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
-    method: Annotated[str, typer.Option("--method", help="elastic-net, ridge-probe, nt-transformer, enformer or enformer-ridge.")],
+    method: Annotated[str, typer.Option("--method", help="A per-gene fit of the study by its name (e.g. elastic-net, ridge-probe, enformer-ridge).")],
     vcf: Annotated[Path, typer.Option("--vcf", help="Bgzipped, indexed VCF of the new people (phased for sequence methods).")],
     out: Annotated[Path, typer.Option("--out", help="TSV to write: method gene_id sample_id predicted ...")],
     overwrite: Overwrite = False,
@@ -298,7 +272,7 @@ def predict(
 @_friendly
 def explain(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
-    method: Annotated[str, typer.Option("--method", help="elastic-net, ridge-probe, nt-transformer, enformer or enformer-ridge.")],
+    method: Annotated[str, typer.Option("--method", help="A per-gene fit of the study by its name.")],
     gene: Annotated[str, typer.Option("--gene", help="Gene id, as in STUDY/genes.tsv.")],
     out: Annotated[Path, typer.Option("--out", help="TSV of per-variant effects to write (also copied to STUDY/explain/).")],
     overwrite: Overwrite = False,
@@ -307,6 +281,31 @@ def explain(
     from hapexpr.explain import explain_gene
 
     explain_gene(study, method, gene, out=out, overwrite=overwrite)
+
+
+@app.command("methods")
+@_friendly
+def list_methods() -> None:
+    """The registered methods, what each needs and its options."""
+    import dataclasses
+
+    from hapexpr.methods import methods
+
+    for cls in methods():
+        flags = " ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(cls.Options))
+        print(f"{cls.name}: {cls.summary}\n  needs: {', '.join(cls.needs) or 'nothing'}\n  options: {flags}")
+
+
+def _register_method_commands() -> None:
+    """fit and fit-final take one flag per option of any registered method (built from the
+    registry, so a method registered before the app is built brings its own flags)."""
+    from hapexpr.method_options import add_option_parameters
+
+    app.command("fit")(_friendly(add_option_parameters(_fit)))
+    app.command("fit-final")(_friendly(add_option_parameters(_fit_final)))
+
+
+_register_method_commands()
 
 
 def main() -> None:

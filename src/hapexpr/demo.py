@@ -13,9 +13,11 @@ from pathlib import Path
 from hapexpr.errors import StudyError
 from hapexpr.progress import console
 from hapexpr.pipeline import EmbedConfig, FitConfig, PrepareConfig, RunConfig, run_pipeline
+from hapexpr.simulate import simulate_cohort
 
 DEMO_FITS = (
     FitConfig("elastic-net"),
+    FitConfig("elastic-net", {"cis_window": 0}),
     FitConfig("ridge-probe"),
     FitConfig("nt-transformer"),
     FitConfig("enformer"),
@@ -26,8 +28,6 @@ DEMO_FITS = (
 
 def run_demo(out: Path, *, individuals: int = 290, genes: int = 20, seed: int = 0) -> RunConfig:
     """Simulate into OUT/cohort, write OUT/config.yaml, and run it (study in OUT/study)."""
-    from hapexpr.simulate import simulate_cohort
-
     out = Path(out)
     # The config written below must work from any directory: absolute paths throughout.
     cohort = out.resolve() / "cohort"

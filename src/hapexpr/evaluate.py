@@ -18,7 +18,7 @@ from scipy import stats
 from hapexpr.errors import StudyError
 from hapexpr.io.atomic import atomic_open
 from hapexpr.study import Study
-from hapexpr.train import read_predictions
+from hapexpr.crossval import read_predictions
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:

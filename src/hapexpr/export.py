@@ -24,9 +24,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hapexpr.errors import InputError
 from hapexpr.io.atomic import atomic_path
-from hapexpr.models.elastic_net import ElasticNetMethod, _pearson
+from hapexpr.cohort import StudyCohort
+from hapexpr.crossval import cross_validate_gene, residualise, study_targets
+from hapexpr.errors import InputError
+from hapexpr.estimators.elastic_net import _pearson
+from hapexpr.fit_records import fitted_or_default
+from hapexpr.methods.registry import build
+from hapexpr.study import Study
 
 WEIGHTS_COLUMNS = ["gene", "rsid", "varID", "ref_allele", "eff_allele", "weight"]
 EXTRA_COLUMNS = ["gene", "genename", "n.snps.in.model", "pred.perf.R2", "pred.perf.pval", "pred.perf.qval"]
@@ -70,19 +75,20 @@ def var_id(chrom: str, pos: int, ref: str, alt: str) -> str:
     return f"{chrom}_{pos}_{ref}_{alt}"
 
 
-def predictdb_tables(study, method: ElasticNetMethod, *, seed: int = 0, all_genes: bool = False, genes=None):
+def predictdb_tables(study, method, *, all_genes: bool = False, genes=None):
     """(weights, extra, summary) for a study: ``weights`` and ``extra`` DataFrames with the
     PredictDB columns, ``summary`` counts. ``study`` is a :class:`hapexpr.study.Study`.
 
-    The outer loop is ``hapexpr fit``'s own (:func:`hapexpr.train.cross_validate_gene`: the
+    The outer loop is ``hapexpr fit``'s own (:func:`hapexpr.crossval.cross_validate_gene`: the
     study's folds, covariates residualised inside the training folds, estimator seed
     ``seed + fold``) and the final fit is ``hapexpr fit-final``'s (every individual, seed
-    ``seed``), so the database agrees with both.
+    ``seed``), so the database agrees with both. ``method``: a bound dosage method (its
+    features are named dosage columns and it has ``variant_table``), e.g. ``elastic-net``.
     """
     from scipy.stats import false_discovery_control
 
-    from hapexpr.train import cross_validate_gene, residualise, study_targets
-
+    seed = method.options.seed
+    cohort = StudyCohort(study)
     gene_table = study.genes.set_index("gene_id")
     gene_ids = list(study.gene_ids if genes is None else genes)
     folds = np.asarray(study.folds)
@@ -90,9 +96,10 @@ def predictdb_tables(study, method: ElasticNetMethod, *, seed: int = 0, all_gene
     everyone = np.ones(len(folds), dtype=bool)
     weights, extra = [], []
     for gid in gene_ids:
-        gene = study.gene(gid)
-        X = np.asarray(method.features(study, gene), dtype=np.float64)
-        names = method.feature_names(study, gene)
+        X = method.features(cohort, gid)
+        names = method.variant_table(cohort, gid)
+        if not method.usable(X):
+            continue
         y = expr.loc[gid].to_numpy(dtype=np.float64)
         final = method.estimator(seed).fit(X, residualise(y, cov, everyone))
         nz = np.flatnonzero(final.coef_)
@@ -160,28 +167,26 @@ def export_predictdb(
     out: str | Path,
     *,
     overwrite: bool = False,
-    cis_window: int | None = None,
-    vcf: Path | None = None,
-    alpha: float = 0.5,
-    maf: float = 0.01,
-    inner_folds: int = 10,
-    seed: int = 0,
+    method: str = "elastic-net",
+    options: dict | None = None,
     all_genes: bool = False,
 ) -> dict:
     """Fit the elastic net on every individual of a study and write a PredictDB database.
 
     Returns counts: ``genes``, ``genes_with_model``, ``genes_written``, ``weights_written``.
-    ``seed`` is ``hapexpr fit``'s ``--seed`` (inner-CV folds); with the same seed the weights
-    equal ``hapexpr fit-final --method elastic-net``'s.
+    ``method`` is a fit of the study by name (its options, as ``hapexpr fit`` used them) or a
+    dosage method to use with its defaults; ``options`` are put over them. With the same options
+    the weights equal ``hapexpr fit-final``'s.
     """
-    from hapexpr.study import Study
-
     out = Path(out)
     _check_out(out, overwrite)  # refuse before the (long) fitting, and again before writing
     study = Study.open(study_path)
-    method = ElasticNetMethod(cis_window=cis_window, vcf=vcf, alpha=alpha, maf=maf, inner_folds=inner_folds)
-    weights, extra, summary = predictdb_tables(
-        study, method, seed=seed, all_genes=all_genes
-    )
+    m = fitted_or_default(study, method)
+    if options:
+        m = build(m.name, {**m.options.to_dict(), **options}, fit_name=m.fit_name).bind(study)
+    if not hasattr(m, "variant_table"):
+        raise InputError(f"{m.fit_name} is not a model of allele dosages; PredictDB holds dosage weights",
+                         hint="export an elastic-net fit (`--method elastic-net`)")
+    weights, extra, summary = predictdb_tables(study, m, all_genes=all_genes)
     write_predictdb(weights, extra, out, overwrite=overwrite)
     return summary

@@ -31,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from hapexpr.errors import InputError
+from hapexpr.io.atomic import atomic_open
+from hapexpr.io.fasta import Reference
+from hapexpr.io.vcf import VcfReader
 
 
 def unique_haplotypes(genotypes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -330,10 +333,6 @@ def haplotypes_fasta(
     Sequences equal ``samtools faidx FASTA REGION | bcftools consensus -H 1pIu|2pIu -s SAMPLE VCF``
     (60 bases a line); written atomically to ``out``, or to stdout.
     """
-    from hapexpr.io.atomic import atomic_open
-    from hapexpr.io.fasta import Reference
-    from hapexpr.io.vcf import VcfReader
-
     chrom, start, end = parse_region(region)
     reference = Reference(fasta)
     ref_chrom = reference.resolve(chrom)

@@ -19,7 +19,13 @@ from pathlib import Path
 import yaml
 
 from hapexpr.errors import InputError
-from hapexpr.fit import METHODS, FitOptions
+from hapexpr.methods import registry
+from hapexpr.embed import run_embed
+from hapexpr.evaluate import evaluate_study, print_summary
+from hapexpr.fit import run_fit
+from hapexpr.prepare import fingerprint_file, prepare_study
+from hapexpr.report import write_report
+from hapexpr.study import Study
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,12 @@ class EmbedConfig:
 
 @dataclass(frozen=True)
 class FitConfig:
-    """One ``hapexpr fit``: the method and any of FitOptions' fields."""
+    """One ``hapexpr fit``: the method, an optional name for the fit, and any of the method's
+    Options fields."""
 
     method: str
     options: dict = field(default_factory=dict)
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,8 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         d = dataclasses.asdict(self)
-        d["fit"] = [{"method": f["method"], **{k: list(v) if isinstance(v, tuple) else v for k, v in f["options"].items()}}
+        d["fit"] = [{"method": f["method"], **({"name": f["name"]} if f["name"] else {}),
+                     **{k: list(v) if isinstance(v, tuple) else v for k, v in f["options"].items()}}
                     for f in d["fit"]]
         return yaml.safe_dump(d, sort_keys=False)
 
@@ -129,24 +138,23 @@ def load_config(path: str | Path) -> RunConfig:
     embed = data.get("embed", {})
     embed = None if embed is False else _build(EmbedConfig, embed or {}, "embed", path)
     fits = []
-    option_names = {f.name for f in dataclasses.fields(FitOptions)}
     if not isinstance(data.get("fit") or [], list):
         raise InputError("`fit` must be a list of methods", path=path, record="fit",
                          hint="write one `- method: NAME` entry per method")
     for i, item in enumerate(data.get("fit") or []):
         if isinstance(item, str):
             item = {"method": item}
-        if not isinstance(item, dict) or item.get("method") not in METHODS:
-            raise InputError(f"fit entry {i + 1} needs `method:` one of {', '.join(METHODS)}", path=path, record=f"fit[{i}]")
-        opts = {k: v for k, v in item.items() if k != "method"}
-        unknown = sorted(set(opts) - option_names)
-        if unknown:
-            raise InputError(f"unknown fit option(s) {', '.join(unknown)}", path=path, record=f"fit[{i}]",
-                             hint=f"allowed: {', '.join(sorted(option_names))}")
-        if isinstance(opts.get("base"), list):
-            opts["base"] = tuple(opts["base"])
-        _check_types(FitOptions, opts, f"fit[{i}]", path)
-        fits.append(FitConfig(item["method"], opts))
+        names = registry.method_names()
+        if not isinstance(item, dict) or item.get("method") not in names:
+            raise InputError(f"fit entry {i + 1} needs `method:` one of {', '.join(names)}", path=path, record=f"fit[{i}]")
+        opts = {k: v for k, v in item.items() if k not in ("method", "name")}
+        if isinstance(opts.get("base"), str):
+            opts["base"] = opts["base"].split(",")
+        try:  # validated now, by the method's own Options, so a typo fails before any stage runs
+            registry.get(item["method"]).Options.from_dict(opts, where=f"fit[{i}]")
+        except InputError as exc:
+            raise InputError(exc.message, path=path, record=exc.record or f"fit[{i}]", hint=exc.hint) from None
+        fits.append(FitConfig(item["method"], opts, item.get("name")))
     extra = sorted(set(data) - {f.name for f in dataclasses.fields(RunConfig)})
     if extra:
         raise InputError(f"unknown top-level key(s) {', '.join(extra)}", path=path)
@@ -156,16 +164,12 @@ def load_config(path: str | Path) -> RunConfig:
 
 def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None:
     """Every stage of ``config`` in order, skipping what is already complete."""
-    from hapexpr.study import Study
-
     study = Path(config.study)
     p = config.prepare
     t0 = time.time()
     if (study / "study.json").exists() and _same_prepare(study, p):
         say(f"[prepare] {study} is already prepared with these inputs; skipped")
     else:
-        from hapexpr.prepare import prepare_study
-
         say("[prepare]")
         prepare_study(
             vcf=Path(p.vcf), fasta=Path(p.fasta), genes=Path(p.genes), expression=Path(p.expression),
@@ -174,27 +178,16 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
             progress=progress,
         )
     if config.embed is not None:
-        from hapexpr.embed import run_embed
-
         say("[embed]")
         run_embed(study, **dataclasses.asdict(config.embed), progress=progress)
     for f in config.fit:
-        from hapexpr.fit import run_fit
-
-        say(f"[fit {f.method}]")
-        opts = dict(f.options)
-        if "base" in opts and isinstance(opts["base"], (list, str)):
-            opts["base"] = tuple(opts["base"].split(",")) if isinstance(opts["base"], str) else tuple(opts["base"])
-        run_fit(study, f.method, options=FitOptions(**opts), progress=progress)
+        say(f"[fit {f.method}{'' if f.name is None else ' --name ' + f.name}]")
+        run_fit(study, f.method, options=dict(f.options), name=f.name, progress=progress)
     if config.evaluate:
-        from hapexpr.evaluate import evaluate_study, print_summary
-
         say("[evaluate]")
         _, summary, comparisons = evaluate_study(study)
         print_summary(summary, comparisons)
     if config.report:
-        from hapexpr.report import write_report
-
         index = study / "report" / "index.html"
         preds = study / "predictions.tsv"
         if index.exists() and preds.exists() and index.stat().st_mtime >= preds.stat().st_mtime:
@@ -209,8 +202,6 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
 
 def _same_prepare(study: Path, p: PrepareConfig) -> bool:
     """True when the existing study was prepared from the same files (by sha256) and parameters."""
-    from hapexpr.prepare import fingerprint_file
-
     meta = json.loads((study / "study.json").read_text())
     params = meta.get("params", {})
     same_params = all(params.get(k) == getattr(p, k) for k in ("window", "folds", "seed", "residualised", "allow_unphased"))

@@ -27,7 +27,10 @@ from hapexpr.errors import StudyError
 from hapexpr.evaluate import compare, evaluate_study, summarise
 from hapexpr.io.atomic import atomic_open
 from hapexpr.study import Study
-from hapexpr.train import read_predictions
+from hapexpr.crossval import read_predictions
+from hapexpr.fit_records import fit_record
+from hapexpr.methods import registry
+from hapexpr import report_figures as rf
 
 REPORT = Path("report") / "index.html"
 TINY_WARNING = "numbers show the pipeline working, not what real weights achieve"
@@ -35,9 +38,6 @@ EXPLAIN_COLUMNS = ["gene_id", "variant_id", "pos", "ref", "alt", "in_window", "n
 BEST_GENES = 4
 MAX_OTHER_PAIRS = 12
 MAX_EXPLAIN_FIGURES = 24
-# Methods whose features are the foundation-model embeddings (so the store's model matters).
-EMBEDDING_METHODS = ("ridge-probe", "nt-transformer", "nt-transformer-multi", "nt-transformer-multi-heldout")
-KNOWN_METHODS = (*EMBEDDING_METHODS, "elastic-net", "enformer", "enformer-ridge", "stack")
 
 
 @dataclass
@@ -49,6 +49,9 @@ class Provenance:
     enformer: list[dict] = field(default_factory=list)  # enformer/*/fingerprint.json (+ "fingerprint")
     models: dict[str, list[str]] = field(default_factory=dict)  # method -> model descriptions
     tiny: dict[str, list[str]] = field(default_factory=dict)  # method -> tiny models it used
+    rank: dict[str, tuple] = field(default_factory=dict)  # method -> sort key (registry order)
+    reference: str | None = None  # the field's baseline (e.g. the elastic net), compared first
+    primary: str | None = None  # the method listed first (the seed paper's model)
 
 
 def write_report(study_path: str | Path, *, overwrite: bool = False) -> Path:
@@ -64,6 +67,7 @@ def write_report(study_path: str | Path, *, overwrite: bool = False) -> Path:
     metrics, summary, comparisons = _metrics(study)
     predictions = read_predictions(study.path)
     provenance = read_provenance(study, list(metrics["method"].unique()))
+    metrics = metrics.sort_values("method", key=lambda c: c.map(provenance.rank), kind="stable")
     page = render(study, metrics=metrics, summary=summary, comparisons=comparisons, predictions=predictions,
                   provenance=provenance, explain=read_explain(study))
     with atomic_open(out) as fh:
@@ -105,54 +109,21 @@ def read_provenance(study: Study, methods: list[str]) -> Provenance:
         if info is not None:
             prov.enformer.append({"fingerprint": p.parent.name, **info})
     for m in methods:
-        fit_dir = study.path / "models" / m
-        if not fit_dir.is_dir() and m.endswith("-heldout"):
-            fit_dir = study.path / "models" / m[: -len("-heldout")]
-        prov.fits[m] = _read_json(fit_dir / "fit.json") or {}
-        used = _models_used(m, prov.fits[m].get("options", {}), prov)
-        prov.models[m] = [d for d, _ in used]
-        prov.tiny[m] = [d for d, tiny in used if tiny]
+        try:
+            record = fit_record(study, m)
+        except StudyError:  # rows without a fit record (e.g. written by hand): nothing known
+            record = {}
+        prov.fits[m] = record
+        used = record.get("models_used", [])
+        prov.models[m] = [u["description"] for u in used]
+        prov.tiny[m] = [u["description"] for u in used if u.get("tiny")]
+        cls = registry.get(record["method"]) if record.get("method") in registry.method_names() else None
+        prov.rank[m] = (cls.order if cls else 1000, m)
+        if cls is not None and cls.reference and (prov.reference is None or prov.rank[m] < prov.rank[prov.reference]):
+            prov.reference = m
+    ordered = sorted(methods, key=lambda m: prov.rank[m])
+    prov.primary = next((m for m in ordered if m != prov.reference), None)
     return prov
-
-
-def _store_for(fingerprint: str | None, prov: Provenance) -> dict | None:
-    if fingerprint is None:  # the fit used the most recently updated store
-        return prov.stores[0] if prov.stores else None
-    hits = [s for s in prov.stores if str(s.get("fingerprint", "")).startswith(str(fingerprint))]
-    return hits[0] if hits else None
-
-
-def _describe_store(store: dict) -> tuple[str, bool]:
-    tiny = bool(store.get("tiny"))
-    kind = "tiny randomly initialised NT" if tiny else str(store.get("model", "?"))
-    return f"embeddings {store['fingerprint']} ({kind}, layer {store.get('layer', '?')})", tiny
-
-
-def _models_used(method: str, options: dict, prov: Provenance) -> list[tuple[str, bool]]:
-    """(description, is_tiny) of every model behind ``method``; guessed from the method name
-    (most recent store, any Enformer cache) when its fit.json is missing."""
-    used: list[tuple[str, bool]] = []
-    if method == "stack" or "base_options" in options:
-        for base, opts in zip(options.get("base", []), options.get("base_options", [])):
-            used += _models_used(base, opts or {}, prov)
-        return used
-    if method in EMBEDDING_METHODS or "fingerprint" in options:
-        store = _store_for(options.get("fingerprint"), prov)
-        if store is not None:
-            used.append(_describe_store(store))
-    if method.startswith("enformer") or "model" in options:
-        spec = options.get("model")
-        caches = prov.enformer if spec is None else [c for c in prov.enformer if c.get("model") == spec]
-        if spec is not None and not caches:
-            used.append((f"Enformer {spec}", spec == "tiny"))
-        for c in caches:
-            tiny = c.get("model") == "tiny"
-            used.append((f"Enformer {c['fingerprint']} ({'tiny randomly initialised' if tiny else c.get('model')}, "
-                         f"{c.get('seq_len', '?')} bp)", tiny))
-    if not options and not used and method not in KNOWN_METHODS:
-        # no fit.json and a name we do not know: any tiny model in the study may be behind it
-        used += [_describe_store(s) for s in prov.stores if s.get("tiny")]
-    return used
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,14 +220,12 @@ _SUMMARY_LABELS = {"genes": "genes", "mean_r": "mean r", "median_r": "median r",
 def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
            predictions: pd.DataFrame, provenance: Provenance, explain: list) -> str:
     """The whole page as one string."""
-    from hapexpr import report_figures as rf
-
     methods = rf.order_methods(metrics["method"].unique())
     summary = summary.set_index("method").loc[methods].reset_index()
     has_truth = "ceiling" in metrics.columns and metrics["ceiling"].notna().any()
     sections = [
-        _summary_section(summary, comparisons, has_truth),
-        _scatter_section(metrics, has_truth),
+        _summary_section(summary, comparisons, has_truth, provenance),
+        _scatter_section(metrics, has_truth, provenance.reference),
         _section("distributions", "Distribution of r per method", _figure(
             rf.distribution_figure(metrics), "box plot of per-gene r per method",
             "Per-gene Pearson r between observed and out-of-fold predicted expression across held-out "
@@ -302,7 +271,7 @@ def _banner(prov: Provenance) -> str:
             "for meaningful numbers.</div>")
 
 
-def _summary_section(summary: pd.DataFrame, comparisons: pd.DataFrame, has_truth: bool) -> str:
+def _summary_section(summary: pd.DataFrame, comparisons: pd.DataFrame, has_truth: bool, prov: Provenance) -> str:
     body = _table(summary, labels=_SUMMARY_LABELS, left=("method",))
     body += ("<p class=\"muted\">r: Pearson correlation across held-out individuals of the pooled out-of-fold "
              "predictions, per gene; a constant prediction (e.g. an elastic net that kept no variant) counts "
@@ -313,7 +282,7 @@ def _summary_section(summary: pd.DataFrame, comparisons: pd.DataFrame, has_truth
     if comparisons.empty:
         comp = "<p class=\"note\">Only one method: nothing to compare.</p>"
     else:
-        key = comparisons.apply(lambda r: {r.method_a, r.method_b} == {"nt-transformer", "elastic-net"}, axis=1)
+        key = comparisons.apply(lambda r: {r.method_a, r.method_b} == {prov.reference, prov.primary}, axis=1)
         comparisons = pd.concat([comparisons[key], comparisons[~key]], ignore_index=True)
         comp = _table(comparisons, labels={"a_wins": "genes won by a", "b_wins": "genes won by b",
                                            "mean_diff": "mean r(a) - r(b)", "wilcoxon_p": "Wilcoxon p"},
@@ -325,10 +294,8 @@ def _summary_section(summary: pd.DataFrame, comparisons: pd.DataFrame, has_truth
             + _section("comparisons", "Pairwise comparisons", comp))
 
 
-def _scatter_section(metrics: pd.DataFrame, has_truth: bool) -> str:
-    from hapexpr import report_figures as rf
-
-    pairs = rf.scatter_pairs(metrics)
+def _scatter_section(metrics: pd.DataFrame, has_truth: bool, reference: str | None) -> str:
+    pairs = rf.scatter_pairs(metrics, reference)
     if not pairs:
         return _section("method-vs-method", "Per-gene r, method against method",
                         "<p class=\"note\">Only one method: fit another (e.g. <code>hapexpr fit STUDY --method "
@@ -350,8 +317,6 @@ def _scatter_section(metrics: pd.DataFrame, has_truth: bool) -> str:
 
 
 def _best_genes_section(metrics: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame) -> str:
-    from hapexpr import report_figures as rf
-
     title = "Observed vs predicted, best genes"
     best = summary.sort_values("mean_r", ascending=False, kind="stable")["method"].iloc[0]
     r = metrics[metrics["method"] == best].set_index("gene_id")["pearson_r"].dropna()
@@ -368,8 +333,6 @@ def _best_genes_section(metrics: pd.DataFrame, summary: pd.DataFrame, prediction
 
 
 def _ceiling_section(metrics: pd.DataFrame, has_truth: bool) -> str:
-    from hapexpr import report_figures as rf
-
     if not has_truth:
         return _section("ceiling", "Ceiling", "<p class=\"note\">The heritability of each gene is known only for "
                         "simulated cohorts (<code>truth.tsv</code> beside the expression file), so no ceiling "
@@ -382,8 +345,6 @@ def _ceiling_section(metrics: pd.DataFrame, has_truth: bool) -> str:
 
 
 def _explain_section(study: Study, explain: list) -> str:
-    from hapexpr import report_figures as rf
-
     title = "Variant effects along the window"
     how = ("<code>hapexpr explain STUDY --method nt-transformer --gene GENE_ID --out EFFECTS.tsv</code> "
            "(kept as STUDY/explain/&lt;method&gt;/&lt;gene&gt;.tsv, which this report reads)")

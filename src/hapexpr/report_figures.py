@@ -14,26 +14,13 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-# Order in which methods appear everywhere in the report: the seed paper's model first, then its
-# baselines, then the derived methods; anything unknown follows alphabetically.
-METHOD_ORDER = (
-    "nt-transformer",
-    "elastic-net",
-    "ridge-probe",
-    "enformer",
-    "enformer-ridge",
-    "stack",
-    "nt-transformer-multi",
-    "nt-transformer-multi-heldout",
-)
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#ff7f0e", "#17becf", "#e377c2", "#7f7f7f", "#bcbd22")
 DPI = 96
 
 
 def order_methods(methods) -> list[str]:
-    methods = set(methods)
-    known = [m for m in METHOD_ORDER if m in methods]
-    return known + sorted(methods - set(known))
+    """Distinct methods in the order given (the report sorts its tables in registry order)."""
+    return list(dict.fromkeys(methods))
 
 
 def method_colours(methods) -> dict[str, str]:
@@ -58,18 +45,15 @@ def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
     return (n + cols - 1) // cols, cols
 
 
-def scatter_pairs(metrics: pd.DataFrame) -> list[tuple[str, str]]:
-    """Method pairs (x, y) for the method-versus-method scatters, most important first:
-    elastic-net (x) vs nt-transformer (y), then every other method against elastic-net (or
-    against the first method when there is no elastic net), then the remaining pairs."""
+def scatter_pairs(metrics: pd.DataFrame, reference: str | None = None) -> list[tuple[str, str]]:
+    """Method pairs (x, y) for the method-versus-method scatters, most important first: every
+    method against the ``reference`` (the field's baseline; else the first method), in the
+    table's order, then the remaining pairs."""
     methods = order_methods(metrics["method"].unique())
     if len(methods) < 2:
         return []
-    ref = "elastic-net" if "elastic-net" in methods else methods[0]
+    ref = reference if reference in methods else methods[0]
     first = [(ref, m) for m in methods if m != ref]
-    if ("elastic-net", "nt-transformer") in first:
-        first.remove(("elastic-net", "nt-transformer"))
-        first.insert(0, ("elastic-net", "nt-transformer"))
     rest = [(a, b) for a, b in combinations(methods, 2) if ref not in (a, b)]
     return first + rest
 

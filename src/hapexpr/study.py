@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from hapexpr.errors import StudyError
+from hapexpr.windows import window_sequences
 
 FORMAT_VERSION = 1
 PLOIDY = 2
@@ -86,8 +87,6 @@ class GeneData:
     def sequences(self) -> list[bytes]:
         """(unique,) window sequences of the distinct haplotypes, 5'->3' on the gene's strand,
         each ``window`` bp long with the TSS at ``tss_offset``."""
-        from hapexpr.windows import window_sequences
-
         return window_sequences(self)
 
     def sequence(self, sample: int, haplotype: int) -> bytes:
@@ -250,3 +249,50 @@ class Study:
         if not path.exists():
             raise StudyError(f"gene {gene_id} is not in this study", path=self.path)
         return read_gene(path, gene_id)
+
+    def gene_info(self, gene_id: str) -> pd.Series:
+        """The gene's row of genes.tsv."""
+        rows = self.genes[self.genes["gene_id"] == gene_id]
+        if rows.empty:
+            raise StudyError(f"gene {gene_id} is not in this study", path=self.path)
+        return rows.iloc[0]
+
+    # -- what the study holds, for methods that need it ---------------------------------------
+    @property
+    def has_sequence(self) -> bool:
+        """False for a genotype-only study (prepared without a reference FASTA)."""
+        return bool(self.params.get("has_sequence", True))
+
+    @property
+    def has_embeddings(self) -> bool:
+        return any((self.path / "embeddings").glob("*/info.json"))
+
+    @property
+    def cis_window(self) -> int | None:
+        """+-bp around each TSS out to which ``cis_genotypes`` holds variants (None: no store)."""
+        value = self.params.get("cis_window")
+        return None if value is None else int(value)
+
+    def cis_genotypes(self, gene_id: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """(table ``variant_id chrom pos ref alt``, (samples, variants) float32 ALT dosages) of
+        every biallelic variant within +-``cis_window`` of the gene's TSS."""
+        path = self.path / "cis" / gene_file_name(gene_id)
+        if not path.exists():
+            raise StudyError(f"no cis genotypes for gene {gene_id}", path=path,
+                             hint="prepare the study again with this version of hapexpr")
+        with np.load(path, allow_pickle=False) as z:
+            table = pd.DataFrame({"variant_id": z["variant_id"].astype(object), "chrom": str(z["chrom"]),
+                                  "pos": z["pos"], "ref": z["ref"].astype(object), "alt": z["alt"].astype(object)})
+            return table, np.ascontiguousarray(z["dosages"].T.astype(np.float32))
+
+    def require(self, needs, method: str) -> None:
+        """Refuse, naming the method and what to do, when the study lacks what it needs."""
+        for need in needs:
+            if need == "sequence" and not self.has_sequence:
+                raise StudyError(f"{method} needs haplotype sequences, and this study was prepared "
+                                 "without a reference FASTA (genotype-only)", path=self.path,
+                                 hint="prepare the study again with --fasta, or use a genotype method "
+                                 "such as elastic-net")
+            if need == "embeddings" and not self.has_embeddings:
+                raise StudyError(f"{method} needs embeddings and the study has none",
+                                 path=self.path / "embeddings", hint=f"run `hapexpr embed {self.path}` first")

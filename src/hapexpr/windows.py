@@ -10,6 +10,7 @@ upstream insertion pushes the far end out. Positions beyond the contig (or beyon
 from __future__ import annotations
 
 import numpy as np
+from hapexpr.haplotypes import build_haplotypes
 
 _COMPLEMENT = bytes.maketrans(b"ACGTNacgtn", b"TGCANtgcan")
 
@@ -46,8 +47,6 @@ def cut_window(sequence: bytes, tss_offset: int, strand: str, window: int) -> by
 
 def window_sequences(gene) -> list[bytes]:
     """(unique,) window sequences of a gene's distinct haplotypes (``GeneData``)."""
-    from hapexpr.haplotypes import build_haplotypes
-
     v = gene.variants
     haps = build_haplotypes(
         gene.reference, gene.region_start,

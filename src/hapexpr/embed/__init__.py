@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hapexpr.embed.engine import Embedder
+from hapexpr.embed.base import BaseEmbedder
+from hapexpr.embed.registry import build_embedder
 from hapexpr.embed.run import run_embed
-from hapexpr.embed.store import EmbeddingStore, list_stores, open_embeddings
+from hapexpr.embed.store import EmbeddingCache, EmbeddingStore, list_stores, open_embeddings
 from hapexpr.errors import StudyError
 
 __all__ = [
-    "Embedder",
+    "BaseEmbedder",
     "EmbeddingStore",
     "list_stores",
     "load_embedder",
@@ -33,18 +34,16 @@ __all__ = [
 
 def load_embedder(
     study_path: str | Path, fingerprint: str | None = None, *, device: str = "cpu", batch_size: int = 8
-) -> Embedder:
-    """Rebuild the model a store was made with, as an :class:`Embedder` whose ``embed`` reads and
-    extends that store's cache. Fails if the checkpoint's weights changed since."""
-    from hapexpr.embed.engine import build_embedder
-    from hapexpr.embed.store import EmbeddingCache
-
+) -> BaseEmbedder:
+    """Rebuild the embedder a store was made with, whose ``embed`` reads and extends that
+    store's cache. Fails if the checkpoint's weights changed since."""
     store = open_embeddings(study_path, fingerprint)
     info = store.info
-    source = {k: info.get(k) for k in ("model_spec", "seed", "trust_remote_code")}
+    source = {k: info[k] for k in ("embedder", "model_spec", "seed", "trust_remote_code", "k") if k in info}
     embedder = build_embedder(
-        source, layer=int(info["layer"]), bins=int(info["bins"]), window=int(info["window"]),
-        device=device, batch_size=batch_size, cache=EmbeddingCache(store.root),
+        source, layer=None if info.get("layer") is None else int(info["layer"]), bins=int(info["bins"]),
+        window=int(info["window"]),
+        device=device, batch_size=batch_size, cache=EmbeddingCache(store.root, store.genes_dir),
     )
     if embedder.weights_sha256 != info["weights_sha256"]:
         raise StudyError(

@@ -1,4 +1,5 @@
-"""The batched embedding primitive: sequences in, TSS-centred binned and mean embeddings out.
+"""Language-model embedders (``--model tiny|PATH``): the Nucleotide Transformer and any local
+Hugging Face DNA model whose tokenizer ships with it, masked or causal.
 
 :meth:`Embedder.compute` is the one forward path every engine uses (local, Ray actors,
 ``hapexpr explain`` through :meth:`Embedder.embed`): tokenize, sort by token count so padding is
@@ -10,18 +11,17 @@ size or input order beyond float rounding.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hapexpr.embed import pooling
-from hapexpr.embed.models import TINY, LoadedModel, load_model, load_tiny, weights_sha256
+from hapexpr.embed.base import STORE_DTYPE, BaseEmbedder
+from hapexpr.embed.checkpoints import TINY, LoadedModel, load_model, load_tiny, weights_sha256
+from hapexpr.embed.registry import register
 from hapexpr.errors import InputError
 
-STORE_DTYPE = "float16"
 K = 6  # bases per NT token; sets the span that fits the model's context
 
 
@@ -43,16 +43,19 @@ def resolve_device(device: str) -> str:
     return str(dev)
 
 
-class Embedder:
-    """A model, its tokenizer and a pooling scheme, ready to embed haplotype windows.
+@register
+class Embedder(BaseEmbedder):
+    """A language model, its tokenizer and a pooling scheme, ready to embed haplotype windows.
 
-    loaded: the model (:func:`~hapexpr.embed.models.load_tiny` / ``load_model``).
+    loaded: the model (:func:`~hapexpr.embed.checkpoints.load_tiny` / ``load_model``).
     layer: hidden-state index, 0 = token embeddings, ``n_layers`` (default) = last layer after
         the final layer norm; negative values count from the end (-1 = last).
     bins: number of TSS-centred bins.
     window: length of the study's window sequences (bp); the TSS is at ``window // 2``.
     cache: an :class:`~hapexpr.embed.store.EmbeddingCache`, used by :meth:`embed` only.
     """
+
+    name = "nucleotide-transformer"
 
     def __init__(
         self,
@@ -80,18 +83,33 @@ class Embedder:
             raise InputError(f"--bins {bins} must be between 1 and the pooled span ({self.span} bp)")
         if batch_size < 1:
             raise InputError(f"--batch-size {batch_size} must be at least 1")
+        super().__init__(bins=bins, window=window, batch_size=batch_size, cache=cache,
+                         source=source or {"model": loaded.name})
         self.loaded = loaded
-        self.bins = int(bins)
-        self.window = int(window)
-        self.tss_offset = self.window // 2
-        self.batch_size = int(batch_size)
         self._pool_cache: dict[tuple, np.ndarray] = {}
         self.device = resolve_device(device)
         self.encoder = loaded.encoder.to(self.device)
         self.tokenizer = loaded.tokenizer
-        self.cache = cache
-        self.source = source or {"model": loaded.name}
         self._weights_sha256: str | None = None
+
+    @classmethod
+    def accepts(cls, spec: str) -> bool:
+        return spec == TINY or Path(spec).expanduser().is_dir()
+
+    @classmethod
+    def source_for(cls, spec: str, *, trust_remote_code: bool = False) -> dict:
+        return {"embedder": cls.name, **model_source(spec, trust_remote_code=trust_remote_code)}
+
+    @classmethod
+    def from_source(cls, source: dict, *, layer: int | None, bins: int, window: int, device: str = "cpu",
+                    batch_size: int = 8, cache=None) -> Embedder:
+        spec = source["model_spec"]
+        if spec == TINY:
+            loaded = load_tiny(int(source.get("seed") or 0))
+        else:
+            loaded = load_model(spec, trust_remote_code=bool(source.get("trust_remote_code")))
+        return cls(loaded, layer=layer, bins=bins, window=window, device=device, batch_size=batch_size,
+                   cache=cache, source=source)
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -104,10 +122,10 @@ class Embedder:
             self._weights_sha256 = weights_sha256(self.encoder)
         return self._weights_sha256
 
-    def info(self) -> dict:
-        """The store's ``info.json`` content; ``fingerprint`` hashes everything that changes the
-        stored numbers (weights, tokenizer, layer, pooling, window) and nothing else."""
-        keyed = {
+    def keyed(self) -> dict:
+        """Everything that changes the stored numbers (weights, tokenizer, layer, pooling,
+        window) and nothing else."""
+        return {
             "weights_sha256": self.weights_sha256,
             "tokenizer_sha256": self.tokenizer.fingerprint(),
             "layer": self.layer,
@@ -118,22 +136,15 @@ class Embedder:
             "pooling": pooling.POOLING_VERSION,
             "dtype": STORE_DTYPE,
         }
-        fingerprint = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-        from hapexpr import __version__
 
+    def describe(self) -> dict:
         return {
-            **keyed,
-            **self.source,
-            "fingerprint": fingerprint,
             "model": self.loaded.name,
             "tiny": self.loaded.tiny,
             "tokenizer": self.tokenizer.name,
             "n_layers": self.loaded.n_layers,
-            "dim": self.dim,
             "span_start": pooling.span_start(self.tss_offset, self.span),
             "max_tokens": self.loaded.max_tokens,
-            "store_version": 1,
-            "hapexpr_version": __version__,
         }
 
     # -- computing --------------------------------------------------------------------------
@@ -224,37 +235,6 @@ class Embedder:
         out = self.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         return out.hidden_states[self.layer]
 
-    # -- with the cache ---------------------------------------------------------------------
-    def embed(self, sequences: Sequence[bytes], *, tss_offset: int) -> tuple[np.ndarray, np.ndarray]:
-        """Embed sequences through the store's content-addressed cache.
-
-        Returns ((n, bins, dim), (n, dim)) float32, rounded through float16 like stored rows so a
-        cached and a fresh answer are the same. Sequences not yet in the store are computed and
-        written as one new group (an atomic rename; no lock needed). A ``tss_offset`` other than
-        the store's is computed but not cached, since the cache key assumes the store's.
-        """
-        from hapexpr.embed.store import hashes_of
-
-        if self.cache is None or int(tss_offset) != self.tss_offset:
-            b, m = self.compute(sequences, tss_offset=tss_offset)
-            return _round16(b), _round16(m)
-        hashes = hashes_of(sequences)
-        digests = [bytes(h) for h in hashes]
-        todo: dict[bytes, int] = {}
-        for i, d in enumerate(digests):
-            if d not in self.cache.index and d not in todo:
-                todo[d] = i
-        if todo:
-            rows = list(todo.values())
-            b, m = self.compute([sequences[i] for i in rows], tss_offset=tss_offset)
-            self.cache.add_extra(hashes[rows], b, m)
-        return self.cache.index.fetch(digests, bins=self.bins, dim=self.dim)
-
-
-def _round16(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float16).astype(np.float32)
-
-
 class _null_context:
     def __enter__(self):
         return self
@@ -272,25 +252,3 @@ def model_source(model: str, *, trust_remote_code: bool = False, seed: int = 0) 
         "seed": None,
         "trust_remote_code": bool(trust_remote_code),
     }
-
-
-def build_embedder(
-    source: dict,
-    *,
-    layer: int | None,
-    bins: int,
-    window: int,
-    device: str = "cpu",
-    batch_size: int = 8,
-    cache=None,
-) -> Embedder:
-    """Load the model named by a :func:`model_source` record and wrap it in an Embedder."""
-    spec = source["model_spec"]
-    if spec == TINY:
-        loaded = load_tiny(int(source.get("seed") or 0))
-    else:
-        loaded = load_model(spec, trust_remote_code=bool(source.get("trust_remote_code")))
-    return Embedder(
-        loaded, layer=layer, bins=bins, window=window, device=device, batch_size=batch_size,
-        cache=cache, source=source,
-    )

@@ -16,7 +16,10 @@ from collections import deque
 
 import numpy as np
 
+from hapexpr.embed.plan import assemble
+from hapexpr.embed.registry import build_embedder
 from hapexpr.errors import InputError
+from hapexpr.study import Study
 
 
 def _import_ray():
@@ -33,8 +36,6 @@ def _import_ray():
 
 def _gene_rows(item: dict, *, study_path: str) -> list[dict]:
     """Ray flat_map: the sequences of one gene that the plan says to compute."""
-    from hapexpr.study import Study
-
     gene = Study.open(study_path).gene(str(item["gene_id"]))
     seqs = gene.sequences
     return [
@@ -49,8 +50,6 @@ class EmbedActor:
     def __init__(self, *, source: dict, layer: int, bins: int, window: int, device: str,
                  batch_size: int, weights_sha256: str, threads: int) -> None:
         import torch
-
-        from hapexpr.embed.engine import build_embedder
 
         torch.set_num_threads(max(1, threads))
         self.embedder = build_embedder(
@@ -72,7 +71,6 @@ def embed_with_ray(study, plan, cache, embedder, *, source: dict, ray_address: s
                    progress) -> int:
     """Embed ``plan`` on Ray and commit every gene into ``cache``; returns the rows computed."""
     ray = _import_ray()
-    from hapexpr.embed.run import assemble
 
     started = False
     if not ray.is_initialized():
@@ -82,8 +80,7 @@ def embed_with_ray(study, plan, cache, embedder, *, source: dict, ray_address: s
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         started = True
     try:
-        return _run(ray, study, plan, cache, embedder, source=source, progress=progress,
-                    assemble=assemble)
+        return _run(ray, study, plan, cache, embedder, source=source, progress=progress)
     finally:
         if started:
             ray.shutdown()
@@ -103,7 +100,7 @@ def _actors(ray, device: str) -> tuple[int, dict]:
     return max(1, cpus - 1), {"num_cpus": 1}
 
 
-def _run(ray, study, plan, cache, embedder, *, source, progress, assemble) -> int:
+def _run(ray, study, plan, cache, embedder, *, source, progress) -> int:
     ctx = ray.data.DataContext.get_current()
     # Rows must come back gene by gene so each gene is committed (and freed) as soon as it is whole.
     ctx.execution_options.preserve_order = True

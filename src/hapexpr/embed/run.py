@@ -7,95 +7,25 @@ gene's embeddings are in memory and a killed run loses at most the gene it was w
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from hapexpr.embed.plan import Plan, assemble, make_plan
+from hapexpr.embed.ray_engine import embed_with_ray
+from hapexpr.embed.registry import build_embedder, resolve
+from hapexpr.embed.store import EmbeddingCache, clean_stale, data_location, store_root, study_key, write_info
 from hapexpr.errors import InputError
+from hapexpr.io.atomic import study_lock
+from hapexpr.progress import console
+from hapexpr.study import Study
 
 ENGINES = ("local", "ray")
 # Test-only: seconds to sleep after each batch, so a kill can land mid-run deterministically.
 _DELAY_ENV = "_HAPEXPR_EMBED_BATCH_DELAY"
-
-
-@dataclass
-class GenePlan:
-    """What one gene needs: ``compute`` rows (indices into gene.sequences) not yet embedded."""
-
-    gene_id: str
-    hashes: np.ndarray  # (unique, 32) uint8
-    compute: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Plan:
-    genes: list[GenePlan]  # genes whose group must be (re)written, in study order
-    needed: int  # haplotype sequences the cohort has: genes x samples x 2
-    unique: int  # distinct sequences over the study
-    cached: int  # distinct sequences already in the store
-    to_compute: int  # distinct sequences to embed now
-    n_genes: int
-
-    @property
-    def dedup(self) -> float:
-        return self.needed / max(self.unique, 1)
-
-
-def make_plan(study, cache) -> Plan:
-    """Hash every gene's distinct sequences and decide what to compute.
-
-    A sequence shared by several genes is computed for the first gene only; later genes copy
-    it from that gene's group.
-    """
-    needed = 0
-    seen: set[bytes] = set()
-    cached: set[bytes] = set()
-    scheduled: set[bytes] = set()
-    genes: list[GenePlan] = []
-    from hapexpr.embed.store import hashes_of
-
-    for gene_id in study.gene_ids:
-        gene = study.gene(gene_id)
-        needed += int(np.asarray(gene.hap_index).size)
-        hashes = hashes_of(gene.sequences)
-        digests = [bytes(h) for h in hashes]
-        for d in digests:
-            if d not in seen:
-                seen.add(d)
-                if d in cache.index:
-                    cached.add(d)
-        if cache.gene_complete(gene_id, hashes):
-            continue
-        plan = GenePlan(gene_id=gene_id, hashes=hashes)
-        for row, d in enumerate(digests):
-            if d not in cache.index and d not in scheduled:
-                scheduled.add(d)
-                plan.compute.append(row)
-        genes.append(plan)
-    return Plan(
-        genes=genes, needed=needed, unique=len(seen), cached=len(cached),
-        to_compute=len(scheduled), n_genes=len(study.gene_ids),
-    )
-
-
-def assemble(cache, plan: GenePlan, rows_bins: np.ndarray, rows_mean: np.ndarray, *, bins: int, dim: int):
-    """Full (unique, bins, dim) / (unique, dim) arrays of a gene from freshly computed rows
-    (``plan.compute`` order) and rows already in the store."""
-    n = len(plan.hashes)
-    out_bins = np.zeros((n, bins, dim), dtype=np.float32)
-    out_mean = np.zeros((n, dim), dtype=np.float32)
-    fresh = set(plan.compute)
-    if plan.compute:
-        out_bins[plan.compute] = rows_bins
-        out_mean[plan.compute] = rows_mean
-    rest = [r for r in range(n) if r not in fresh]
-    if rest:
-        b, m = cache.index.fetch([bytes(plan.hashes[r]) for r in rest], bins=bins, dim=dim)
-        out_bins[rest], out_mean[rest] = b, m
-    return out_bins, out_mean
 
 
 class Progress:
@@ -116,8 +46,6 @@ class Progress:
                 TimeElapsedColumn,
                 TimeRemainingColumn,
             )
-
-            from hapexpr.progress import console
 
             self._bar = RichProgress(
                 TextColumn("embedding"),
@@ -152,8 +80,6 @@ class Progress:
 
 def _say(text: str, enabled: bool) -> None:
     if enabled:
-        from hapexpr.progress import console
-
         console.print(text, markup=False, soft_wrap=True)
 
 
@@ -168,40 +94,41 @@ def run_embed(
     engine: str = "local",
     ray_address: str | None = None,
     trust_remote_code: bool = False,
+    cache: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Embed every distinct haplotype window of a study into ``STUDY/embeddings/<fingerprint>/``.
 
     Returns a summary: ``needed`` (genes x samples x 2 sequences), ``unique`` (distinct over the
     study), ``cached`` (already stored before this run), ``computed`` (embedded now),
-    ``seconds``, ``fingerprint``, ``genes_written``.
+    ``seconds``, ``fingerprint``, ``genes_written``. ``cache``: a folder holding stores shared
+    across studies and cohorts (``DIR/<fingerprint>/``): sequences any study embedded there are
+    reused, and this study's embeddings are added to it.
     """
-    from hapexpr.embed.engine import build_embedder, model_source
-    from hapexpr.embed.store import EmbeddingCache, clean_stale, store_root, write_info
-    from hapexpr.io.atomic import study_lock
-    from hapexpr.study import Study
-
     t0 = time.perf_counter()
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}", hint="use --engine local or --engine ray")
     study = Study.open(study_path)
-    if model != "tiny" and not Path(model).expanduser().is_dir():
-        raise InputError(
-            f"--model {model} is neither 'tiny' nor a checkpoint directory",
-            path=model,
-            hint="save a checkpoint locally first (see docs/embeddings.md); nothing is downloaded",
-        )
-    source = model_source(model, trust_remote_code=trust_remote_code)
+    source = resolve(model).source_for(model, trust_remote_code=trust_remote_code)
     embedder = build_embedder(
         source, layer=layer, bins=bins, window=study.window, device=device, batch_size=batch_size,
     )
     info = embedder.info()
-    root = store_root(study.path, info["fingerprint"])
+    link = store_root(study.path, info["fingerprint"])
+    before = json.loads((link / "info.json").read_text()) if (link / "info.json").exists() else {}
+    if cache is None and before.get("store_root"):  # the store already lives in a shared cache
+        info = {**info, "store_root": before["store_root"], "study_key": before["study_key"]}
+    elif cache is not None:
+        shared = Path(cache).expanduser().resolve() / info["fingerprint"]
+        info = {**info, "store_root": str(shared), "study_key": study_key(study.path)}
+    root, genes_dir = data_location(link, info)
     with study_lock(study.path, "embed"):
-        root.mkdir(parents=True, exist_ok=True)
-        clean_stale(root)
-        write_info(root, info)
-        cache = EmbeddingCache(root)
+        genes_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale(genes_dir)
+        if root != link:
+            write_info(root, {k: v for k, v in info.items() if k not in ("store_root", "study_key")})
+        write_info(link, info)
+        cache = EmbeddingCache(root, genes_dir)
         plan = make_plan(study, cache)
         _say(
             f"{plan.n_genes} genes: {plan.needed:,} haplotype sequences needed, {plan.unique:,} "
@@ -212,8 +139,6 @@ def run_embed(
         )
         with Progress(plan.to_compute, enabled=progress) as bar:
             if engine == "ray":
-                from hapexpr.embed.ray_engine import embed_with_ray
-
                 computed = embed_with_ray(
                     study, plan, cache, embedder, source=source, ray_address=ray_address,
                     progress=bar,
@@ -231,7 +156,7 @@ def run_embed(
             "fingerprint": info["fingerprint"],
             "engine": engine,
         }
-        write_info(root, info, last_run=summary)
+        write_info(link, info, last_run=summary)
     _say(
         f"unique {plan.unique:,}, cached {plan.cached:,}, computed {computed:,} "
         f"in {seconds:.1f} s -> {root}",

@@ -29,6 +29,7 @@ import numpy as np
 
 from hapexpr.errors import StudyError
 from hapexpr.io.atomic import OLD_DIR_PREFIX, TMP_DIR_PREFIX, atomic_dir, write_json
+from hapexpr.study import gene_file_name
 
 EMBEDDINGS_DIR = "embeddings"
 INFO = "info.json"
@@ -50,8 +51,6 @@ def hashes_of(sequences: Sequence[bytes]) -> np.ndarray:
 
 
 def gene_group_name(gene_id: str) -> str:
-    from hapexpr.study import gene_file_name
-
     return gene_file_name(gene_id)[: -len(".npz")] + ".zarr"
 
 
@@ -111,10 +110,8 @@ class HashIndex:
 
     def _groups(self) -> list[Path]:
         out: list[Path] = []
-        for sub in ("genes", "extra"):
-            d = self.root / sub
-            if d.is_dir():
-                out += sorted(p for p in d.iterdir() if p.suffix == ".zarr" and not p.name.startswith("."))
+        for d in group_dirs(self.root):
+            out += sorted(p for p in d.iterdir() if p.suffix == ".zarr" and not p.name.startswith("."))
         return out
 
     @property
@@ -136,6 +133,10 @@ class HashIndex:
         """Forget the rows of a group about to be replaced (its row numbers will change)."""
         if self._map is not None:
             self._map = {h: loc for h, loc in self._map.items() if loc[0] != group}
+
+    def refresh(self) -> None:
+        """Forget the index; it is rebuilt from the groups on disk at the next question."""
+        self._map = None
 
     def __contains__(self, digest: bytes) -> bool:
         return bytes(digest) in self.map
@@ -159,13 +160,37 @@ class HashIndex:
 
 
 def store_root(study_path: str | Path, fingerprint: str) -> Path:
+    """``STUDY/embeddings/<fingerprint>``: the store itself, or (with ``--cache``) its info.json
+    naming where the shared store lives."""
     return Path(study_path) / EMBEDDINGS_DIR / fingerprint
 
 
-def clean_stale(root: Path) -> None:
-    """Remove temporary and set-aside directories left by a killed run (caller holds the lock)."""
-    for sub in ("genes", "extra"):
-        d = root / sub
+def data_location(root: Path, info: dict) -> tuple[Path, Path]:
+    """(store root, this study's gene-group folder) for a study's store whose info is ``info``:
+    the study's own folder, or a shared ``--cache`` store where each study keeps its gene groups
+    under ``studies/<study_key>/genes`` and every study's sequences are found by hash."""
+    if info.get("store_root"):
+        shared = Path(info["store_root"])
+        return shared, shared / "studies" / str(info["study_key"]) / "genes"
+    return root, root / "genes"
+
+
+def study_key(study_path: str | Path) -> str:
+    """A stable name for a study inside a shared store (its resolved path, hashed)."""
+    return hashlib.sha256(str(Path(study_path).resolve()).encode()).hexdigest()[:16]
+
+
+def group_dirs(root: Path) -> list[Path]:
+    """Every folder of groups under a store root: ``genes/`` and ``extra/`` of a study's own store,
+    and ``studies/<key>/genes/`` of each study sharing a ``--cache`` store."""
+    dirs = [root / "genes", root / "extra", *sorted((root / "studies").glob("*/genes"))]
+    return [d for d in dirs if d.is_dir()]
+
+
+def clean_stale(genes_dir: Path) -> None:
+    """Remove temporary and set-aside directories a killed run left in a study's own group
+    folder and in ``extra/`` (caller holds the study lock)."""
+    for d in (genes_dir, genes_dir.parent / "extra"):
         if d.is_dir():
             for p in d.iterdir():
                 if p.name.startswith((TMP_DIR_PREFIX, OLD_DIR_PREFIX)):
@@ -191,10 +216,13 @@ class EmbeddingStore:
     """
 
     def __init__(self, root: Path, info: dict) -> None:
-        self.root = root
+        self.root, self.genes_dir = data_location(root, info)
         self.info = info
         self.fingerprint = str(info["fingerprint"])
-        self.index = HashIndex(root)
+        self.index = HashIndex(self.root)
+
+    def gene_group(self, gene_id: str) -> Path:
+        return self.genes_dir / gene_group_name(gene_id)
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({self.root}, model={self.info.get('model')!r})"
@@ -209,11 +237,14 @@ class EmbeddingStore:
 
     def _gene_rows(self, gene) -> tuple[np.ndarray, np.ndarray]:
         hashes = hashes_of(gene.sequences)
-        group = self.root / "genes" / gene_group_name(gene.gene_id)
+        group = self.gene_group(gene.gene_id)
         stored = read_hashes(group)
         if stored is not None and np.array_equal(stored, hashes):
             return read_rows(group)
-        digests = [bytes(h) for h in hashes]
+        return self.haplotype_rows(gene, [bytes(h) for h in hashes])
+
+    def haplotype_rows(self, gene, digests: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """((n, bins, dim), (n, dim)) of sequences by hash, all of which must be stored."""
         missing = sum(d not in self.index for d in digests)
         if missing:
             raise StudyError(
@@ -242,7 +273,7 @@ class EmbeddingStore:
         return self.haplotype_mean(gene)[np.asarray(gene.hap_index)]
 
     def has_gene(self, gene) -> bool:
-        stored = read_hashes(self.root / "genes" / gene_group_name(gene.gene_id))
+        stored = read_hashes(self.gene_group(gene.gene_id))
         return stored is not None and np.array_equal(stored, hashes_of(gene.sequences))
 
 
@@ -291,12 +322,13 @@ class EmbeddingCache:
     ``index`` answers which sequence hashes are already embedded; every write updates it.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, genes_dir: Path | None = None) -> None:
         self.root = root
+        self.genes_dir = genes_dir or root / "genes"
         self.index = HashIndex(root)
 
     def gene_path(self, gene_id: str) -> Path:
-        return self.root / "genes" / gene_group_name(gene_id)
+        return self.genes_dir / gene_group_name(gene_id)
 
     def gene_complete(self, gene_id: str, hashes: np.ndarray) -> bool:
         """True when the gene's group holds exactly these haplotypes in this order."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from hapexpr.errors import InputError
 
 K = 6
 SPECIAL_HEAD = ["<unk>", "<pad>", "<mask>", "<cls>"]
@@ -158,8 +159,6 @@ class HFTokenizer:
         lens = np.array([self._len.get(int(i), 1) for i in ids], dtype=np.int64)
         ends = np.cumsum(lens)
         if ends[-1] != len(text):
-            from hapexpr.errors import InputError
-
             raise InputError(
                 f"the checkpoint's tokenizer ({self.name}) is not a nucleotide k-mer tokenizer: "
                 f"its tokens cover {ends[-1]} bases of a {len(text)} bp sequence",

@@ -24,14 +24,10 @@ compares it with a plain ``ElasticNetCV``. Details: ``docs/elastic-net.md``.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
-
 import numpy as np
 
-from hapexpr.models import check_matrix, check_training
-import pandas as pd
-
-from hapexpr.errors import InputError, StudyError
+from hapexpr.estimators import check_matrix, check_training
+from hapexpr.estimators.saving import finite_or_none, load_estimator, none_to_nan, save_estimator
 
 # glmnet's default lambda.min.ratio: 0.01 when samples < variants, else 1e-4.
 MIN_RATIO_WIDE = 1e-2
@@ -240,6 +236,36 @@ class ElasticNetModel:
             raise ValueError(f"X has {X.shape[1]} variants; the model was fit on {len(self.coef_)}")
         return X @ self.coef_ + self.intercept_
 
+    # -- saving ------------------------------------------------------------------------------
+
+    KIND = "hapexpr.elastic-net-model/1"
+    _PARAMS = ("alpha", "n_lambdas", "min_ratio", "inner_folds", "maf", "patience", "block", "tol", "max_iter", "seed")
+    _ARRAYS = ("coef_", "x_mean_", "x_scale_", "lambdas_", "cv_mse_", "inner_folds_", "cv_pred_")
+    _SCALARS = ("intercept_", "lambda_", "cv_r_", "cv_r2_")
+
+    def save(self, directory) -> None:
+        """``estimator.json`` + ``weights.safetensors`` (:mod:`hapexpr.estimators.saving`)."""
+        arrays = {a: np.asarray(getattr(self, a)) for a in self._ARRAYS}
+        arrays["kept_"] = self.kept_.astype(np.uint8)
+        learned = {a: finite_or_none(getattr(self, a)) for a in self._SCALARS}
+        learned.update(best_index_=int(self.best_index_), converged_=bool(self.converged_),
+                       n_features_in_=int(self.n_features_in_))
+        save_estimator(directory, kind=self.KIND, params={p: getattr(self, p) for p in self._PARAMS},
+                       learned=learned, arrays=arrays)
+
+    @classmethod
+    def load(cls, directory) -> ElasticNetModel:
+        params, learned, arrays = load_estimator(directory, kind=cls.KIND)
+        est = cls(**params)
+        for a in cls._ARRAYS:
+            setattr(est, a, arrays[a])
+        est.kept_ = arrays["kept_"].astype(bool)
+        for a in cls._SCALARS:
+            setattr(est, a, none_to_nan(learned[a]))
+        est.best_index_, est.converged_ = int(learned["best_index_"]), bool(learned["converged_"])
+        est.n_features_in_ = int(learned["n_features_in_"])
+        return est
+
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson r; 0 when either side is constant (PredictDB's convention for a null model)."""
@@ -247,117 +273,3 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     b = b - b.mean()
     den = float(np.sqrt(np.sum(a * a) * np.sum(b * b)))
     return float(np.sum(a * b) / den) if den > 0 else 0.0
-
-
-# -- the method: features for the CV loop ----------------------------------------------------
-
-
-class ElasticNetMethod:
-    """The ``elastic-net`` method: ALT dosages of the variants in the cis window.
-
-    Default window: the study's own window (the variants ``prepare`` stored that overlap it).
-    ``cis_window=BP``: every biallelic variant within +-BP of the TSS, read from the study's VCF
-    (``vcf`` overrides the path recorded in ``study.json``).
-    """
-
-    name = "elastic-net"
-
-    def __init__(
-        self,
-        *,
-        cis_window: int | None = None,
-        vcf: Path | None = None,
-        alpha: float = 0.5,
-        maf: float = 0.01,
-        inner_folds: int = 10,
-        n_lambdas: int = 100,
-        patience: int | None = 10,
-    ) -> None:
-        if cis_window is not None and cis_window < 0:
-            raise ValueError(f"cis_window must be >= 0, got {cis_window}")
-        self.cis_window = cis_window
-        self.vcf = None if vcf is None else Path(vcf)
-        self.alpha = alpha
-        self.maf = maf
-        self.inner_folds = inner_folds
-        self.n_lambdas = n_lambdas
-        self.patience = patience
-        self._cache: tuple[str, np.ndarray, pd.DataFrame] | None = None
-        self._reader = None
-
-    def estimator(self, seed: int) -> ElasticNetModel:
-        return ElasticNetModel(
-            alpha=self.alpha, maf=self.maf, inner_folds=self.inner_folds,
-            n_lambdas=self.n_lambdas, patience=self.patience, seed=seed,
-        )
-
-    def features(self, study, gene) -> np.ndarray:
-        """(samples, variants) float32 ALT dosages in study sample order."""
-        return self._load(study, gene)[0]
-
-    def feature_names(self, study, gene) -> pd.DataFrame:
-        """One row per column of :meth:`features`: ``variant_id chrom pos ref alt``."""
-        return self._load(study, gene)[1]
-
-    def _load(self, study, gene) -> tuple[np.ndarray, pd.DataFrame]:
-        key = f"{study.path}\t{gene.gene_id}"
-        if self._cache is None or self._cache[0] != key:
-            if self.cis_window is None:
-                X, names = _window_dosages(gene)
-            else:
-                X, names = self._vcf_dosages(study, gene)
-            self._cache = (key, X, names)
-        return self._cache[1], self._cache[2]
-
-    def _vcf_dosages(self, study, gene) -> tuple[np.ndarray, pd.DataFrame]:
-        from hapexpr.io.vcf import VcfReader
-
-        if self._reader is None:
-            path = self.vcf
-            if path is None:
-                try:
-                    path = Path(study.meta["inputs"]["vcf"]["path"])
-                except (KeyError, TypeError):
-                    raise StudyError(
-                        "study.json records no VCF path, needed for --cis-window", path=study.path,
-                        hint="pass the VCF explicitly (--vcf)",
-                    ) from None
-            if not path.exists():
-                raise InputError(
-                    "the study's VCF is not there any more (needed for --cis-window)", path=path,
-                    hint="pass its new location with --vcf, or drop --cis-window to use the study window",
-                )
-            # Dosages ignore phase, so unphased genotypes are fine here.
-            self._reader = VcfReader(path, samples=study.sample_ids, allow_unphased=True)
-        reader = self._reader
-        start = max(1, gene.tss - self.cis_window)
-        v = reader.fetch(gene.chrom, start, gene.tss + self.cis_window)  # validated: no missing calls
-        dos = np.asarray(v.genotypes).sum(axis=2, dtype=np.int16).astype(np.float32)  # (variants, samples)
-        names = pd.DataFrame(
-            {
-                "variant_id": np.asarray(v.ids, dtype=object),
-                "chrom": gene.chrom,
-                "pos": np.asarray(v.pos, dtype=np.int64),
-                "ref": np.asarray(v.ref, dtype=object),
-                "alt": np.asarray(v.alt, dtype=object),
-            }
-        )
-        return np.ascontiguousarray(dos.T), names
-
-
-def _window_dosages(gene) -> tuple[np.ndarray, pd.DataFrame]:
-    """Dosages of the stored variants that touch the study window (the stored region adds a
-    margin for indels that the window itself does not cover)."""
-    v = gene.variants
-    if "in_window" in v.columns:
-        inside = v["in_window"].to_numpy(dtype=bool)
-    else:  # studies written before ``in_window`` was stored: REF span overlaps the window
-        from hapexpr.windows import window_bounds
-
-        lo, hi = window_bounds(gene.tss, gene.strand, gene.window)
-        pos = v["pos"].to_numpy(dtype=np.int64)
-        end = pos + v["ref"].str.len().to_numpy(dtype=np.int64) - 1
-        inside = (end >= lo) & (pos <= hi)
-    X = np.ascontiguousarray(gene.dosages[inside].T)  # (samples, variants)
-    names = v.loc[inside, ["variant_id", "chrom", "pos", "ref", "alt"]].reset_index(drop=True)
-    return X, names

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import nnls
 
-from hapexpr.train import cross_validate_gene, residualise
+from hapexpr.crossval import cross_validate_gene, residualise
 
 
 @dataclass
@@ -30,6 +29,8 @@ class NNLSCombiner:
         Columns are scaled to unit SD for the solve (base methods' predictions differ in scale
         by orders of magnitude, e.g. a zero-shot score); a constant column gets weight 0.
         ``weights_`` are on the original scale, ``std_weights_`` per SD of each column."""
+        from scipy.optimize import nnls  # scipy.optimize takes ~0.5 s to import
+
         mp, my = P.mean(axis=0), y.mean()
         sp = P.std(axis=0)
         live = sp > 1e-12 * max(1.0, float(np.abs(P).max(initial=0.0)))

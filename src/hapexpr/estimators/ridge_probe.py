@@ -1,4 +1,4 @@
-"""``ridge-probe``: ridge regression on mean-pooled foundation-model embeddings.
+"""Ridge regression with the penalty chosen by leave-one-out CV (the ``ridge-probe`` estimator).
 
 The cheapest use of the embeddings and a sanity line for the transformer: each person's two
 haplotype embeddings (mean over tokens, as the embedding stage stores them) are summed, so the
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hapexpr.models import check_matrix, check_training
+from hapexpr.estimators import check_matrix, check_training
+from hapexpr.estimators.saving import finite_or_none, load_estimator, none_to_nan, save_estimator
 
 
 def penalty_grid(n_samples: int, dim: int, *, n_penalties: int = 36) -> np.ndarray:
@@ -71,31 +72,23 @@ class RidgeProbeModel:
             raise ValueError(f"X has {X.shape[1]} columns; the model was fit on {len(self.coef_)}")
         return X @ self.coef_ + self.intercept_
 
+    KIND = "hapexpr.ridge-model/1"
 
-class RidgeProbeMethod:
-    """The ``ridge-probe`` method: (samples, dim) sum over the two haplotypes of each person's
-    mean-pooled embedding, from the study's embedding store (``fingerprint`` picks one model's
-    embeddings when the study holds several)."""
+    def save(self, directory) -> None:
+        """``estimator.json`` + ``weights.safetensors`` (:mod:`hapexpr.estimators.saving`)."""
+        save_estimator(directory, kind=self.KIND,
+                       params={"alphas": None if self.alphas is None else [float(a) for a in self.alphas],
+                               "n_penalties": self.n_penalties, "seed": self.seed},
+                       learned={"intercept_": float(self.intercept_), "alpha_": finite_or_none(self.alpha_)},
+                       arrays={"coef_": self.coef_, "x_mean_": self.x_mean_, "x_scale_": self.x_scale_,
+                               "alphas_": self.alphas_, "cv_mse_": self.cv_mse_})
 
-    name = "ridge-probe"
-
-    def __init__(self, *, fingerprint: str | None = None, n_penalties: int = 36) -> None:
-        self.fingerprint = fingerprint
-        self.n_penalties = n_penalties
-        self._store = None
-        self._store_path = None
-
-    def features(self, study, gene) -> np.ndarray:
-        """(samples, dim) float32 in study sample order; never looks at expression."""
-        if self._store is None or self._store_path != study.path:
-            from hapexpr.embed import open_embeddings
-
-            self._store = open_embeddings(study.path, fingerprint=self.fingerprint)
-            self._store_path = study.path
-        per_hap = np.asarray(self._store.sample_mean(gene))  # (samples, haplotypes=2, dim)
-        if per_hap.ndim != 3 or per_hap.shape[1] != 2:
-            raise ValueError(f"sample_mean must be (samples, 2, dim), got shape {per_hap.shape}")
-        return per_hap.sum(axis=1)
-
-    def estimator(self, seed: int) -> RidgeProbeModel:
-        return RidgeProbeModel(n_penalties=self.n_penalties, seed=seed)
+    @classmethod
+    def load(cls, directory) -> RidgeProbeModel:
+        params, learned, arrays = load_estimator(directory, kind=cls.KIND)
+        est = cls(**params)
+        est.coef_, est.x_mean_, est.x_scale_ = arrays["coef_"], arrays["x_mean_"], arrays["x_scale_"]
+        est.alphas_, est.cv_mse_ = arrays["alphas_"], arrays["cv_mse_"]
+        est.intercept_, est.alpha_ = float(learned["intercept_"]), none_to_nan(learned["alpha_"])
+        est.n_features_in_ = len(est.coef_)
+        return est

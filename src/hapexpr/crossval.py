@@ -16,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from hapexpr.errors import StudyError
 from hapexpr.io.atomic import atomic_open, study_lock, write_json
 from hapexpr.progress import console, track_genes
+from hapexpr.cohort import StudyCohort
 from hapexpr.study import Study, gene_file_name
 
+FIT_FORMAT = "hapexpr.fit/2"
 PREDICTION_COLUMNS = ["method", "gene_id", "sample_id", "fold", "observed", "predicted"]
 
 
@@ -74,63 +77,81 @@ def cross_validate_gene(
     return observed, predicted
 
 
-def options_key(method: str, options: dict) -> str:
-    return hashlib.sha256(json.dumps({"method": method, **options}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def options_key(record: dict) -> str:
+    """16 hex digits identifying a fit: its method, options and what it resolved in the study."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class FitRun:
     """Bookkeeping of one ``fit`` run: per-gene results land atomically under
-    ``models/<method>/oof/`` so a killed run resumes, then are gathered into predictions.tsv."""
+    ``models/<name>/oof/`` so a killed run resumes, then are gathered into predictions.tsv.
 
-    def __init__(self, study: Study, method: str, options: dict, *, overwrite: bool) -> None:
+    record: what ``models/<name>/fit.json`` says of the fit (``method``, ``options``,
+    ``resolved``, ...); its hash is the key that decides whether earlier results can be kept.
+    """
+
+    def __init__(self, study: Study, name: str, record: dict, *, overwrite: bool, names: list[str] | None = None) -> None:
         self.study = study
-        self.method = method
-        self.dir = study.path / "models" / method
+        self.method = name
+        self.names = names or [name]
+        self.dir = study.path / "models" / name
         self.oof = self.dir / "oof"
-        self.key = options_key(method, options)
+        self.key = options_key(record)
         state = self.dir / "fit.json"
         previous = json.loads(state.read_text()) if state.exists() else None
         if previous is not None and previous.get("key") != self.key:
             if previous.get("complete") and not overwrite:
                 raise StudyError(
-                    f"{method} was already fit on this study with other options ({previous.get('options')})",
-                    path=study.path, hint="pass --overwrite to refit it with the new options",
+                    f"{name} was already fit on this study with other options ({previous.get('options')})",
+                    path=study.path, hint="pass --overwrite to refit it with the new options, or "
+                    "--name NAME to fit these options side by side under another name",
                 )
-            for f in self.oof.glob("*.tsv"):
+            for f in self.oof.glob("*"):
                 f.unlink()
         self.complete = bool(previous and previous.get("key") == self.key and previous.get("complete"))
         self.oof.mkdir(parents=True, exist_ok=True)
-        write_json(state, {"key": self.key, "options": options, "complete": self.complete})
-        self.options = options
+        self.record = {"format": FIT_FORMAT, "name": name, "names": self.names, **record}
+        write_json(state, {"key": self.key, **self.record, "complete": self.complete})
 
     def previous_rows(self) -> pd.DataFrame | None:
-        """This method's rows of predictions.tsv when an identical fit already completed (then
+        """This fit's rows of predictions.tsv when an identical fit already completed (then
         there is nothing to do), else None."""
         if not (self.complete and (self.study.path / "predictions.tsv").exists()):
             return None
         console.print(f"{self.method}: already fit with these options; nothing to do")
         rows = read_predictions(self.study.path)
-        # multi-gene mode files its never-trained genes under METHOD-heldout
-        return rows[rows["method"].isin([self.method, f"{self.method}-heldout"])]
+        return rows[rows["method"].isin(self.names)]
+
+    def gene_path(self, gene_id: str, suffix: str = ".tsv") -> Path:
+        """Where this fit keeps one gene's results (``suffix`` for a method's own extras)."""
+        return self.oof / (gene_file_name(gene_id)[: -len(".npz")] + suffix)
 
     def done(self, gene_id: str) -> bool:
-        return (self.oof / (gene_file_name(gene_id)[:-4] + ".tsv")).exists()
+        return self.gene_path(gene_id).exists()
 
     def save_gene(self, gene_id: str, observed: np.ndarray, predicted: np.ndarray) -> None:
         df = pd.DataFrame(
             {"method": self.method, "gene_id": gene_id, "sample_id": self.study.sample_ids,
              "fold": self.study.folds, "observed": observed, "predicted": predicted}
         )
-        with atomic_open(self.oof / (gene_file_name(gene_id)[:-4] + ".tsv")) as fh:
+        with atomic_open(self.gene_path(gene_id)) as fh:
             df.to_csv(fh, sep="\t", index=False, float_format="%.10g")
 
     def finish(self, extra: dict | None = None) -> pd.DataFrame:
-        """Gather per-gene results and replace this method's rows in predictions.tsv."""
-        parts = [pd.read_csv(self.oof / (gene_file_name(g)[:-4] + ".tsv"), sep="\t", dtype={"gene_id": str, "sample_id": str})
+        """Gather per-gene results and replace this fit's rows in predictions.tsv. Genes the
+        method had nothing to learn from (every prediction missing) get no rows."""
+        parts = [pd.read_csv(self.gene_path(g), sep="\t", dtype={"gene_id": str, "sample_id": str})
                  for g in self.study.gene_ids if self.done(g)]
-        new = pd.concat(parts, ignore_index=True)
+        new = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PREDICTION_COLUMNS)
+        empty = new.groupby("gene_id")["predicted"].transform(lambda p: p.isna().all()) if len(new) else []
+        no_model = sorted(new.loc[empty, "gene_id"].unique()) if len(new) else []
+        new = new[~np.asarray(empty, dtype=bool)] if len(new) else new
         write_predictions(self.study.path, self.method, new)
-        write_json(self.dir / "fit.json", {"key": self.key, "options": self.options, "complete": True, **(extra or {})})
+        write_json(self.dir / "fit.json", {"key": self.key, **self.record, "complete": True,
+                                           "genes_without_model": no_model, **(extra or {})})
+        if no_model:
+            console.print(f"{self.method}: {len(no_model)} gene(s) have no model (nothing to learn from, "
+                          f"e.g. no variant): {', '.join(no_model[:5])}{' ...' if len(no_model) > 5 else ''}")
         return new
 
 
@@ -151,24 +172,24 @@ def write_predictions(study_path: Path, method: str, rows: pd.DataFrame) -> None
         both.to_csv(fh, sep="\t", index=False, float_format="%.10g")
 
 
-def fit_per_gene(study: Study, method, *, options: dict, overwrite: bool = False, seed: int = 0,
-                 progress: bool = True) -> pd.DataFrame:
-    """Cross-validate ``method`` (``hapexpr.models.Method``) on every gene of the study."""
-    with study_lock(study.path, f"fit --method {method.name}"):
-        run = FitRun(study, method.name, options, overwrite=overwrite)
-        if (rows := run.previous_rows()) is not None:
-            return rows
-        expr, cov = study_targets(study)
-        folds = study.folds
-        start = time.time()
-        todo = [g for g in study.gene_ids if not run.done(g)]
-        for gene_id in track_genes(todo, f"fit {method.name}", enabled=progress):
-            gene = study.gene(gene_id)
-            X = method.features(study, gene)
-            y = expr.loc[gene_id].to_numpy(dtype=np.float64)
+def fit_per_gene(study: Study, method, run: FitRun, *, progress: bool = True) -> pd.DataFrame:
+    """Cross-validate ``method`` (a bound :class:`hapexpr.methods.Method`) on every gene not
+    done yet; returns its rows of predictions.tsv."""
+    expr, cov = study_targets(study)
+    folds = study.folds
+    cohort = StudyCohort(study)
+    seed = method.options.seed
+    start = time.time()
+    todo = [g for g in study.gene_ids if not run.done(g)]
+    for gene_id in track_genes(todo, f"fit {run.method}", enabled=progress):
+        X = method.features(cohort, gene_id)
+        y = expr.loc[gene_id].to_numpy(dtype=np.float64)
+        if method.usable(X):
             obs, pred = cross_validate_gene(X, y, cov, folds, method.estimator, seed=seed)
-            run.save_gene(gene_id, obs, pred)
-        rows = run.finish({"seconds": round(time.time() - start, 2)})
-    console.print(f"{method.name}: {rows['gene_id'].nunique()} genes x {study.samples.shape[0]} individuals "
+        else:
+            obs, pred = np.full(len(y), np.nan), np.full(len(y), np.nan)
+        run.save_gene(gene_id, obs, pred)
+    rows = run.finish({"seconds": round(time.time() - start, 2)})
+    console.print(f"{run.method}: {rows['gene_id'].nunique()} genes x {study.samples.shape[0]} individuals "
                   f"out-of-fold ({len(study.gene_ids) - len(todo)} genes resumed) in {time.time() - start:.1f} s")
     return rows

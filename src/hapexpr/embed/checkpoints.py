@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hapexpr.errors import InputError
+from hapexpr.embed.tokenizer import HFTokenizer, NTTokenizer
 
 TINY = "tiny"
 
@@ -87,8 +88,6 @@ def tiny_nt_model(seed: int = 0):
 
 def save_tiny(directory: str | Path, *, seed: int = 0) -> Path:
     """Save the tiny model and NT tokenizer files as a checkpoint directory loadable by path."""
-    from hapexpr.embed.tokenizer import NTTokenizer
-
     directory = Path(directory)
     tiny_nt_model(seed).save_pretrained(directory)
     NTTokenizer().save_pretrained(directory)
@@ -123,8 +122,6 @@ def _describe(model, tokenizer, *, name: str, tiny: bool) -> LoadedModel:
 
 
 def load_tiny(seed: int = 0) -> LoadedModel:
-    from hapexpr.embed.tokenizer import NTTokenizer
-
     return _describe(tiny_nt_model(seed), NTTokenizer(), name=TINY, tiny=True)
 
 
@@ -165,8 +162,6 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False) -> LoadedMo
             ".save_pretrained(directory)",
         )
     from transformers import AutoModelForMaskedLM
-
-    from hapexpr.embed.tokenizer import HFTokenizer
 
     kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     try:

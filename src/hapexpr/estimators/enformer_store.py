@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from hapexpr.errors import InputError
-from hapexpr.io.atomic import atomic_open, atomic_path
+from hapexpr.io.atomic import atomic_open, atomic_path, write_json
+from hapexpr.study import gene_file_name
 
 BIN_BP = 128
 ENFORMER_SEQ_LEN = 196_608  # the published model's input, TSS at index 98,304
@@ -331,14 +332,10 @@ class OutputCache:
         self.dir = Path(study_path) / "enformer" / runner.fingerprint
         meta = self.dir / "fingerprint.json"
         if not meta.exists():
-            from hapexpr.io.atomic import write_json
-
             write_json(meta, {**runner.key, "model": runner.model_spec, "n_tracks": runner.n_tracks,
                               "bin_bp": BIN_BP, "aggregate": "sum over tss_bins"})
 
     def path(self, gene_id: str) -> Path:
-        from hapexpr.study import gene_file_name
-
         return self.dir / "genes" / gene_file_name(gene_id)
 
     def load(self, gene_id: str) -> dict[str, np.ndarray]:

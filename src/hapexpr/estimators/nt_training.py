@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hapexpr.errors import HapexprError
+from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig, check_features, input_scaling
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -217,8 +220,6 @@ def train_model(
             elif epoch - best_epoch >= config.patience:
                 break
         if best_state is None:
-            from hapexpr.errors import HapexprError
-
             raise HapexprError(
                 "nt-transformer training diverged (the validation loss was never finite)",
                 hint="lower the learning rate (TrainConfig.lr) or check the embeddings for extreme values",
@@ -280,8 +281,6 @@ class MultiGeneFit:
         Held-out genes use scale 1 and offset 0 on the standardised scale, then the neutral
         ``heldout_scale`` and mean 0: only their ranking (Pearson/Spearman r) is meaningful.
         """
-        from hapexpr.models.nt_transformer import check_features
-
         mean, scale = self.input_scaling[gene]
         X = check_features(X, bins=mean.shape[0], dim=mean.shape[1])
         Xs = (X - mean) / scale
@@ -313,8 +312,6 @@ def train_multi_gene(
         never read; their inputs are scaled with their own training individuals' embeddings.
     model_kwargs: NTTransformerConfig fields (d_model, n_layers, ...).
     """
-    from hapexpr.models.nt_transformer import NTTransformer, NTTransformerConfig, check_features, input_scaling
-
     config = replace(config or TrainConfig(batch_size=256), seed=seed)
     genes = list(X_by_gene)
     holdout = set(holdout_genes)

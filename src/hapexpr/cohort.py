@@ -1,0 +1,196 @@
+"""The people a method computes features for: the study's own, or those of a new VCF.
+
+A method's ``features(cohort, gene_id)`` reads everything it needs through one of these, so
+``fit`` (study people) and ``predict`` (new people) build features by the same code:
+
+- ``gene(gene_id)``: a :class:`~hapexpr.study.GeneData` over the study gene's stored region
+  (window plus margin): the cohort's variants there, their phased genotypes and distinct
+  haplotypes, with the study's reference, TSS and window;
+- ``cis(gene_id, window)``: ``(table, dosages)`` of every biallelic variant within +-window bp
+  of the TSS: ``table`` has ``variant_id chrom pos ref alt``, ``dosages`` (samples, variants)
+  float32 ALT dosage 0..2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hapexpr.errors import InputError, StudyError
+from hapexpr.haplotypes import unique_haplotypes
+from hapexpr.io.vcf import VcfReader
+from hapexpr.study import GeneData, Study
+from hapexpr.windows import window_bounds
+
+CIS_COLUMNS = ["variant_id", "chrom", "pos", "ref", "alt"]
+
+
+def variant_keys(pos, ref, alt) -> list[tuple[int, str, str]]:
+    """(pos, REF, ALT) upper-cased: how variants of two VCFs are matched (ids may differ)."""
+    return [(int(p), str(r).upper(), str(a).upper()) for p, r, a in zip(pos, ref, alt)]
+
+
+def window_dosages(gene: GeneData) -> tuple[pd.DataFrame, np.ndarray]:
+    """(table, (samples, variants) float32 dosages) of the variants that touch the window."""
+    v = gene.variants
+    if "in_window" in v.columns:
+        inside = v["in_window"].to_numpy(dtype=bool)
+    else:  # a GeneData built without ``in_window``: the REF span overlaps the window
+        lo, hi = window_bounds(gene.tss, gene.strand, gene.window)
+        pos = v["pos"].to_numpy(dtype=np.int64)
+        inside = (pos + v["ref"].str.len().to_numpy(dtype=np.int64) - 1 >= lo) & (pos <= hi)
+    table = v.loc[inside, CIS_COLUMNS].reset_index(drop=True)
+    return table, np.ascontiguousarray(gene.dosages[inside].T)
+
+
+class StudyCohort:
+    """The study's own people, from what ``prepare`` stored (the last gene read is kept)."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+        self.sample_ids = study.sample_ids
+        self._gene: GeneData | None = None
+        self._reader: VcfReader | None = None
+
+    @property
+    def is_study(self) -> bool:
+        return True
+
+    def gene(self, gene_id: str) -> GeneData:
+        if self._gene is None or self._gene.gene_id != gene_id:
+            self._gene = self.study.gene(gene_id)
+        return self._gene
+
+    def cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
+        stored = self.study.cis_window
+        if stored is not None and window <= stored:
+            table, dosages = self.study.cis_genotypes(gene_id)
+            tss = int(self.study.gene_info(gene_id)["tss"])
+            keep = (np.abs(table["pos"].to_numpy(dtype=np.int64) - tss) <= window)
+            return table[keep].reset_index(drop=True), np.ascontiguousarray(dosages[:, keep])
+        return self._vcf_cis(gene_id, window)
+
+    def _vcf_cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
+        """Studies without a cis store wide enough: read the study's VCF (if still there)."""
+        if self._reader is None:
+            try:
+                path = Path(self.study.meta["inputs"]["vcf"]["path"])
+            except (KeyError, TypeError):
+                raise StudyError("study.json records no VCF, and the study stores no cis genotypes "
+                                 f"out to +-{window:,} bp", path=self.study.path,
+                                 hint="prepare the study again with --cis-window") from None
+            if not path.exists():
+                raise StudyError(
+                    f"the study stores no cis genotypes out to +-{window:,} bp and its VCF is not "
+                    "there any more", path=path,
+                    hint=f"prepare the study again with --cis-window {window}, or restore the VCF")
+            # Dosages ignore phase, so unphased genotypes are fine here.
+            self._reader = VcfReader(path, samples=self.sample_ids, allow_unphased=True)
+        gene = self.gene(gene_id)
+        return read_cis(self._reader, gene.chrom, gene.tss, window)
+
+
+def read_cis(reader: VcfReader, chrom: str, tss: int, window: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """(table, (samples, variants) float32 dosages) of ``reader``'s records within +-window of tss."""
+    v = reader.fetch(chrom, max(1, tss - window), tss + window)
+    dos = np.asarray(v.genotypes).sum(axis=2, dtype=np.int16).astype(np.float32)  # (variants, samples)
+    table = pd.DataFrame({"variant_id": np.asarray(v.ids, dtype=object), "chrom": chrom,
+                          "pos": np.asarray(v.pos, dtype=np.int64), "ref": np.asarray(v.ref, dtype=object),
+                          "alt": np.asarray(v.alt, dtype=object)})
+    return table, np.ascontiguousarray(dos.T)
+
+
+@dataclass(frozen=True)
+class NewVariants:
+    """A new VCF's records over one study gene's region.
+
+    table: ``variant_id chrom pos ref alt in_window`` like ``GeneData.variants``;
+    genotypes: (variants, samples, 2) int8; in_study: (variants,) bool, also a study variant.
+    """
+
+    table: pd.DataFrame
+    genotypes: np.ndarray
+    in_study: np.ndarray
+
+
+class NewCohort:
+    """The people of a new VCF, over the study's genes: REF checked against the study's
+    reference, contig names matched (``chr7`` and ``7``)."""
+
+    def __init__(self, study: Study, vcf: str | Path, *, phased: bool = True) -> None:
+        self.study = study
+        self.reader = VcfReader(vcf, allow_unphased=not phased)
+        self.sample_ids = list(self.reader.samples)
+        self._cache: tuple[str, NewVariants | None, GeneData | None] | None = None
+
+    @property
+    def is_study(self) -> bool:
+        return False
+
+    def has_gene(self, gene_id: str) -> bool:
+        return self.reader.resolve(self.study.gene(gene_id).chrom) is not None
+
+    def variants(self, gene_id: str) -> NewVariants:
+        """The new records over the study gene's region (cached for the last gene)."""
+        if self._cache is None or self._cache[0] != gene_id:
+            study_gene = self.study.gene(gene_id)
+            new = read_new_variants(self.reader, study_gene)
+            if new is None:
+                raise InputError(f"the VCF has no contig {study_gene.chrom} (gene {gene_id})", path=self.reader.path)
+            alleles, index = unique_haplotypes(new.genotypes)
+            people = dataclasses.replace(study_gene, variants=new.table, genotypes=new.genotypes,
+                                         hap_index=index, hap_alleles=alleles)
+            self._cache = (gene_id, new, people)
+        return self._cache[1]
+
+    def gene(self, gene_id: str) -> GeneData:
+        self.variants(gene_id)
+        return self._cache[2]
+
+    def cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
+        gene = self.study.gene(gene_id)
+        chrom = self.reader.resolve(gene.chrom)
+        table, dosages = read_cis(self.reader, chrom, gene.tss, window)
+        table["chrom"] = gene.chrom
+        return table, dosages
+
+
+def read_new_variants(reader: VcfReader, gene: GeneData) -> NewVariants | None:
+    """Records of ``reader`` over ``gene``'s stored region, REF checked against the study's
+    reference bases; None when the VCF has no contig for the gene."""
+    chrom = reader.resolve(gene.chrom)
+    if chrom is None:
+        return None
+    start, end = gene.region_start, gene.region_start + len(gene.reference) - 1
+    v = reader.fetch(chrom, max(start, 1), end)
+    _check_ref(reader.path, gene, v)
+    w_lo, w_hi = window_bounds(gene.tss, gene.strand, gene.window)
+    ref_end = v.pos + np.array([len(r) for r in v.ref], dtype=np.int64) - 1
+    table = pd.DataFrame({"variant_id": np.asarray(v.ids, dtype=object), "chrom": gene.chrom, "pos": v.pos,
+                          "ref": np.asarray(v.ref, dtype=object), "alt": np.asarray(v.alt, dtype=object),
+                          "in_window": (ref_end >= w_lo) & (v.pos <= w_hi)})
+    study_keys = set(variant_keys(gene.variants["pos"], gene.variants["ref"], gene.variants["alt"]))
+    in_study = np.array([k in study_keys for k in variant_keys(v.pos, v.ref, v.alt)], dtype=bool)
+    return NewVariants(table=table, genotypes=np.asarray(v.genotypes, dtype=np.int8), in_study=in_study)
+
+
+def _check_ref(vcf_path, gene: GeneData, v) -> None:
+    """REF of records inside the stored region must equal the study's reference bases there."""
+    start, n = gene.region_start, len(gene.reference)
+    for p, r, a in zip(v.pos.tolist(), v.ref, v.alt):
+        o = p - start
+        if o < 0 or o >= n:
+            continue
+        have = gene.reference[o : o + len(r)]
+        if have != str(r).upper().encode()[: len(have)]:
+            raise InputError(
+                f"REF does not match the study's reference for gene {gene.gene_id} (which has "
+                f"{have.decode()} there)",
+                path=vcf_path, record=f"{v.chrom}:{p} {r}>{a}",
+                hint="the new VCF must use the genome build and FASTA of the study; check it with "
+                "`bcftools norm --check-ref e -f REF.fa NEW.vcf.gz`",
+            )

@@ -1,0 +1,151 @@
+"""The network of Ramprasad, Pai & Pan (2024): a small transformer over the binned
+foundation-model embeddings of both haplotypes; its config, ``forward``, and the checks and
+input scaling of its (samples, haplotypes=2, bins, dim) inputs. Training is
+:mod:`hapexpr.estimators.nt_training`; the per-gene estimator is
+:mod:`hapexpr.estimators.nt_transformer`.
+
+Import this module lazily (it imports torch at the top).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from hapexpr.errors import InputError
+
+PLOIDY = 2
+
+
+@dataclass(frozen=True)
+class NTTransformerConfig:
+    """Shape and size of :class:`NTTransformer`; round-trips through :meth:`to_dict`/JSON.
+
+    dim_in: embedding dimension of the foundation model (the last input axis).
+    bins: number of bins per haplotype (the third input axis).
+    dropout: on the residual branches and feed-forward layers; attn_dropout: on attention
+        weights (0 by default: it regularises little here and keeps the fast attention kernel).
+    pooling: ``"mean"`` over the 2 x bins tokens, or ``"cls"`` (a learned summary token).
+    n_genes: 0 for a per-gene model; > 0 adds a gene-specific output scale and offset.
+    """
+
+    dim_in: int
+    bins: int
+    d_model: int = 32
+    n_heads: int = 4
+    n_layers: int = 1
+    dim_feedforward: int = 64
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    pooling: str = "mean"
+    n_genes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim_in < 1 or self.bins < 1:
+            raise ValueError(f"dim_in and bins must be positive, got {self.dim_in}, {self.bins}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NTTransformerConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class NTTransformer(nn.Module):
+    """(batch, haplotypes=2, bins, dim_in) float32 -> (batch,) float32 predicted expression.
+
+    Each (haplotype, bin) embedding becomes one token: a linear projection to ``d_model`` plus a
+    learned position embedding (bin) and a learned haplotype embedding. The 2 x bins tokens go
+    through pre-norm transformer encoder layers, are pooled and mapped to one number. In
+    multi-gene mode ``gene`` (batch,) int64 selects a gene-specific output scale (kept positive
+    so that a gene never seen in training can use the neutral scale 1) and offset.
+    """
+
+    def __init__(self, config: NTTransformerConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.proj = nn.Linear(c.dim_in, c.d_model)
+        self.pos = nn.Embedding(c.bins, c.d_model)
+        self.hap = nn.Embedding(PLOIDY, c.d_model)
+        self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model)) if c.pooling == "cls" else None
+        layer = nn.TransformerEncoderLayer(
+            c.d_model, c.n_heads, c.dim_feedforward, c.dropout, batch_first=True, norm_first=True
+        )
+        layer.self_attn.dropout = c.attn_dropout
+        # nested tensors only speed up padded batches; ours are dense and must stay deterministic
+        self.encoder = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(c.d_model)  # pre-norm layers leave the last residual un-normed
+        self.head = nn.Linear(c.d_model, 1)
+        if c.n_genes:
+            self.gene_log_scale = nn.Embedding(c.n_genes, 1)
+            self.gene_offset = nn.Embedding(c.n_genes, 1)
+            nn.init.zeros_(self.gene_log_scale.weight)
+            nn.init.zeros_(self.gene_offset.weight)
+        nn.init.normal_(self.pos.weight, std=0.02)
+        nn.init.normal_(self.hap.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, gene: torch.Tensor | None = None) -> torch.Tensor:
+        batch, haps, bins, _ = x.shape
+        tokens = (
+            self.proj(x)
+            + self.pos.weight[None, None, :bins]
+            + self.hap.weight[None, :haps, None]
+        ).reshape(batch, haps * bins, -1)
+        if self.cls is not None:
+            tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)
+        tokens = self.norm(self.encoder(tokens))
+        pooled = tokens[:, 0] if self.cls is not None else tokens.mean(dim=1)
+        out = self.head(pooled).squeeze(-1)
+        if gene is not None:
+            out = out * self.gene_log_scale(gene).squeeze(-1).exp() + self.gene_offset(gene).squeeze(-1)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# input scaling (training statistics only)
+
+
+def input_scaling(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-(bin, dim) mean and scale of (samples, haplotypes, bins, dim) training embeddings.
+
+    Statistics are per bin, not only per dim: the embedding of a bin varies far more between
+    bins (different sequence) than between people (a few variants), so per-dim scaling would
+    leave the person-to-person signal tiny. Bins where every haplotype is identical get scale 1
+    (their centred values are exactly 0) instead of amplifying float32 rounding.
+    Returns ``(mean, scale)``, each (bins, dim) float32.
+    """
+    flat = X.reshape(-1, X.shape[-2], X.shape[-1]).astype(np.float64)
+    mean = flat.mean(axis=0)
+    sd = flat.std(axis=0)
+    floor = 1e-5 * max(float(np.abs(mean).max(initial=0.0)), 1e-12)
+    scale = np.where(sd > floor, sd, 1.0)
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def check_features(X: np.ndarray, *, bins: int | None = None, dim: int | None = None) -> np.ndarray:
+    """Validate (samples, 2, bins, dim) features and return them as float32."""
+    X = np.asarray(X)
+    if X.ndim != 4 or X.shape[1] != PLOIDY:
+        raise InputError(
+            f"nt-transformer expects features of shape (samples, 2, bins, dim), got {X.shape}",
+            hint="pass the binned embeddings of both haplotypes (embedding store .sample_bins)",
+        )
+    if (bins is not None and X.shape[2] != bins) or (dim is not None and X.shape[3] != dim):
+        raise InputError(
+            f"features have {X.shape[2]} bins x {X.shape[3]} dims but the model was trained on "
+            f"{bins} x {dim}",
+            hint="use embeddings from the same model fingerprint and binning as the training run",
+        )
+    X = X.astype(np.float32, copy=False)
+    if not np.isfinite(X).all():
+        raise InputError("features contain NaN or infinite values", hint="re-run `hapexpr embed`")
+    return X

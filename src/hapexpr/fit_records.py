@@ -1,0 +1,80 @@
+"""The fits recorded in a study (``models/<name>/fit.json``) and the methods rebuilt from them.
+
+``stack``, ``fit-final``, ``predict``, ``explain`` and ``report`` use a fit by its name: the
+method and options come from that fit's own record, never rebuilt from other flags.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hapexpr.errors import StudyError
+from hapexpr.methods.base import Method
+from hapexpr.methods import registry
+from hapexpr.methods.registry import build
+from hapexpr.study import Study
+
+
+def fit_record(study: Study, name: str) -> dict:
+    """The fit.json of the fit named ``name`` (a ``-heldout`` companion name resolves to its fit)."""
+    for candidate in _candidates(study, name):
+        path = study.path / "models" / candidate / "fit.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            if name in record.get("names", [candidate]):
+                return record
+    raise StudyError(f"no fit named {name!r} in this study", path=study.path / "models",
+                     hint=f"fitted: {', '.join(fitted_names(study)) or 'none'}; run `hapexpr fit` first")
+
+
+def _candidates(study: Study, name: str) -> list[str]:
+    out = [name]
+    for d in sorted((study.path / "models").glob("*/fit.json")):
+        if d.parent.name != name:
+            out.append(d.parent.name)
+    return out
+
+
+def fitted_names(study: Study) -> list[str]:
+    """Names of every completed fit in the study, with the names each writes rows under."""
+    out = []
+    for path in sorted((study.path / "models").glob("*/fit.json")):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if record.get("complete"):
+            out += record.get("names", [path.parent.name])
+    return out
+
+
+def load_fitted(study: Study, name: str) -> Method:
+    """The method of the fit named ``name``, rebuilt from its own fit.json and bound to the study.
+
+    Fits recorded before the method registry (no ``method`` in fit.json) are refused with what
+    to do: their options cannot be read back reliably.
+    """
+    record = fit_record(study, name)
+    if "method" not in record or record.get("format") is None:
+        raise StudyError(
+            f"the fit {name!r} was made by an older hapexpr (no method record in its fit.json)",
+            path=study.path / "models" / name / "fit.json",
+            hint=f"refit it with this version: `hapexpr fit {study.path} --method {name} --overwrite`",
+        )
+    m = build(record["method"], record.get("options"), fit_name=record.get("name", name),
+              where=f"{study.path / 'models' / name / 'fit.json'}")
+    m.bind(study)
+    if record.get("resolved") and m.resolved != record["resolved"]:
+        # The study changed under the fit (e.g. a newer embedding store): use what it used.
+        m.resolved = record["resolved"]
+    return m
+
+
+def fitted_or_default(study: Study, name: str) -> Method:
+    """The method of the fit named ``name``; when the study has no such fit and ``name`` is a
+    registered method, that method with its default options (bound to the study)."""
+    default = registry.from_default_name(name)
+    if default is not None and not (study.path / "models" / name / "fit.json").exists():
+        cls, options = default
+        return build(cls.name, options, fit_name=name).bind(study)
+    return load_fitted(study, name)

@@ -1,0 +1,189 @@
+"""What a method is: options, what it needs from a study, features for a gene, an estimator.
+
+A method is one class in one module under ``hapexpr.methods``, registered with
+:func:`hapexpr.methods.register`. Every command (``fit``, ``fit-final``, ``predict``,
+``explain``, ``report``, ``run``) asks the registry; none of them knows a method's name.
+
+- ``Options``: a frozen dataclass of the method's options. The CLI flags of ``hapexpr fit``,
+  the ``options`` of ``models/<name>/fit.json`` and the report's provenance are all derived from
+  it (field ``metadata["help"]`` is the flag's help text).
+- ``needs``: what the study must hold (:data:`NEEDS`); checked before anything runs.
+- ``features(cohort, gene_id)``: (samples, ...) features of a cohort's people for one gene. A
+  cohort is the study's own people (:class:`hapexpr.cohort.StudyCohort`) or the people of a new
+  VCF (:class:`hapexpr.cohort.NewCohort`); both go through the same code, so ``predict`` builds a
+  new person's features exactly as ``fit`` built a study person's.
+- ``estimator(seed)``: a fresh scikit-learn-style estimator (``fit``/``predict``) that can
+  ``save(directory)`` itself, and ``load_estimator(directory)`` to read one back.
+
+A *variant* is the same method under other options, stored under its own name (``--name``, or
+:meth:`Method.default_name`), so e.g. ``elastic-net`` and ``elastic-net-6kb`` live side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import pandas as pd
+
+from hapexpr.errors import InputError
+
+# What a method may need from a study: phased haplotype sequences of the window (a FASTA was
+# given to prepare), stored embeddings of the window sequences, or cis-window genotypes.
+NEEDS = ("sequence", "embeddings", "genotypes")
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field of a method's options, with its ``--flag`` help text."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options every method has. Subclasses add their own (frozen dataclasses, JSON types)."""
+
+    seed: int = option(0, "Seed of every model fit (the folds come from the study).")
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict, *, where: str = "options") -> Options:
+        """Options from a dict (fit.json, a config file, CLI flags); unknown keys are refused,
+        lists become tuples, missing keys take the defaults."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise InputError(f"unknown option(s) {', '.join(unknown)} in {where}",
+                             hint=f"this method's options: {', '.join(sorted(names))}")
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for key, value in values.items():
+            if isinstance(value, list):
+                value = tuple(value)
+            _check_type(key, value, hints[key], where)
+            out[key] = value
+        return cls(**out)
+
+
+def _check_type(key: str, value: Any, hint: Any, where: str) -> None:
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+    allowed = tuple(typing.get_origin(a) or a for a in allowed)
+    if value is None and type(None) in allowed:
+        return
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        names = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
+        raise InputError(f"option `{key}` is {value!r}, not a {names}", record=f"{where}.{key}")
+
+
+class GeneModel(Protocol):
+    """A scikit-learn-style estimator for one gene: parameters in ``__init__``, learned
+    attributes with a trailing underscore, ``fit`` returns ``self``; it saves itself in a
+    self-describing unpickled format and a classmethod ``load`` reads it back."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> GeneModel: ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+    def save(self, directory: Path) -> None: ...
+
+
+class Method:
+    """Base class of every method; subclass it in one module and decorate with ``@register``.
+
+    Class attributes: ``name`` (the registry key and default name in predictions.tsv),
+    ``Options``, ``needs`` (subset of :data:`NEEDS`), ``summary`` (one line for help and the
+    report), ``order`` (where it is listed; lower first) and ``reference`` (True for the field's
+    baseline that other methods are compared against first in the report).
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[Options]] = Options
+    needs: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str] = ""
+    order: ClassVar[int] = 100
+    reference: ClassVar[bool] = False
+    # Whether fit-final, predict and explain can use it (one estimator per gene on all people).
+    final: ClassVar[bool] = True
+
+    def __init__(self, options: Options | None = None, *, name: str | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+        if not isinstance(self.options, self.Options):
+            raise TypeError(f"{type(self).__name__} takes {self.Options.__name__}, got {type(self.options).__name__}")
+        self.fit_name = name or self.default_name(self.options)
+        self.study = None
+        self.resolved: dict = {}
+
+    @classmethod
+    def default_name(cls, options: Options) -> str:
+        """The name a fit with these options gets in predictions.tsv when ``--name`` is not given."""
+        return cls.name
+
+    @classmethod
+    def options_for_name(cls, name: str) -> dict | None:
+        """The options whose default name is ``name`` (the inverse of :meth:`default_name`), or
+        None; lets ``fit-final --method enformer-ridge`` work without a cross-validated fit."""
+        return {} if name == cls.name else None
+
+    def names(self) -> list[str]:
+        """Every name this fit writes rows under in predictions.tsv (multi-gene adds one)."""
+        return [self.fit_name]
+
+    # -- binding to a study ------------------------------------------------------------------
+    def bind(self, study) -> Method:
+        """Check the study holds what the method needs and resolve what the fit depends on in
+        it (``resolved``: e.g. which embedding store), recorded in fit.json and in the key."""
+        study.require(self.needs, self.fit_name)
+        self.study = study
+        self.resolved = self.resolve(study)
+        return self
+
+    def resolve(self, study) -> dict:
+        """Study-dependent identity of the fit (JSON); override when there is any."""
+        return {}
+
+    def prepare(self, study, *, progress: bool) -> None:
+        """Work to do once before the per-gene loop (e.g. run a model over every gene)."""
+
+    def models_used(self) -> list[dict]:
+        """Provenance: ``[{"description": str, "tiny": bool}]`` for every model behind the fit."""
+        return []
+
+    # -- per gene ----------------------------------------------------------------------------
+    def features(self, cohort, gene_id: str) -> np.ndarray:
+        """(samples, ...) features of ``cohort``'s people for one gene, in cohort sample order.
+        Never looks at expression."""
+        raise NotImplementedError
+
+    def estimator(self, seed: int) -> GeneModel:
+        raise NotImplementedError
+
+    def load_estimator(self, directory: Path) -> GeneModel:
+        raise NotImplementedError
+
+    def usable(self, X: np.ndarray) -> bool:
+        """False when the features carry nothing to learn from (e.g. no variant): the gene then
+        gets no prediction from this method instead of a meaningless one."""
+        return True
+
+    def explain(self, cohort, gene_id: str, est) -> pd.DataFrame:
+        """Per-variant effects of ``gene_id``'s window variants on ``est``'s predictions
+        (columns ``hapexpr.explain.EFFECT_COLUMNS`` plus any of the method's own)."""
+        raise InputError(f"{self.fit_name} cannot explain its predictions per variant")
+
+    # -- a whole study at once (optional) ----------------------------------------------------
+    def fit_study(self, study, run, *, progress: bool) -> pd.DataFrame | None:
+        """Fit every gene at once instead of the per-gene loop (multi-gene models, stacking);
+        return the rows of predictions.tsv, or None to use the per-gene loop."""
+        return None
+
+    def fit_record(self) -> dict:
+        """What fit.json records: the method, its options and what was resolved in the study."""
+        return {"method": self.name, "options": self.options.to_dict(), "resolved": self.resolved}
