@@ -97,25 +97,38 @@ def cis_pair_values(haplotypes: np.ndarray, entries) -> np.ndarray:
     return values
 
 
+def _trans_double_heterozygotes(haplotypes: np.ndarray, a: int, b: int) -> int:
+    """People carrying one ALT allele at each of a and b, on different haplotypes."""
+    left = haplotypes[a, 0::2] & haplotypes[b, 1::2]
+    right = haplotypes[a, 1::2] & haplotypes[b, 0::2]
+    het = (haplotypes[a, 0::2] ^ haplotypes[a, 1::2]) & (haplotypes[b, 0::2] ^ haplotypes[b, 1::2])
+    return int(np.sum((left | right) & het))
+
+
 def cis_component(rows: np.ndarray, haplotypes: np.ndarray, n_range, rng) -> Component | None:
     """1..n pairs of variants whose effect exists only when both ALT alleles share a haplotype.
 
-    A pair is drawn among variants with ALT frequency in [5%, 95%] and kept when 2%-50% of
-    haplotypes carry both ALT alleles (so the product varies and is not just one allele).
+    Up to 200 random pairs are drawn among variants with ALT frequency in [5%, 95%]; a pair
+    qualifies when 2%-50% of haplotypes carry both ALT alleles (so the product varies and is not
+    one allele) and is preferred when someone carries the two in trans (so phase matters in this
+    cohort); qualifying pairs without such a person fill up the remaining places.
     """
     af = haplotypes[rows].mean(axis=1) if rows.size else np.zeros(0)
     candidates = rows[(af >= COMMON_MAF) & (af <= 1 - COMMON_MAF)]
     if candidates.size < 2:
         return None
     want = int(rng.integers(n_range[0], n_range[1] + 1))
-    pairs: list[tuple[int, int]] = []
+    preferred: list[tuple[int, int]] = []
+    fallback: list[tuple[int, int]] = []
     for _ in range(200):
-        if len(pairs) == want:
+        if len(preferred) == want:
             break
         a, b = sorted(int(x) for x in rng.choice(candidates, size=2, replace=False))
         both = (haplotypes[a] & haplotypes[b]).mean()
-        if 0.02 <= both <= 0.5 and (a, b) not in pairs:
-            pairs.append((a, b))
+        if not 0.02 <= both <= 0.5 or (a, b) in preferred or (a, b) in fallback:
+            continue
+        (preferred if _trans_double_heterozygotes(haplotypes, a, b) else fallback).append((a, b))
+    pairs = sorted((preferred + fallback)[:want])
     if not pairs:
         return None
     gamma = rng.normal(size=len(pairs))
