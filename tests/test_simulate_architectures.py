@@ -19,10 +19,12 @@ import pandas as pd
 import pytest
 
 from hapexpr.errors import InputError
+from hapexpr.prepare import prepare_study
 from hapexpr.simulate import SimulationConfig, simulate, simulate_cohort, write_cohort
 from hapexpr.simulate import architectures, motifs
 from hapexpr.simulate.cohort import _h2_targets
-from tests.conftest import prepare_args
+from hapexpr.study import Study
+from conftest import prepare_args
 
 TINY = {"individuals": 80, "genes": 4, "window": 4000, "seed": 2}
 NEW = ("motif", "cis-interaction", "rare", "distal", "mixed")
@@ -379,12 +381,11 @@ def test_realistic_h2_reaches_the_truth_file(tmp_path):
 
 @pytest.mark.parametrize("arch", NEW)
 def test_prepare_accepts_every_architecture(arch, cohorts, tmp_path):
-    from hapexpr.prepare import prepare_study
-
     out, cohort = cohorts[arch]
     study = tmp_path / "study"
     prepare_study(**prepare_args(out, study))
-    assert (study).is_dir() and any(study.iterdir())
+    genes = Study.open(study).genes
+    assert sorted(genes.gene_id) == sorted(g.gene_id for g in cohort.layout.genes)
 
 
 def test_cli_architecture(tmp_path):
