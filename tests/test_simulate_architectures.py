@@ -99,6 +99,8 @@ def test_same_seed_same_bytes(arch, cohorts, tmp_path):
 def test_unknown_architecture_is_refused(tmp_path):
     with pytest.raises(InputError, match="architecture"):
         simulate_cohort(tmp_path / "x", individuals=10, genes=1, architecture="epistatic")
+    with pytest.raises(InputError, match="distal"):
+        simulate_cohort(tmp_path / "z", individuals=10, genes=1, window=2_000_000, architecture="distal")
     with pytest.raises(InputError, match="h2-distribution"):
         simulate_cohort(tmp_path / "y", individuals=10, genes=1, h2_distribution="normal")
 

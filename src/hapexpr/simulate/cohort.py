@@ -93,6 +93,9 @@ def _validate(config: SimulationConfig) -> None:
         problems.append(f"--h2 must lie between 0 and 1 (got {config.h2})")
     if config.architecture not in architectures.ARCHITECTURES:
         problems.append(f"--architecture must be one of {', '.join(architectures.ARCHITECTURES)} (got {config.architecture!r})")
+    reach = config.window // 2 + config.margin + config.distal_block_length
+    if architectures.uses_distal(config.architecture) and reach >= config.distal_max - config.distal_block_length:
+        problems.append(f"--window {config.window} leaves no room for distal variants within {config.distal_max:,} bp")
     if config.h2_distribution not in ("uniform", "realistic"):
         problems.append(f"--h2-distribution must be uniform or realistic (got {config.h2_distribution!r})")
     if problems:
