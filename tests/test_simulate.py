@@ -23,7 +23,7 @@ SMALL = {"individuals": 40, "genes": 4, "window": 3000, "seed": 3}
 LARGE = {"individuals": 300, "genes": 30, "window": 4000, "seed": 11}
 FILES = {
     "reference.fa", "reference.fa.fai", "genotypes.vcf.gz", "genotypes.vcf.gz.tbi", "genes.gtf",
-    "expression.bed.gz", "covariates.tsv", "samples.tsv", "truth.tsv",
+    "expression.bed.gz", "covariates.tsv", "samples.tsv", "truth.tsv", "truth_variants.tsv",
 }
 needs_bcftools = pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
 

@@ -72,12 +72,17 @@ def simulate(
     window: Annotated[int, typer.Option(min=100, help="Window around each TSS that carries the simulated variation (bp).")] = 6000,
     h2: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Heritability of every gene; default varies across genes (some 0).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    architecture: Annotated[str, typer.Option(help="Genetic architecture: additive, motif, cis-interaction, rare, distal or mixed (docs/simulate.md).")] = "additive",
+    h2_distribution: Annotated[str, typer.Option("--h2-distribution", help="Per-gene h2 when --h2 is not given: uniform (0.1-0.6, 20% null) or realistic (median ~0.1).")] = "uniform",
     overwrite: Overwrite = False,
 ) -> None:
     """Simulate a realistic cohort (msprime) in standard files."""
     from hapexpr.simulate import simulate_cohort
 
-    simulate_cohort(out, individuals=individuals, genes=genes, window=window, h2=h2, seed=seed, overwrite=overwrite)
+    simulate_cohort(
+        out, individuals=individuals, genes=genes, window=window, h2=h2, seed=seed, architecture=architecture,
+        h2_distribution=h2_distribution, overwrite=overwrite,
+    )
 
 
 @app.command()

@@ -75,8 +75,13 @@ def _exons(tss: int, length: int, strand: str, rng: np.random.Generator) -> tupl
     return tuple((tss - b, tss - a) for a, b in spans)
 
 
-def layout_genes(*, n_genes: int, window: int, margin: int, rng: np.random.Generator) -> Layout:
+def layout_genes(
+    *, n_genes: int, window: int, margin: int, rng: np.random.Generator, gap: tuple[int, int] = (2_000, 10_001)
+) -> Layout:
     """Place ``n_genes`` genes on one or two contigs so that no two variation regions overlap.
+
+    Consecutive regions are ``gap`` = [low, high) bp apart (drawn uniformly); the ``distal``
+    architectures pass wide gaps so that the contigs reach far around each TSS.
 
     Gene 0 is on the + strand with its TSS within ``window/2`` of the start of ``chr1``; with three
     or more genes the last gene is on the - strand with its TSS within ``window/2`` of the end of
@@ -101,7 +106,7 @@ def layout_genes(*, n_genes: int, window: int, margin: int, rng: np.random.Gener
             if i == 0:
                 tss = int(rng.integers(window // 8 + 1, window // 2 - window // 8 + 1))
             else:
-                tss = cursor + int(rng.integers(2_000, 10_001)) + left
+                tss = cursor + int(rng.integers(gap[0], gap[1])) + left
             cursor = tss + right
             start, end = (tss, tss + length - 1) if strand == "+" else (tss - length + 1, tss)
             genes.append(
@@ -158,3 +163,29 @@ def random_reference(length: int, *, rng: np.random.Generator, gc: float = 0.41,
     seq[drop[to_tpg]] = _T
     seq[drop[~to_tpg] + 1] = _A
     return seq
+
+
+def place_blocks(
+    *, layout: Layout, gene: Gene, n_blocks: int, length: int, min_distance: int, max_distance: int,
+    taken: list[tuple[str, int, int]], rng: np.random.Generator,
+) -> list[tuple[int, int]]:
+    """Up to ``n_blocks`` stretches of ``length`` bp far from ``gene``'s TSS, as (start, end), 1-based.
+
+    Each block's centre lies at a distance drawn log-uniformly from [min_distance, max_distance]
+    upstream or downstream (equal odds), inside the contig, clear of every interval in ``taken``
+    (chrom, start, end) by at least 1 kb; accepted blocks are appended to ``taken``. A block that
+    finds no room in 50 draws is left out (short contigs), so fewer may come back.
+    """
+    contig_length = layout.contigs[gene.chrom]
+    blocks: list[tuple[int, int]] = []
+    for _ in range(n_blocks):
+        for _attempt in range(50):
+            distance = float(np.exp(rng.uniform(np.log(min_distance), np.log(max_distance))))
+            centre = gene.tss + int(round(distance)) * (1 if rng.random() < 0.5 else -1)
+            start, end = centre - length // 2, centre - length // 2 + length - 1
+            clear = all(c != gene.chrom or end + 1_000 < a or start - 1_000 > b for c, a, b in taken)
+            if start >= 1 and end <= contig_length and clear:
+                blocks.append((start, end))
+                taken.append((gene.chrom, start, end))
+                break
+    return sorted(blocks)

@@ -41,8 +41,27 @@ def genotype_pcs(dosage: np.ndarray, *, n_pcs: int, min_maf: float = 0.05) -> np
 
 
 @dataclass(frozen=True)
+class CausalEffect:
+    """One row of truth_variants.tsv: a variant's role in a gene's genetic value and its effect.
+
+    ``row`` indexes the cohort's Variants; ``partner`` is the other variant of a cis-interaction
+    pair (else -1); ``effect`` is in expression units (see docs/simulate.md for each role).
+    """
+
+    row: int
+    role: str
+    effect: float
+    partner: int = -1
+
+
+@dataclass(frozen=True)
 class GeneTruth:
-    """What generated one gene's expression. ``effects`` are per ALT allele, in expression units."""
+    """What generated one gene's expression. ``effects`` are per ALT allele, in expression units.
+
+    ``causal``/``effects`` list each causal variant once (effects of a variant with several
+    roles summed); ``entries`` has one :class:`CausalEffect` per variant and role. ``genetic`` is
+    the (samples,) genetic value g in expression units.
+    """
 
     gene: Gene
     h2: float
@@ -50,6 +69,9 @@ class GeneTruth:
     causal: tuple[int, ...]  # row indices into the cohort's Variants
     effects: tuple[float, ...]
     covariate_effects: tuple[float, ...]
+    architecture: str = "additive"
+    entries: tuple[CausalEffect, ...] = ()
+    genetic: np.ndarray | None = None
 
 
 def _pick_causal(
@@ -119,6 +141,42 @@ def simulate_expression(
     scale = np.sqrt(h2 / g.var()) if h2 > 0 else 0.0
     effects, g = raw * scale, g * scale
 
+    return _with_noise(
+        gene=gene, g=g, h2=h2, covariates=covariates, covariate_sd=covariate_sd, rng=rng,
+        causal=tuple(causal.tolist()), effects=tuple(float(x) for x in effects), architecture="additive",
+        entries=tuple(CausalEffect(int(r), "additive", float(x)) for r, x in zip(causal.tolist(), effects)),
+    )
+
+
+def expression_from_genetic(
+    *, gene: Gene, g: np.ndarray, entries: list[CausalEffect], architecture: str, covariates: np.ndarray,
+    covariate_sd: float, rng: np.random.Generator,
+) -> tuple[np.ndarray, GeneTruth]:
+    """Expression (samples,) from a genetic value g already scaled to the target h2 (var(g) = h2).
+
+    g is centred here; noise and covariate effects follow the rule of :func:`simulate_expression`.
+    """
+    g = g - g.mean()
+    h2 = float(g.var()) if g.var() > 1e-12 else 0.0
+    if h2 == 0.0:
+        g, entries = np.zeros_like(g), []
+    summed: dict[int, float] = {}
+    for entry in entries:
+        summed[entry.row] = summed.get(entry.row, 0.0) + entry.effect
+    causal = tuple(sorted(summed))
+    return _with_noise(
+        gene=gene, g=g, h2=h2, covariates=covariates, covariate_sd=covariate_sd, rng=rng, causal=causal,
+        effects=tuple(summed[r] for r in causal), architecture=architecture,
+        entries=tuple(sorted(entries, key=lambda e: (e.row, e.role))),
+    )
+
+
+def _with_noise(
+    *, gene: Gene, g: np.ndarray, h2: float, covariates: np.ndarray, covariate_sd: float, rng: np.random.Generator,
+    causal: tuple[int, ...], effects: tuple[float, ...], architecture: str, entries: tuple[CausalEffect, ...],
+) -> tuple[np.ndarray, GeneTruth]:
+    """Add noise orthogonal to g and the covariates (variance 1 - h2) and covariate effects."""
+    n = g.size
     design = np.column_stack([np.ones(n), covariates.T])
     # In a tiny cohort (n <= covariates + 4) the noise could not stay orthogonal to the covariates
     # and still vary; it is then only made orthogonal to g and the intercept.
@@ -136,8 +194,11 @@ def simulate_expression(
         gene=gene,
         h2=float(h2),
         h2_residualised=h2_res,
-        causal=tuple(causal.tolist()),
-        effects=tuple(float(x) for x in effects),
+        causal=causal,
+        effects=effects,
         covariate_effects=tuple(float(x) for x in gamma),
+        architecture=architecture,
+        entries=entries,
+        genetic=g,
     )
     return expression, truth

@@ -16,6 +16,7 @@ import numpy as np
 
 from hapexpr.io.atomic import atomic_path
 from hapexpr.simulate.layout import Gene
+from hapexpr.simulate.motifs import PlantedMotif
 from hapexpr.simulate.phenotypes import GeneTruth
 from hapexpr.simulate.variants import Variants
 
@@ -148,7 +149,7 @@ def sample_lines(samples: list[str], populations: list[str], sex: np.ndarray) ->
 
 TRUTH_COLUMNS = (
     "gene_id", "gene_name", "chrom", "tss", "strand", "h2", "h2_residualised", "n_causal",
-    "causal_variants", "causal_effects", "causal_af", "causal_types", "covariate_effects",
+    "causal_variants", "causal_effects", "causal_af", "causal_types", "covariate_effects", "architecture",
 )
 
 
@@ -168,5 +169,31 @@ def truth_lines(truths: list[GeneTruth], variants: Variants, covariate_names: li
             ",".join(f"{af[i]:.6g}" for i in t.causal),
             ",".join(str(variants.kind[i]) for i in t.causal),
             cov,
+            t.architecture,
         ]
         yield "\t".join(row) + "\n"
+
+
+TRUTH_VARIANT_COLUMNS = ("gene_id", "variant_id", "role", "effect", "partner", "alt_af", "tss_distance", "type")
+
+
+def truth_variant_lines(truths: list[GeneTruth], variants: Variants) -> Iterator[str]:
+    """One row per gene, causal variant and role (truth_variants.tsv; see docs/simulate.md)."""
+    yield "\t".join(TRUTH_VARIANT_COLUMNS) + "\n"
+    ids = variants.ids
+    af = variants.haplotypes.mean(axis=1)
+    for t in truths:
+        for e in t.entries:
+            partner = ids[e.partner] if e.partner >= 0 else "."
+            distance = int(variants.pos[e.row]) - t.gene.tss
+            row = [t.gene.gene_id, ids[e.row], e.role, f"{e.effect:.6g}", partner, f"{af[e.row]:.6g}",
+                   str(distance), str(variants.kind[e.row])]
+            yield "\t".join(row) + "\n"
+
+
+def truth_motif_lines(genes: list[Gene], planted: dict[int, list[PlantedMotif]]) -> Iterator[str]:
+    """Planted motif sites (truth_motifs.tsv): where each was written into the reference."""
+    yield "gene_id\tmotif\tchrom\tstart\tend\tstrand\ton_variant\n"
+    for g in genes:
+        for m in planted.get(g.index, []):
+            yield f"{g.gene_id}\t{m.motif}\t{g.chrom}\t{m.start}\t{m.end}\t{m.strand}\t{int(m.on_variant)}\n"
