@@ -465,3 +465,35 @@ def test_export_on_a_prepared_study_agrees_with_fit_final(study_copy, tmp_path):
         assert list(got["varID"]) == [f"{c}_{p}_{r}_{a}" for c, p, r, a in
                                       zip(*(table[k].to_numpy()[nz] for k in ("chrom", "pos", "ref", "alt")))]
         assert list(got["rsid"]) == list(table["variant_id"].to_numpy()[nz])
+
+
+def test_export_maps_ids_to_rsids_and_counts_the_rest(exported, tmp_path):
+    """--rsid-map replaces VCF ids by rsIDs on (chrom, pos, ref, alt); what is left unmapped is
+    counted so the CLI can warn that S-PrediXcan matches by rsid."""
+    import sqlite3
+
+    from hapexpr.export import export_predictdb
+
+    root, _, _ = exported
+    weights = pd.read_sql("SELECT * FROM weights", sqlite3.connect(root / "all.db"))
+    first = weights["varID"].iloc[0].split("_")
+    mapping = tmp_path / "map.tsv"
+    mapping.write_text("chrom\tpos\tref\talt\trsid\n" + f"chr{first[0].removeprefix('chr')}\t{first[1]}\t{first[2]}\t{first[3]}\trs999\n")
+    out = tmp_path / "m.db"
+    summary = export_predictdb(root / "study", out, options=WINDOW, all_genes=True, rsid_map=mapping)
+    got = pd.read_sql("SELECT * FROM weights", sqlite3.connect(out))
+    assert set(got.loc[got["varID"] == weights["varID"].iloc[0], "rsid"]) == {"rs999"}
+    assert summary["not_rsid"] == int((~got["rsid"].str.match(r"^rs\d+$")).sum())
+
+
+def test_strand_ambiguous_snps_are_dropped_on_request():
+    from hapexpr.methods.elastic_net import strand_ambiguous
+
+    np.testing.assert_array_equal(strand_ambiguous(["A", "C", "A", "G", "AT"], ["T", "G", "G", "C", "A"]),
+                                  [True, True, False, True, False])
+    gene = _gene()
+    gene.variants.loc[2, "alt"] = "T"  # v2's REF is a deletion: not a SNP, never ambiguous
+    gene.variants.loc[3, ["ref", "alt"]] = ["A", "T"]
+    cohort = _Cohort(gene)
+    kept = ElasticNetMethod(ElasticNetOptions(cis_window=0, drop_ambiguous=True)).variant_table(cohort, "G1")
+    assert "v3" not in set(kept["variant_id"]) and "v2" in set(kept["variant_id"])

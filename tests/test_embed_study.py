@@ -128,6 +128,7 @@ def test_missing_store_or_fingerprint_is_a_study_error(tiny_study, embedded):
     with pytest.raises(StudyError, match="fingerprint"):
         open_embeddings(embedded[0], "ffffffff")
     assert open_embeddings(embedded[0], embedded[1]["fingerprint"][:6]).fingerprint == embedded[1]["fingerprint"]
+    assert open_embeddings(embedded[0], "tiny").fingerprint == embedded[1]["fingerprint"]  # by --model
 
 
 def test_cli_prints_dedup_and_final_lines(embedded, tmp_path):

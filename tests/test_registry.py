@@ -207,3 +207,28 @@ def test_no_method_name_is_compared_outside_its_own_module():
         found += [(str(path.relative_to(SRC)), line, name)
                   for line, name in _names_compared(ast.parse(path.read_text()), names)]
     assert not found, found
+
+
+def test_fits_written_before_the_registry_are_refused_with_what_to_do(study_copy, tmp_path):
+    """A hapexpr 0.1 fit.json (no method record) or final fit (format 1): evaluate still reads
+    the predictions, and the commands that rebuild the method say which version and what to run."""
+    from hapexpr.errors import StudyError
+    from hapexpr.evaluate import evaluate_study
+    from hapexpr.final import final_estimator, fit_final
+    from hapexpr.fit import run_fit
+
+    run_fit(study_copy, "elastic-net", options={"cis_window": 0}, name="old-en", progress=False)
+    state = study_copy / "models" / "old-en" / "fit.json"
+    record = json.loads(state.read_text())
+    state.write_text(json.dumps({"key": "0123", "options": {"cis_window": None, "maf": 0.01}, "complete": True}))
+    assert "old-en" in set(evaluate_study(study_copy)[0]["method"])
+    with pytest.raises(StudyError, match="older hapexpr") as err:
+        fit_final(study_copy, "old-en", progress=False)
+    assert "--overwrite" in str(err.value)
+    state.write_text(json.dumps(record))
+    fit_final(study_copy, "old-en", progress=False)
+    final = study_copy / "models" / "old-en" / "final" / "final.json"
+    final.write_text(json.dumps({**json.loads(final.read_text()), "format": "hapexpr.final/1"}))
+    gene_id = pd.read_csv(study_copy / "genes.tsv", sep="\t")["gene_id"].iloc[0]
+    with pytest.raises(StudyError, match="older hapexpr"):
+        final_estimator(study_copy, "old-en", gene_id)

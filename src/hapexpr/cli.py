@@ -159,6 +159,9 @@ def _fit(
     method: Annotated[str, typer.Option("--method", help="A registered method (`hapexpr methods` lists them).")],
     name: Annotated[Optional[str], typer.Option("--name", help="Name of this fit in predictions.tsv (default: the method's name for these options, e.g. elastic-net-window).")] = None,
     final: Annotated[bool, typer.Option("--final", help="Also fit on all individuals for `predict`/`explain` (same as `fit-final`).")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="local, or ray (genes as Ray tasks; pip install 'hapexpr[distributed]').")] = "local",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="local engine: genes fitted in parallel processes.")] = 1,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="ray engine: join this cluster (default: start a local one).")] = None,
     overwrite: Overwrite = False,
     **options,
 ) -> None:
@@ -168,7 +171,8 @@ def _fit(
     from hapexpr.fit import run_fit
     from hapexpr.method_options import options_for
 
-    rows = run_fit(study, method, options=options_for(method, options), name=name, overwrite=overwrite)
+    rows = run_fit(study, method, options=options_for(method, options), name=name, overwrite=overwrite,
+                   engine=engine, jobs=jobs, ray_address=ray_address)
     if final and len(rows):
         from hapexpr.final import fit_final
 
@@ -229,15 +233,27 @@ def export_predictdb(
     maf: Annotated[Optional[float], typer.Option(min=0.0, max=0.5, help="Override: keep variants with minor allele frequency above this.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override: seed of the inner CV folds (as `hapexpr fit --seed`).")] = None,
     all_genes: Annotated[bool, typer.Option("--all-genes", help="Write every gene with a model, not only PredictDB's significant ones (mean r > 0.1, p < 0.05).")] = False,
+    drop_ambiguous: Annotated[Optional[bool], typer.Option("--drop-ambiguous/--keep-ambiguous", help="Leave out strand-ambiguous SNPs (A/T, C/G) before fitting, as PredictDB does (default: as the fit did).")] = None,
+    rsid_map: Annotated[Optional[Path], typer.Option("--rsid-map", help="TSV of chrom pos ref alt rsid: write rsIDs where the VCF has other ids.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Elastic-net weights fit on all individuals, as a PredictDB database for S-PrediXcan."""
     from hapexpr.export import export_predictdb as export
+    from hapexpr.progress import console
 
-    given = {k: v for k, v in {"cis_window": cis_window, "maf": maf, "seed": seed}.items() if v is not None}
-    summary = export(study, out, overwrite=overwrite, method=method, options=given, all_genes=all_genes)
+    given = {k: v for k, v in {"cis_window": cis_window, "maf": maf, "seed": seed,
+                               "drop_ambiguous": drop_ambiguous}.items() if v is not None}
+    summary = export(study, out, overwrite=overwrite, method=method, options=given, all_genes=all_genes,
+                     rsid_map=rsid_map)
     print(f"{out}: {summary['genes_written']} of {summary['genes']} genes "
           f"({summary['genes_with_model']} with a model), {summary['weights_written']} weights")
+    if summary["not_rsid"]:
+        console.print(f"[yellow]{summary['not_rsid']} of {summary['weights_written']} weights have ids that are not "
+                      "rsIDs (e.g. chrom_pos): S-PrediXcan matches GWAS SNPs by rsid, so pass --rsid-map FILE "
+                      "(chrom pos ref alt rsid)[/]")
+    if summary["ambiguous_kept"]:
+        console.print(f"[yellow]{summary['ambiguous_kept']} weights are strand-ambiguous SNPs (A/T, C/G), kept "
+                      "because the fit kept them; PredictDB drops them (--drop-ambiguous)[/]")
 
 
 def _fit_final(

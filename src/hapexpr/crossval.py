@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from hapexpr.errors import StudyError
-from hapexpr.io.atomic import atomic_open, study_lock, write_json
-from hapexpr.progress import console, track_genes
-from hapexpr.cohort import StudyCohort
+from hapexpr.io.atomic import atomic_open, write_json
+from hapexpr.progress import console
 from hapexpr.study import Study, gene_file_name
 
 FIT_FORMAT = "hapexpr.fit/2"
@@ -170,26 +169,3 @@ def write_predictions(study_path: Path, method: str, rows: pd.DataFrame) -> None
     both = both.sort_values(["method", "gene_id", "fold", "sample_id"], kind="stable")
     with atomic_open(Path(study_path) / "predictions.tsv") as fh:
         both.to_csv(fh, sep="\t", index=False, float_format="%.10g")
-
-
-def fit_per_gene(study: Study, method, run: FitRun, *, progress: bool = True) -> pd.DataFrame:
-    """Cross-validate ``method`` (a bound :class:`hapexpr.methods.Method`) on every gene not
-    done yet; returns its rows of predictions.tsv."""
-    expr, cov = study_targets(study)
-    folds = study.folds
-    cohort = StudyCohort(study)
-    seed = method.options.seed
-    start = time.time()
-    todo = [g for g in study.gene_ids if not run.done(g)]
-    for gene_id in track_genes(todo, f"fit {run.method}", enabled=progress):
-        X = method.features(cohort, gene_id)
-        y = expr.loc[gene_id].to_numpy(dtype=np.float64)
-        if method.usable(X):
-            obs, pred = cross_validate_gene(X, y, cov, folds, method.estimator, seed=seed)
-        else:
-            obs, pred = np.full(len(y), np.nan), np.full(len(y), np.nan)
-        run.save_gene(gene_id, obs, pred)
-    rows = run.finish({"seconds": round(time.time() - start, 2)})
-    console.print(f"{run.method}: {rows['gene_id'].nunique()} genes x {study.samples.shape[0]} individuals "
-                  f"out-of-fold ({len(study.gene_ids) - len(todo)} genes resumed) in {time.time() - start:.1f} s")
-    return rows

@@ -17,6 +17,7 @@ p < 0.05 are written unless ``all_genes=True``. Columns in ``docs/elastic-net.md
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from hapexpr.crossval import cross_validate_gene, residualise, study_targets
 from hapexpr.errors import InputError
 from hapexpr.estimators.elastic_net import _pearson
 from hapexpr.fit_records import fitted_or_default
+from hapexpr.methods.elastic_net import strand_ambiguous
 from hapexpr.methods.registry import build
 from hapexpr.study import Study
 
@@ -132,6 +134,47 @@ def predictdb_tables(study, method, *, all_genes: bool = False, genes=None):
     return weights_df.reset_index(drop=True), extra_df[EXTRA_COLUMNS].reset_index(drop=True), summary
 
 
+RSID = re.compile(r"^rs\d+$")
+RSID_MAP_COLUMNS = ["chrom", "pos", "ref", "alt", "rsid"]
+
+
+def read_rsid_map(path: str | Path) -> dict[tuple[str, int, str, str], str]:
+    """(chrom without ``chr``, pos, REF, ALT) -> rsid from a TSV with columns chrom pos ref alt
+    rsid (a header line naming them is optional), e.g. ``bcftools query -f '%CHROM\\t%POS\\t%REF\\t%ALT\\t%ID\\n'``
+    on a dbSNP VCF."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("the rsid map does not exist", path=path)
+    first = path.open().readline().split()
+    header = 0 if [c.lower() for c in first[:5]] == RSID_MAP_COLUMNS else None
+    try:
+        df = pd.read_csv(path, sep=r"\s+", header=header, usecols=range(5), dtype=str, comment="#")
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"the rsid map is not a table of {' '.join(RSID_MAP_COLUMNS)} ({exc})", path=path) from None
+    df.columns = RSID_MAP_COLUMNS
+    bad = ~df["pos"].str.fullmatch(r"\d+")
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"position {df['pos'].iloc[i]!r} is not a whole number", path=path, record=f"row {i + 1}")
+    return {(_chrom(c), int(p), r.upper(), a.upper()): rs
+            for c, p, r, a, rs in df[RSID_MAP_COLUMNS].itertuples(index=False)}
+
+
+def _chrom(chrom: str) -> str:
+    return str(chrom).removeprefix("chr")
+
+
+def apply_rsid_map(weights: pd.DataFrame, mapping: dict | None) -> tuple[pd.DataFrame, int]:
+    """``weights`` with ``rsid`` from ``mapping`` (by chrom, pos, ref, alt) where it has one;
+    returns the table and how many rsids still are not rsIDs."""
+    if mapping is not None and len(weights):
+        keys = [tuple(v.rsplit("_", 3)) for v in weights["varID"]]
+        looked = [mapping.get((_chrom(c), int(p), r.upper(), a.upper())) for c, p, r, a in keys]
+        weights = weights.assign(rsid=[m if m is not None else old for m, old in zip(looked, weights["rsid"])])
+    not_rs = int((~weights["rsid"].astype(str).str.match(RSID)).sum()) if len(weights) else 0
+    return weights, not_rs
+
+
 def write_predictdb(weights: pd.DataFrame, extra: pd.DataFrame, out: Path, *, overwrite: bool = False) -> None:
     """Write the two tables as a new SQLite database at ``out``, atomically."""
     out = Path(out)
@@ -170,6 +213,7 @@ def export_predictdb(
     method: str = "elastic-net",
     options: dict | None = None,
     all_genes: bool = False,
+    rsid_map: str | Path | None = None,
 ) -> dict:
     """Fit the elastic net on every individual of a study and write a PredictDB database.
 
@@ -187,6 +231,10 @@ def export_predictdb(
     if not hasattr(m, "variant_table"):
         raise InputError(f"{m.fit_name} is not a model of allele dosages; PredictDB holds dosage weights",
                          hint="export an elastic-net fit (`--method elastic-net`)")
+    mapping = read_rsid_map(rsid_map) if rsid_map is not None else None
     weights, extra, summary = predictdb_tables(study, m, all_genes=all_genes)
+    weights, summary["not_rsid"] = apply_rsid_map(weights, mapping)
+    summary["ambiguous_kept"] = 0 if m.options.drop_ambiguous else int(
+        strand_ambiguous(weights["ref_allele"], weights["eff_allele"]).sum())
     write_predictdb(weights, extra, out, overwrite=overwrite)
     return summary

@@ -293,8 +293,9 @@ def list_stores(study_path: str | Path) -> list[dict]:
 
 
 def open_embeddings(study_path: str | Path, fingerprint: str | None = None) -> EmbeddingStore:
-    """Open a study's embedding store: the one with ``fingerprint`` (a unique prefix is enough),
-    or, when None, the most recently updated one."""
+    """Open a study's embedding store: the one with ``fingerprint`` (a unique prefix is enough,
+    or the ``--model`` it was made with, e.g. ``kmer:4`` or ``tiny``: then the most recent such
+    store), or, when None, the most recently updated one."""
     infos = list_stores(study_path)
     if not infos:
         raise StudyError(
@@ -303,14 +304,15 @@ def open_embeddings(study_path: str | Path, fingerprint: str | None = None) -> E
             hint=f"run `hapexpr embed {study_path}` first",
         )
     if fingerprint is not None:
-        infos = [i for i in infos if str(i["fingerprint"]).startswith(fingerprint)]
+        by_model = [i for i in infos if str(i.get("model_spec")) == fingerprint]
+        infos = by_model[:1] or [i for i in infos if str(i["fingerprint"]).startswith(fingerprint)]
         if len(infos) != 1:
-            have = ", ".join(sorted(str(i["fingerprint"]) for i in list_stores(study_path)))
+            have = ", ".join(f"{i['fingerprint']} ({i.get('model_spec')})" for i in list_stores(study_path))
             raise StudyError(
                 f"{'no' if not infos else 'more than one'} embedding store matches "
-                f"fingerprint {fingerprint!r} (stores: {have})",
+                f"{fingerprint!r} (stores: {have})",
                 path=Path(study_path) / EMBEDDINGS_DIR,
-                hint="pass one of the fingerprints listed, or none for the most recent",
+                hint="pass one of the fingerprints or models listed, or none for the most recent",
             )
     info = infos[0]
     return EmbeddingStore(store_root(study_path, info["fingerprint"]), info)

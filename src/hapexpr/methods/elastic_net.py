@@ -37,6 +37,7 @@ class ElasticNetOptions(Options):
     maf: float = option(0.01, "Keep variants with minor allele frequency above this (in the training folds).")
     alpha: float = option(0.5, "Elastic-net mixing (glmnet's alpha; 1 = lasso).")
     inner_folds: int = option(10, "Inner CV folds choosing the penalty.")
+    drop_ambiguous: bool = option(False, "Leave out strand-ambiguous SNPs (A/T, C/G), as PredictDB's pipeline does.")
 
 
 def column_names(table: pd.DataFrame) -> list[str]:
@@ -127,9 +128,11 @@ class ElasticNet(Method):
 
     def dosages(self, cohort, gene_id: str) -> tuple[pd.DataFrame, np.ndarray]:
         w = self.options.cis_window
-        if w is None or w <= 0:
-            return window_dosages(cohort.gene(gene_id))
-        return cohort.cis(gene_id, int(w))
+        table, dosages = window_dosages(cohort.gene(gene_id)) if w is None or w <= 0 else cohort.cis(gene_id, int(w))
+        if self.options.drop_ambiguous:
+            keep = ~strand_ambiguous(table["ref"], table["alt"])
+            table, dosages = table[keep].reset_index(drop=True), dosages[:, keep]
+        return table, dosages
 
     def features(self, cohort, gene_id: str) -> pd.DataFrame:
         """(samples, variants) ALT dosages, columns named ``chrom:pos:ref:alt``."""
@@ -176,6 +179,13 @@ class ElasticNet(Method):
         table = summarise_effects(gene, changes)
         table["weight"] = weights
         return table[[*EFFECT_COLUMNS, "weight"]]
+
+
+def strand_ambiguous(ref, alt) -> np.ndarray:
+    """(variants,) bool: SNPs whose alleles are their own reverse complement (A/T, C/G), whose
+    strand cannot be told from the alleles when matching to a GWAS."""
+    pairs = {("A", "T"), ("T", "A"), ("C", "G"), ("G", "C")}
+    return np.array([(str(r).upper(), str(a).upper()) in pairs for r, a in zip(ref, alt)], dtype=bool)
 
 
 def _bp(window: int) -> str:

@@ -22,8 +22,9 @@ from hapexpr.study import GeneData
 
 @dataclass(frozen=True)
 class EmbeddingOptions(Options):
-    fingerprint: str | None = option(None, "Which embedding store to use when the study holds several "
-                                     "(a unique prefix; default the most recently updated).")
+    fingerprint: str | None = option(None, "Which embedding store to use when the study holds several: its "
+                                     "fingerprint (a unique prefix) or the --model it was made with "
+                                     "(e.g. kmer:4); default the most recently updated.")
 
 
 class EmbeddingMethod(HaplotypeMethod):
