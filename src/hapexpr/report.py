@@ -111,19 +111,30 @@ def read_provenance(study: Study, methods: list[str]) -> Provenance:
     for m in methods:
         try:
             record = fit_record(study, m)
-        except StudyError:  # rows without a fit record (e.g. written by hand): nothing known
+        except StudyError:  # rows without a fit record (e.g. written by hand or by another tool)
             record = {}
         prov.fits[m] = record
-        used = record.get("models_used", [])
+        used = record.get("models_used")
+        if used is None:  # no record of the models: any tiny model in the study may be behind it
+            used = [{"description": _describe_store(s) + " (no fit record: assumed)", "tiny": True}
+                    for s in prov.stores if s.get("tiny")]
         prov.models[m] = [u["description"] for u in used]
         prov.tiny[m] = [u["description"] for u in used if u.get("tiny")]
-        cls = registry.get(record["method"]) if record.get("method") in registry.method_names() else None
+        if record.get("method") in registry.method_names():
+            cls = registry.get(record["method"])
+        else:  # a name the registry knows as some method's default (e.g. enformer-ridge)
+            cls = (registry.from_default_name(m) or (None,))[0]
         prov.rank[m] = (cls.order if cls else 1000, m)
         if cls is not None and cls.reference and (prov.reference is None or prov.rank[m] < prov.rank[prov.reference]):
             prov.reference = m
     ordered = sorted(methods, key=lambda m: prov.rank[m])
     prov.primary = next((m for m in ordered if m != prov.reference), None)
     return prov
+
+
+def _describe_store(store: dict) -> str:
+    kind = "tiny randomly initialised model" if store.get("tiny") else str(store.get("model", "?"))
+    return f"embeddings {store.get('fingerprint')} ({kind}, layer {store.get('layer', '?')})"
 
 
 # ---------------------------------------------------------------------------------------------
