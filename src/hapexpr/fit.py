@@ -46,8 +46,9 @@ def fit_method(study: Study, m: Method, *, overwrite: bool = False, progress: bo
         rows = m.fit_study(study, run, progress=progress)
         if rows is None:
             rows = fit_per_gene(study, m, run, progress=progress, engine=engine, jobs=jobs, ray_address=ray_address)
-        elif progress:
-            console.print(f"{m.fit_name}: {rows['gene_id'].nunique()} genes in {time.time() - start:.1f} s")
+    # The time of everything the stage did (the method's own preparation included).
+    console.print(f"{m.fit_name}: {rows['gene_id'].nunique()} genes x {len(study.sample_ids)} individuals "
+                  f"out-of-fold in {time.time() - start:.1f} s")
     return rows
 
 
@@ -63,7 +64,6 @@ def fit_per_gene(study: Study, method, run: FitRun, *, progress: bool = True, en
                         ray_address=ray_address)
     for gene_id, obs, pred in track_genes(results, f"fit {run.method}", enabled=progress, total=len(todo)):
         run.save_gene(gene_id, obs, pred)
-    rows = run.finish({"seconds": round(time.time() - start, 2), "engine": engine, "jobs": jobs})
-    console.print(f"{run.method}: {rows['gene_id'].nunique()} genes x {study.samples.shape[0]} individuals "
-                  f"out-of-fold ({len(study.gene_ids) - len(todo)} genes resumed) in {time.time() - start:.1f} s")
-    return rows
+    if len(todo) < len(study.gene_ids):
+        console.print(f"{run.method}: {len(study.gene_ids) - len(todo)} genes resumed from an earlier run")
+    return run.finish({"seconds": round(time.time() - start, 2), "engine": engine, "jobs": jobs})
