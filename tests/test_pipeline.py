@@ -38,7 +38,7 @@ def test_config_round_trip_and_relative_paths(tmp_path, tiny_cohort):
         ({"prepare": {"vcf": "missing.vcf.gz", "fasta": "x", "genes": "x", "expression": "x"}}, "prepare.vcf"),
         ({"fit": [{"method": "magic"}]}, "fit[0]"),
         ({"fit": [{"method": "elastic-net", "lambda": 3}]}, "unknown option(s) lambda in fit[0]"),
-        ({"fit": [{"method": "elastic-net", "maf": "high"}]}, "option `maf` is 'high', not a float"),
+        ({"fit": [{"method": "elastic-net", "maf": "high"}]}, "`fit[0].maf` is 'high', not a float"),
         ({"colour": "blue"}, "unknown top-level key(s) colour"),
         ({"embed": {"modle": "tiny"}}, "unknown key(s) modle"),
     ],

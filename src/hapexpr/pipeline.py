@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from hapexpr.errors import InputError
+from hapexpr.typecheck import check_fields
 from hapexpr.methods import registry
 from hapexpr.embed import run_embed
 from hapexpr.evaluate import evaluate_study, print_summary
@@ -80,22 +81,6 @@ class RunConfig:
         return yaml.safe_dump(d, sort_keys=False)
 
 
-def _check_types(cls, data: dict, where: str, path: Path) -> None:
-    """Refuse a value whose YAML type does not fit the field (``window: abc``), naming the key."""
-    hints = typing.get_type_hints(cls)
-    for key, value in data.items():
-        allowed = typing.get_args(hints[key]) or (hints[key],)
-        allowed = tuple(typing.get_origin(a) or a for a in allowed)
-        if value is None and type(None) in allowed:
-            continue
-        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            names = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
-            raise InputError(f"`{where}.{key}` is {value!r}, not a {names}", path=path, record=f"{where}.{key}")
-
-
 def _build(cls, data, where: str, path: Path):
     if not isinstance(data, dict):
         raise InputError(f"`{where}` must be a mapping", path=path, record=where)
@@ -104,7 +89,7 @@ def _build(cls, data, where: str, path: Path):
     if unknown:
         raise InputError(f"unknown key(s) {', '.join(unknown)} under `{where}`", path=path, record=where,
                          hint=f"allowed keys: {', '.join(sorted(names))}")
-    _check_types(cls, data, where, path)
+    check_fields(cls, data, where, path)
     try:
         return cls(**data)
     except TypeError as exc:

@@ -7,50 +7,27 @@ is asked; another package registers its own with ``@register`` or the entry-poin
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
-
 from hapexpr.embed.base import BaseEmbedder
 from hapexpr.errors import InputError
+from hapexpr.registry import Registry
 
 BUILTIN = ("hapexpr.embed.kmer", "hapexpr.embed.engine")
 DEFAULT = "nucleotide-transformer"  # stores written before the registry name no embedder
 
-_REGISTRY: dict[str, type[BaseEmbedder]] = {}
-_loaded = False
-
-
-def register(cls: type[BaseEmbedder]) -> type[BaseEmbedder]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN:  # plugin loading: importing a module registers its embedders
-        importlib.import_module(module)
-    for ep in entry_points(group="hapexpr.embedders"):
-        ep.load()
+_EMBEDDERS: Registry[type[BaseEmbedder]] = Registry("embedder", BUILTIN, "hapexpr.embedders")
+register = _EMBEDDERS.register
+unregister = _EMBEDDERS.unregister
 
 
 def embedders() -> list[type[BaseEmbedder]]:
-    _load()
-    return list(_REGISTRY.values())
+    return _EMBEDDERS.items()
 
 
 def get(name: str) -> type[BaseEmbedder]:
-    _load()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InputError(f"unknown embedder {name!r}", hint=f"known: {', '.join(_REGISTRY)}") from None
+    cls = _EMBEDDERS.lookup(name)
+    if cls is None:
+        raise InputError(f"unknown embedder {name!r}", hint=f"known: {', '.join(c.name for c in embedders())}")
+    return cls
 
 
 def resolve(spec: str) -> type[BaseEmbedder]:

@@ -22,7 +22,6 @@ A *variant* is the same method under other options, stored under its own name (`
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from hapexpr.errors import InputError
+from hapexpr.typecheck import check_fields
 
 # What a method may need from a study: phased haplotype sequences of the window (a FASTA was
 # given to prepare), stored embeddings of the window sequences, or cis-window genotypes.
@@ -60,27 +60,9 @@ class Options:
         if unknown:
             raise InputError(f"unknown option(s) {', '.join(unknown)} in {where}",
                              hint=f"this method's options: {', '.join(sorted(names))}")
-        hints = typing.get_type_hints(cls)
-        out = {}
-        for key, value in values.items():
-            if isinstance(value, list):
-                value = tuple(value)
-            _check_type(key, value, hints[key], where)
-            out[key] = value
+        out = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        check_fields(cls, out, where)
         return cls(**out)
-
-
-def _check_type(key: str, value: Any, hint: Any, where: str) -> None:
-    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
-    allowed = tuple(typing.get_origin(a) or a for a in allowed)
-    if value is None and type(None) in allowed:
-        return
-    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        names = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
-        raise InputError(f"option `{key}` is {value!r}, not a {names}", record=f"{where}.{key}")
 
 
 class GeneModel(Protocol):

@@ -9,11 +9,9 @@ group ``hapexpr.methods``.
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
-
 from hapexpr.errors import InputError
 from hapexpr.methods.base import Method
+from hapexpr.registry import Registry
 
 BUILTIN = (
     "hapexpr.methods.nt_transformer",
@@ -23,38 +21,14 @@ BUILTIN = (
     "hapexpr.methods.stack",
 )
 
-_REGISTRY: dict[str, type[Method]] = {}
-_loaded = False
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: add a method under ``cls.name`` (a later registration replaces it)."""
-    if not getattr(cls, "name", None):
-        raise TypeError(f"{cls.__name__} has no `name`")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    # Plugin loading, as pytest and HuggingFace do: importing a module registers its methods.
-    for module in BUILTIN:
-        importlib.import_module(module)
-    for ep in entry_points(group="hapexpr.methods"):
-        ep.load()
+_METHODS: Registry[type[Method]] = Registry("method", BUILTIN, "hapexpr.methods")
+register = _METHODS.register
+unregister = _METHODS.unregister
 
 
 def methods() -> list[type[Method]]:
     """Every registered method class, in report order."""
-    _load()
-    return sorted(_REGISTRY.values(), key=lambda c: (c.order, c.name))
+    return sorted(_METHODS.items(), key=lambda c: (c.order, c.name))
 
 
 def method_names() -> list[str]:
@@ -63,11 +37,10 @@ def method_names() -> list[str]:
 
 def get(name: str) -> type[Method]:
     """The method class registered as ``name``, or an InputError listing the known ones."""
-    _load()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InputError(f"unknown method {name!r}", hint=f"choose one of {', '.join(method_names())}") from None
+    cls = _METHODS.lookup(name)
+    if cls is None:
+        raise InputError(f"unknown method {name!r}", hint=f"choose one of {', '.join(method_names())}")
+    return cls
 
 
 def from_default_name(name: str) -> tuple[type[Method], dict] | None:
