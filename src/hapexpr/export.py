@@ -26,6 +26,7 @@ import pandas as pd
 
 from hapexpr.errors import InputError
 from hapexpr.io.atomic import atomic_path
+from hapexpr.normalise import transform_in_fold
 from hapexpr.models.elastic_net import ElasticNetMethod, _pearson
 
 WEIGHTS_COLUMNS = ["gene", "rsid", "varID", "ref_allele", "eff_allele", "weight"]
@@ -94,11 +95,11 @@ def predictdb_tables(study, method: ElasticNetMethod, *, seed: int = 0, all_gene
         X = np.asarray(method.features(study, gene), dtype=np.float64)
         names = method.feature_names(study, gene)
         y = expr.loc[gid].to_numpy(dtype=np.float64)
-        final = method.estimator(seed).fit(X, residualise(y, cov, everyone))
+        final = method.estimator(seed).fit(X, residualise(transform_in_fold(y, everyone, study.normalise), cov, everyone))
         nz = np.flatnonzero(final.coef_)
         if len(nz) == 0:
             continue
-        observed, predicted = cross_validate_gene(X, y, cov, folds, method.estimator, seed=seed)
+        observed, predicted = cross_validate_gene(X, y, cov, folds, method.estimator, seed=seed, normalise=study.normalise)
         ks = np.unique(folds)
         perf = nested_perf(
             np.array([_pearson(predicted[folds == k], observed[folds == k]) for k in ks]),

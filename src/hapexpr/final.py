@@ -31,6 +31,7 @@ from hapexpr.errors import InputError, StudyError
 from hapexpr.io.atomic import atomic_dir, atomic_path, study_lock, write_json
 from hapexpr.study import Study, gene_file_name
 from hapexpr.progress import console, track_genes
+from hapexpr.normalise import transform_in_fold
 from hapexpr.train import options_key, residualise, study_targets
 
 FINAL_FORMAT = "hapexpr.final/1"
@@ -135,7 +136,8 @@ def fit_final(study_path, method: str, *, options=None, overwrite: bool = False,
         for gene_id in track_genes(todo, f"fit-final {name}", enabled=progress):
             gene = study.gene(gene_id)
             X = m.features(study, gene)
-            y = residualise(expr.loc[gene_id].to_numpy(dtype=np.float64), cov, everyone)
+            y_raw = expr.loc[gene_id].to_numpy(dtype=np.float64)
+            y = residualise(transform_in_fold(y_raw, everyone, study.normalise), cov, everyone)  # prepare --normalise
             est = m.estimator(options.seed).fit(X, y)
             info = {"format": FINAL_FORMAT, "method": name, "gene_id": gene_id, "key": key,
                     "options": method_options, "n_samples": int(len(y)),

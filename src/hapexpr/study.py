@@ -88,10 +88,33 @@ class GeneData:
         each ``window`` bp long with the TSS at ``tss_offset``."""
         from hapexpr.windows import window_sequences
 
+        if not self.reference:
+            raise StudyError(
+                f"gene {self.gene_id} has no reference sequence: the study was prepared without --fasta",
+                hint="prepare the study again with --fasta to use sequence methods",
+            )
         return window_sequences(self)
 
     def sequence(self, sample: int, haplotype: int) -> bytes:
         return self.sequences[int(self.hap_index[sample, haplotype])]
+
+
+@dataclass(frozen=True)
+class CisGenotypes:
+    """ALT dosages of every biallelic variant within +-``cis_window`` bp of one gene's TSS.
+
+    variants: table ``variant_id chrom pos ref alt`` (1-based ``pos``, VCF order).
+    dosages: (variants, samples) int8 in 0..2, samples in study order (a read-only memmap view).
+    """
+
+    gene_id: str
+    cis_window: int
+    variants: pd.DataFrame
+    dosages: np.ndarray
+
+
+def cis_file_stem(contig: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", contig)
 
 
 def write_gene(path: Path, data: GeneData) -> None:
@@ -204,6 +227,54 @@ class Study:
     def residualised(self) -> bool:
         """True when the user said the expression is already residualised on covariates."""
         return bool(self.params.get("residualised", False))
+
+    @property
+    def normalise(self) -> str:
+        """How expression is normalised inside the training folds: none, log2 or inverse-normal."""
+        return str(self.params.get("normalise", "none"))
+
+    @property
+    def has_sequence(self) -> bool:
+        """False for a genotype-only study (prepared without --fasta)."""
+        return bool(self.meta.get("has_sequence", True))
+
+    def require_sequence(self, method: str) -> None:
+        """Raise a :class:`StudyError` naming ``method`` when the study has no sequence."""
+        if not self.has_sequence:
+            raise StudyError(
+                f"{method} needs haplotype sequences, and this study was prepared without --fasta "
+                "(genotype-only)", path=self.path,
+                hint="use a genotype method (elastic-net), or prepare the study again with --fasta",
+            )
+
+    @property
+    def cis_window(self) -> int | None:
+        """+-bp of the stored cis genotypes (``cis/``), or None when the study has none."""
+        value = self.params.get("cis_window")
+        return None if value is None else int(value)
+
+    @cached_property
+    def _cis_index(self) -> pd.DataFrame:
+        path = self.path / "cis" / "genes.tsv"
+        if self.cis_window is None or not path.exists():
+            raise StudyError("this study stores no cis-window genotypes", path=self.path,
+                             hint="prepare it again with this version of hapexpr (--cis-window)")
+        return pd.read_csv(path, sep="\t", dtype={"gene_id": str, "chrom": str, "file": str}).set_index("gene_id")
+
+    def cis_genotypes(self, gene_id: str) -> CisGenotypes:
+        """Dosages of every biallelic variant within +-``cis_window`` of the gene's TSS."""
+        if gene_id not in self._cis_index.index:
+            raise StudyError(f"gene {gene_id} is not in this study's cis genotypes", path=self.path)
+        row = self._cis_index.loc[gene_id]
+        base = self.path / "cis" / row["file"]
+        lo, hi = int(row["first"]), int(row["stop"])
+        dosages = np.load(f"{base}.dosages.npy", mmap_mode="r")[lo:hi]
+        with np.load(f"{base}.variants.npz", allow_pickle=False) as z:
+            variants = pd.DataFrame({
+                "variant_id": z["variant_id"][lo:hi].astype(object), "chrom": row["chrom"],
+                "pos": z["pos"][lo:hi], "ref": z["ref"][lo:hi].astype(object), "alt": z["alt"][lo:hi].astype(object),
+            })
+        return CisGenotypes(gene_id, self.cis_window, variants, dosages)
 
     @cached_property
     def samples(self) -> pd.DataFrame:
