@@ -124,6 +124,7 @@ def prepare_study(
     genes_df, dropped = _select_genes(genes_df, genes or expression, expr_df, expression, reader, vcf, reference, fasta)
     genes_df, more = _drop_bad_windows(genes_df, reference, reader, window)
     dropped += more
+    _stop_if_empty(genes_df, dropped, expression)
 
     inputs = {name: fingerprint_file(p) for name, p in
               [("vcf", vcf), ("fasta", fasta), ("genes", genes), ("expression", expression), ("covariates", covariates),
@@ -145,12 +146,8 @@ def prepare_study(
         no_cis = set(cis_index.loc[cis_index["n_variants"] == 0, "gene_id"])
         dropped += [(g, "no_cis_variant") for g in genes_df["gene_id"] if g in no_cis]
         genes_df = genes_df[~genes_df["gene_id"].isin(no_cis)].reset_index(drop=True)
+        _stop_if_empty(genes_df, dropped, expression)
         _report_drops(dropped, partial)
-        if genes_df.empty:
-            raise InputError(
-                "no gene is left to study after the checks above", path=expression,
-                hint="see the reasons listed; STUDY/dropped_genes.tsv is not written for an empty study",
-            )
         cis_index = cis_index[cis_index["gene_id"].isin(genes_df["gene_id"])]
         with atomic_open(partial / "cis" / "genes.tsv") as fh:
             cis_index.to_csv(fh, sep="\t", index=False)
@@ -314,6 +311,15 @@ def _drop_bad_windows(genes_df, reference, reader, window: int) -> tuple[pd.Data
         if reason is not None:
             dropped.append((g.gene_id, reason))
     return genes_df[np.array(keep, dtype=bool)].reset_index(drop=True), dropped
+
+
+def _stop_if_empty(genes_df: pd.DataFrame, dropped: list, expression: Path) -> None:
+    if genes_df.empty:
+        why = "; ".join(f"{n} {DROP_REASONS[r]} ({r})" for r, n in Counter(r for _, r in dropped).items())
+        raise InputError(
+            f"no gene is left to study: {why}", path=expression,
+            hint="check that the FASTA, VCF and gene positions are of the same assembly and cover the genes",
+        )
 
 
 def _report_drops(dropped: list, partial: Path) -> None:
