@@ -317,3 +317,15 @@ def test_cis_store_matches_bcftools(tiny_cohort, tmp_path):
         assert cis.dosages.shape == (len(rows), len(study.sample_ids)) and cis.dosages.dtype == np.int8
         np.testing.assert_array_equal(cis.dosages, want)
         assert list(cis.variants.pos) == [int(r[1]) for r in rows]
+
+
+def test_evaluate_reads_the_truth_from_the_study(tiny_study, tmp_path):
+    from hapexpr.evaluate import read_truth
+
+    dst = tmp_path / "s"
+    shutil.copytree(tiny_study, dst)
+    meta = json.loads((dst / "study.json").read_text())
+    meta["inputs"]["expression"]["path"] = str(tmp_path / "moved" / "expression.bed.gz")
+    (dst / "study.json").write_text(json.dumps(meta))
+    truth = read_truth(Study.open(dst))
+    assert truth is not None and set(truth.gene_id) == set(Study.open(dst).gene_ids)
