@@ -266,15 +266,21 @@ class Study:
         if gene_id not in self._cis_index.index:
             raise StudyError(f"gene {gene_id} is not in this study's cis genotypes", path=self.path)
         row = self._cis_index.loc[gene_id]
-        base = self.path / "cis" / row["file"]
         lo, hi = int(row["first"]), int(row["stop"])
-        dosages = np.load(f"{base}.dosages.npy", mmap_mode="r")[lo:hi]
-        with np.load(f"{base}.variants.npz", allow_pickle=False) as z:
-            variants = pd.DataFrame({
-                "variant_id": z["variant_id"][lo:hi].astype(object), "chrom": row["chrom"],
-                "pos": z["pos"][lo:hi], "ref": z["ref"][lo:hi].astype(object), "alt": z["alt"][lo:hi].astype(object),
-            })
-        return CisGenotypes(gene_id, self.cis_window, variants, dosages)
+        dosages, table = self._cis_contig(row["file"])
+        variants = table.iloc[lo:hi].reset_index(drop=True).assign(chrom=row["chrom"])
+        return CisGenotypes(gene_id, self.cis_window, variants[["variant_id", "chrom", "pos", "ref", "alt"]], dosages[lo:hi])
+
+    def _cis_contig(self, stem: str) -> tuple[np.ndarray, pd.DataFrame]:
+        """One contig's (variants, samples) memmapped dosages and variant table, opened once."""
+        cache = self.__dict__.setdefault("_cis_cache", {})
+        if stem not in cache:
+            base = self.path / "cis" / stem
+            with np.load(f"{base}.variants.npz", allow_pickle=False) as z:
+                table = pd.DataFrame({k: z[k].astype(object) if k != "pos" else z[k]
+                                      for k in ("variant_id", "pos", "ref", "alt")})
+            cache[stem] = (np.load(f"{base}.dosages.npy", mmap_mode="r"), table)
+        return cache[stem]
 
     @cached_property
     def samples(self) -> pd.DataFrame:
