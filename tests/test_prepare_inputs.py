@@ -329,3 +329,22 @@ def test_evaluate_reads_the_truth_from_the_study(tiny_study, tmp_path):
     (dst / "study.json").write_text(json.dumps(meta))
     truth = read_truth(Study.open(dst))
     assert truth is not None and set(truth.gene_id) == set(Study.open(dst).gene_ids)
+
+
+def test_cli_qtltools_bed_without_genes_with_normalise_and_folds_by(tiny_cohort, tmp_path):
+    c = tiny_cohort
+    bed = _qtltools_bed(c, tmp_path / "e.bed.gz", variant="gene length strand", mixed=True)
+    ids = list(_bed(c).columns[4:])
+    pd.DataFrame({"sample": ids, "pop": ["A" if i < 30 else "B" for i in range(len(ids))]}).to_csv(
+        tmp_path / "pop.tsv", sep="\t", index=False)
+    args = ["prepare", "--vcf", c / "genotypes.vcf.gz", "--expression", bed, "--covariates", c / "covariates.tsv",
+            "--window", 1000, "--normalise", "inverse-normal", "--folds-by", "pop", tmp_path / "pop.tsv",
+            "--out", tmp_path / "s"]
+    r = subprocess.run(["hapexpr", *map(str, args)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    study = Study.open(tmp_path / "s")
+    assert study.normalise == "inverse-normal" and not study.has_sequence and study.n_folds == 2
+    assert study.meta["expression_layout"] == "qtltools-bed"
+    bad = subprocess.run(["hapexpr", *map(str, args[:-1]), tmp_path / "s2", "--normalise", "rank"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--normalise 'rank' is not one of" in bad.stderr
