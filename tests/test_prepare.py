@@ -160,7 +160,7 @@ def test_cli_prepare_and_bad_inputs(tiny_cohort, tmp_path):
     renamed = expr.rename(columns={s: s + "_x" for s in expr.columns[4:]}).fillna(0)
     renamed.to_csv(tmp_path / "other.bed", sep="\t", index=False)
     r = _cli(*base[:-4], "--window", 1000, "--expression", tmp_path / "other.bed", "--out", tmp_path / "bad2")
-    assert r.returncode == 2 and "no sample is in both" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "no sample of this expression file" in r.stderr and str(tmp_path / "other.bed") in r.stderr and "Traceback" not in r.stderr
 
     # contigs that match nothing
     gtf = (c / "genes.gtf").read_text().replace("chr", "scaffold")

@@ -124,7 +124,10 @@ def prepare_study(
     genes_df, dropped = _select_genes(genes_df, genes or expression, expr_df, expression, reader, vcf, reference, fasta)
     genes_df, more = _drop_bad_windows(genes_df, reference, reader, window)
     dropped += more
-    _stop_if_empty(genes_df, dropped, expression)
+    inputs_by_reason = {"no_annotation": genes or expression, "contig_not_in_vcf": vcf, "no_cis_variant": vcf,
+                        "contig_not_in_fasta": fasta, "window_outside_fasta_excerpt": fasta, "mostly_n": fasta,
+                        "tss_past_contig_end": fasta or vcf}
+    _stop_if_empty(genes_df, dropped, inputs_by_reason)
 
     inputs = {name: fingerprint_file(p) for name, p in
               [("vcf", vcf), ("fasta", fasta), ("genes", genes), ("expression", expression), ("covariates", covariates),
@@ -146,7 +149,7 @@ def prepare_study(
         no_cis = set(cis_index.loc[cis_index["n_variants"] == 0, "gene_id"])
         dropped += [(g, "no_cis_variant") for g in genes_df["gene_id"] if g in no_cis]
         genes_df = genes_df[~genes_df["gene_id"].isin(no_cis)].reset_index(drop=True)
-        _stop_if_empty(genes_df, dropped, expression)
+        _stop_if_empty(genes_df, dropped, inputs_by_reason)
         _report_drops(dropped, partial)
         cis_index = cis_index[cis_index["gene_id"].isin(genes_df["gene_id"])]
         with atomic_open(partial / "cis" / "genes.tsv") as fh:
@@ -235,15 +238,16 @@ def _check_destination(out: Path, overwrite: bool) -> None:
 def _intersect_samples(vcf, vcf_samples, expression, expr_samples, covariates, cov_df) -> list[str]:
     """Samples in every input, in VCF order; says who was dropped, from which file, and why."""
     sources = [(vcf, vcf_samples), (expression, expr_samples)]
+    kinds = {vcf: "VCF", expression: "expression file", covariates: "covariates file"}
     if cov_df is not None:
         sources.append((covariates, list(cov_df.columns)))
     keep = set(vcf_samples)
     for path, ids in sources[1:]:
         shared = keep & set(ids)
         if not shared:
-            others = " and ".join(str(p) for p, _ in sources if p != path)
+            others = " and ".join(f"the {kinds[p]} {p}" for p, _ in sources if p != path)
             raise InputError(
-                f"no sample is in both this file ({', '.join(ids[:3])}...) and {others}", path=path,
+                f"no sample of this {kinds[path]} ({', '.join(ids[:3])}...) is in {others}", path=path,
                 record="header", hint=f"the VCF {vcf} has samples {', '.join(vcf_samples[:3])}...; the ids must match exactly",
             )
         keep = shared
@@ -313,11 +317,13 @@ def _drop_bad_windows(genes_df, reference, reader, window: int) -> tuple[pd.Data
     return genes_df[np.array(keep, dtype=bool)].reset_index(drop=True), dropped
 
 
-def _stop_if_empty(genes_df: pd.DataFrame, dropped: list, expression: Path) -> None:
+def _stop_if_empty(genes_df: pd.DataFrame, dropped: list, blame: dict) -> None:
+    """Refuse an empty study, naming the input behind the most common reason."""
     if genes_df.empty:
-        why = "; ".join(f"{n} {DROP_REASONS[r]} ({r})" for r, n in Counter(r for _, r in dropped).items())
+        counts = Counter(r for _, r in dropped)
+        why = "; ".join(f"{n} {DROP_REASONS[r]} ({r})" for r, n in counts.items())
         raise InputError(
-            f"no gene is left to study: {why}", path=expression,
+            f"no gene is left to study: {why}", path=blame[counts.most_common(1)[0][0]],
             hint="check that the FASTA, VCF and gene positions are of the same assembly and cover the genes",
         )
 

@@ -16,6 +16,7 @@ column the covariate id, with or without a name over it), samples as columns.
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def _first_line(path: Path) -> str:
     try:
         with (gzip.open(path, "rt") if gz else open(path)) as fh:
             return fh.readline()
-    except (OSError, EOFError, UnicodeDecodeError):
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error):
         return ""  # the table reader names the problem
 
 

@@ -95,10 +95,13 @@ def _sniff(path: Path, *, what: str, skip: int, tabs_only: bool) -> tuple[str, l
         single = sep == "\t" and not tabs_only and max(n for _, n in counts) == 1
         if not single and len(rows) <= 1 and (not rows or counts[0][1] in (min(rows), min(rows) - 1)):
             return sep, header_line.split("\t") if sep == "\t" else header_line.split()
-    first = tab_counts[0][1]
-    lineno, n = next(((i, n) for i, n in tab_counts[1:] if n not in (first, first + 1)), tab_counts[-1])
+    header_n, data = tab_counts[0][1], tab_counts[1:]
+    lineno, n = next(((i, k) for i, k in data if k != data[0][1]), data[0] if data else tab_counts[0])
+    expected, where = (data[0][1], f"line {data[0][0]}") if data[0][1] in (header_n, header_n + 1) else (header_n, "its header line")
+    if lineno == data[0][0]:  # the first data line already disagrees with the header
+        n, expected, where = data[0][1], header_n, "its header line"
     raise InputError(
-        f"the {what} file has {n} tab-separated fields on this line but {first} on its header line"
+        f"the {what} file has {n} tab-separated fields on this line but {expected} on {where}"
         + ("" if tabs_only else ", and splitting on spaces does not give every line the same count either"),
         path=path, record=f"line {lineno}",
         hint="check that every line has the same number of tab-separated fields",
