@@ -59,7 +59,7 @@ def read_matrix_text(path: Path, *, what: str, skip: int = 0, tabs_only: bool = 
         sep, header = _sniff(path, what=what, skip=skip, tabs_only=tabs_only)
         df = pd.read_csv(
             path, sep=sep, dtype=str, header=None, skiprows=skip + 1, keep_default_na=False,
-            compression="gzip" if _is_gzip(path) else None, engine="c" if sep == "\t" else "python",
+            compression="gzip" if _is_gzip(path) else None, engine="c",
         )
     except pd.errors.EmptyDataError:
         raise InputError(f"the {what} file has no data rows", path=path) from None
