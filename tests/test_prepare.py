@@ -110,7 +110,8 @@ def test_resume_after_interruption_gives_same_study(tiny_cohort, tmp_path, monke
     calls["n"] = -100
     prepare_study(**prepare_args(tiny_cohort, out))
     assert calls["n"] == -100 + 2, "only the genes not yet written are built again"
-    for name in ["samples.tsv", "genes.tsv", "expression.tsv", "covariates.tsv"]:
+    for name in ["samples.tsv", "genes.tsv", "expression.tsv", "covariates.tsv", "dropped_genes.tsv",
+                 "cis/genes.tsv", "cis/chr1.dosages.npy", "cis/chr2.variants.npz"]:
         assert (out / name).read_bytes() == (ref / name).read_bytes()
     for gene_id in Study.open(ref).gene_ids:
         a, b = Study.open(ref).gene(gene_id), Study.open(out).gene(gene_id)

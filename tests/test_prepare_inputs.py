@@ -348,3 +348,27 @@ def test_cli_qtltools_bed_without_genes_with_normalise_and_folds_by(tiny_cohort,
     bad = subprocess.run(["hapexpr", *map(str, args[:-1]), tmp_path / "s2", "--normalise", "rank"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--normalise 'rank' is not one of" in bad.stderr
+
+
+def test_cis_store_resumes_by_contig(tiny_cohort, tmp_path, monkeypatch):
+    import hapexpr.cis_store as cis_store
+
+    real = cis_store._write_contig
+    written = []
+
+    def dying(base, reader, contig, *a):
+        if contig == "chr2" and "killed" not in written:
+            written.append("killed")
+            raise KeyboardInterrupt
+        written.append(contig)
+        return real(base, reader, contig, *a)
+
+    monkeypatch.setattr(cis_store, "_write_contig", dying)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_study(**_args(tiny_cohort, tmp_path / "s"))
+    assert written == ["chr1", "killed"]
+    prepare_study(**_args(tiny_cohort, tmp_path / "s"))
+    assert written == ["chr1", "killed", "chr2"], "the finished contig is not read again"
+    prepare_study(**_args(tiny_cohort, tmp_path / "ref"))
+    for name in ["cis/genes.tsv", "cis/chr1.dosages.npy", "cis/chr2.dosages.npy", "cis/chr2.variants.npz"]:
+        assert (tmp_path / "s" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
