@@ -422,7 +422,7 @@ def _build_cases(cohort: Path, work: Path) -> dict[str, tuple[dict, Path, list[s
     cases["covariates NaN"] = ({"covariates": p}, p, [f"covariate {f[0]}", "missing (NaN)"])
     renamed = "\t".join([header[0]] + [s.strip() + "_X" for s in cov_lines[0].split("\t")[1:]]) + "\n"
     p = put("cov_other.tsv", renamed + "".join(cov_lines[1:]))
-    cases["covariates share no sample"] = ({"covariates": p}, cohort / "expression.bed.gz", ["no sample", "covariates"])
+    cases["covariates share no sample"] = ({"covariates": p}, p, ["no sample", "covariates"])  # blamed on the covariates
     p = put("cov_empty.tsv", "")
     cases["covariates empty"] = ({"covariates": p}, p, ["empty"])
 

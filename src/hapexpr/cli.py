@@ -109,13 +109,16 @@ def haplotypes(
 @_friendly
 def prepare(
     vcf: Annotated[Path, typer.Option("--vcf", help="Phased, bgzipped and indexed VCF/BCF.")],
-    fasta: Annotated[Path, typer.Option("--fasta", help="Reference FASTA (indexed if not).")],
-    genes: Annotated[Path, typer.Option("--genes", help="GENCODE GTF/GFF3, or BED/TSV of TSSs.")],
-    expression: Annotated[Path, typer.Option("--expression", help="tensorQTL BED(.gz), or TSV/parquet genes x samples.")],
+    expression: Annotated[Path, typer.Option("--expression", help="tensorQTL or QTLtools BED(.gz), GTEx GCT, or TSV/parquet genes x samples.")],
     out: Annotated[Path, typer.Option("--out", help="Study directory to write.")],
-    covariates: Annotated[Optional[Path], typer.Option("--covariates", help="Covariates x samples TSV (tensorQTL layout).")] = None,
+    fasta: Annotated[Optional[Path], typer.Option("--fasta", help="Reference FASTA (indexed if not); without it, a genotype-only study.")] = None,
+    genes: Annotated[Optional[Path], typer.Option("--genes", help="GENCODE GTF/GFF3, or BED/TSV of TSSs (optional for a QTLtools BED).")] = None,
+    covariates: Annotated[Optional[Path], typer.Option("--covariates", help="Covariates x samples, tab or whitespace separated.")] = None,
+    normalise: Annotated[str, typer.Option("--normalise", help="none, log2 or inverse-normal (fitted inside the training folds).")] = "none",
     window: Annotated[int, typer.Option(min=12, max=196_608, help="Window around each TSS (bp).")] = 6000,
+    cis_window: Annotated[int, typer.Option("--cis-window", min=0, help="Store dosages of variants within +-BP of each TSS (elastic net).")] = 1_000_000,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds over individuals.")] = 5,
+    folds_by: Annotated[Optional[tuple[str, Path]], typer.Option("--folds-by", help="COLUMN FILE: one fold per value of COLUMN in a sample table (first column: sample id).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
     residualised: Annotated[bool, typer.Option("--residualised", help="Expression is already residualised; ignore covariates.")] = False,
     allow_unphased: Annotated[bool, typer.Option("--allow-unphased", help="Accept unphased genotypes (see docs).")] = False,
@@ -127,7 +130,8 @@ def prepare(
     prepare_study(
         vcf=vcf, fasta=fasta, genes=genes, expression=expression, covariates=covariates, out=out,
         window=window, folds=folds, seed=seed, residualised=residualised,
-        allow_unphased=allow_unphased, overwrite=overwrite,
+        allow_unphased=allow_unphased, normalise=normalise, cis_window=cis_window, folds_by=folds_by,
+        overwrite=overwrite,
     )
 
 

@@ -68,10 +68,11 @@ class StudyCohort:
     def cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
         stored = self.study.cis_window
         if stored is not None and window <= stored:
-            table, dosages = self.study.cis_genotypes(gene_id)
+            cis = self.study.cis_genotypes(gene_id)
             tss = int(self.study.gene_info(gene_id)["tss"])
-            keep = (np.abs(table["pos"].to_numpy(dtype=np.int64) - tss) <= window)
-            return table[keep].reset_index(drop=True), np.ascontiguousarray(dosages[:, keep])
+            keep = np.abs(cis.variants["pos"].to_numpy(dtype=np.int64) - tss) <= window
+            dosages = np.asarray(cis.dosages[keep], dtype=np.float32).T  # (samples, variants)
+            return cis.variants[keep].reset_index(drop=True), np.ascontiguousarray(dosages)
         return self._vcf_cis(gene_id, window)
 
     def _vcf_cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:

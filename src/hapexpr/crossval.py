@@ -19,6 +19,7 @@ import pandas as pd
 
 from hapexpr.errors import StudyError
 from hapexpr.io.atomic import atomic_open, write_json
+from hapexpr.normalise import transform_in_fold
 from hapexpr.progress import console
 from hapexpr.study import Study, gene_file_name
 
@@ -54,13 +55,14 @@ def cross_validate_gene(
     *,
     seed: int,
     train_folds: Iterable[int] | None = None,
+    normalise: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold (observed, predicted) for one gene, each (samples,) float64.
 
     X: (samples, ...) features; y: (samples,) raw expression; folds: (samples,) fold ids.
     ``train_folds`` restricts the loop to a subset of folds (used for nested CV by ``stack``):
     only those folds are predicted and only their individuals are ever trained on; the other
-    rows come back as NaN.
+    rows come back as NaN. ``normalise``: the study's ``--normalise``, fitted on the training rows.
     """
     use = np.unique(folds) if train_folds is None else np.asarray(sorted(train_folds))
     observed = np.full(len(y), np.nan)
@@ -68,7 +70,8 @@ def cross_validate_gene(
     for k in use:
         test = folds == k
         train = np.isin(folds, use) & ~test
-        y_res = residualise(y, covariates, train)
+        y_k = transform_in_fold(y, train, normalise)  # prepare --normalise, learnt on train only
+        y_res = residualise(y_k, covariates, train)
         est = make_estimator(seed + int(k))
         est.fit(X[train], y_res[train])
         observed[test] = y_res[test]

@@ -35,7 +35,8 @@ def cross_validate_one(study: Study, method, gene_id: str, targets=None) -> tupl
     y = expr.loc[gene_id].to_numpy(dtype=np.float64)
     if not method.usable(X):
         return gene_id, np.full(len(y), np.nan), np.full(len(y), np.nan)
-    obs, pred = cross_validate_gene(X, y, cov, study.folds, method.estimator, seed=method.options.seed)
+    obs, pred = cross_validate_gene(X, y, cov, study.folds, method.estimator, seed=method.options.seed,
+                                    normalise=study.normalise)
     return gene_id, obs, pred
 
 

@@ -93,11 +93,13 @@ def compare(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_truth(study: Study) -> pd.DataFrame | None:
-    """The simulated truth (gene_id, h2) when the expression came from ``hapexpr simulate``."""
+    """The simulated truth (gene_id, h2) when the expression came from ``hapexpr simulate``:
+    STUDY/truth.tsv (prepare copies it in), else, for studies prepared before that, the file
+    beside the expression input."""
+    path = study.path / "truth.tsv"
     expr = study.meta.get("inputs", {}).get("expression", {}).get("path")
-    if not expr:
-        return None
-    path = Path(expr).parent / "truth.tsv"
+    if not path.exists() and expr:
+        path = Path(expr).parent / "truth.tsv"
     if not path.exists():
         return None
     truth = pd.read_csv(path, sep="\t", dtype={"gene_id": str})

@@ -34,6 +34,7 @@ from hapexpr.fit_records import fitted_or_default
 from hapexpr.methods.elastic_net import strand_ambiguous
 from hapexpr.methods.registry import build
 from hapexpr.study import Study
+from hapexpr.normalise import transform_in_fold
 
 WEIGHTS_COLUMNS = ["gene", "rsid", "varID", "ref_allele", "eff_allele", "weight"]
 EXTRA_COLUMNS = ["gene", "genename", "n.snps.in.model", "pred.perf.R2", "pred.perf.pval", "pred.perf.qval"]
@@ -103,11 +104,11 @@ def predictdb_tables(study, method, *, all_genes: bool = False, genes=None):
         if not method.usable(X):
             continue
         y = expr.loc[gid].to_numpy(dtype=np.float64)
-        final = method.estimator(seed).fit(X, residualise(y, cov, everyone))
+        final = method.estimator(seed).fit(X, residualise(transform_in_fold(y, everyone, study.normalise), cov, everyone))
         nz = np.flatnonzero(final.coef_)
         if len(nz) == 0:
             continue
-        observed, predicted = cross_validate_gene(X, y, cov, folds, method.estimator, seed=seed)
+        observed, predicted = cross_validate_gene(X, y, cov, folds, method.estimator, seed=seed, normalise=study.normalise)
         ks = np.unique(folds)
         perf = nested_perf(
             np.array([_pearson(predicted[folds == k], observed[folds == k]) for k in ks]),

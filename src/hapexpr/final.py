@@ -35,6 +35,7 @@ from hapexpr.methods.base import Method
 from hapexpr.methods.registry import build
 from hapexpr.progress import console, track_genes
 from hapexpr.study import Study, gene_file_name
+from hapexpr.normalise import transform_in_fold
 
 FINAL_FORMAT = "hapexpr.final/2"
 GENE_JSON = "gene.json"
@@ -98,7 +99,8 @@ def fit_final(study_path, name: str, *, options: dict | None = None, overwrite: 
             if not m.usable(X):
                 no_model.append(gene_id)
                 continue
-            y = residualise(expr.loc[gene_id].to_numpy(dtype=np.float64), cov, everyone)
+            y_raw = expr.loc[gene_id].to_numpy(dtype=np.float64)
+            y = residualise(transform_in_fold(y_raw, everyone, study.normalise), cov, everyone)  # prepare --normalise
             est = m.estimator(m.options.seed).fit(X, y)
             info = {"format": FINAL_FORMAT, "method": m.name, "name": m.fit_name, "gene_id": gene_id, "key": key,
                     "options": m.options.to_dict(), "n_samples": int(len(y)),

@@ -87,10 +87,33 @@ class GeneData:
     def sequences(self) -> list[bytes]:
         """(unique,) window sequences of the distinct haplotypes, 5'->3' on the gene's strand,
         each ``window`` bp long with the TSS at ``tss_offset``."""
+        if not self.reference:
+            raise StudyError(
+                f"gene {self.gene_id} has no reference sequence: the study was prepared without --fasta",
+                hint="prepare the study again with --fasta to use sequence methods",
+            )
         return window_sequences(self)
 
     def sequence(self, sample: int, haplotype: int) -> bytes:
         return self.sequences[int(self.hap_index[sample, haplotype])]
+
+
+@dataclass(frozen=True)
+class CisGenotypes:
+    """ALT dosages of every biallelic variant within +-``cis_window`` bp of one gene's TSS.
+
+    variants: table ``variant_id chrom pos ref alt`` (1-based ``pos``, VCF order).
+    dosages: (variants, samples) int8 in 0..2, samples in study order (a read-only memmap view).
+    """
+
+    gene_id: str
+    cis_window: int
+    variants: pd.DataFrame
+    dosages: np.ndarray
+
+
+def cis_file_stem(contig: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", contig)
 
 
 def write_gene(path: Path, data: GeneData) -> None:
@@ -204,6 +227,60 @@ class Study:
         """True when the user said the expression is already residualised on covariates."""
         return bool(self.params.get("residualised", False))
 
+    @property
+    def normalise(self) -> str:
+        """How expression is normalised inside the training folds: none, log2 or inverse-normal."""
+        return str(self.params.get("normalise", "none"))
+
+    @property
+    def has_sequence(self) -> bool:
+        """False for a genotype-only study (prepared without --fasta)."""
+        return bool(self.meta.get("has_sequence", True))
+
+    def require_sequence(self, method: str) -> None:
+        """Raise a :class:`StudyError` naming ``method`` when the study has no sequence."""
+        if not self.has_sequence:
+            raise StudyError(
+                f"{method} needs haplotype sequences, and this study was prepared without --fasta "
+                "(genotype-only)", path=self.path,
+                hint="use a genotype method (elastic-net), or prepare the study again with --fasta",
+            )
+
+    @property
+    def cis_window(self) -> int | None:
+        """+-bp of the stored cis genotypes (``cis/``), or None when the study has none."""
+        value = self.params.get("cis_window")
+        return None if value is None else int(value)
+
+    @cached_property
+    def _cis_index(self) -> pd.DataFrame:
+        path = self.path / "cis" / "genes.tsv"
+        if self.cis_window is None or not path.exists():
+            raise StudyError("this study stores no cis-window genotypes", path=self.path,
+                             hint="prepare it again with this version of hapexpr (--cis-window)")
+        return pd.read_csv(path, sep="\t", dtype={"gene_id": str, "chrom": str, "file": str}).set_index("gene_id")
+
+    def cis_genotypes(self, gene_id: str) -> CisGenotypes:
+        """Dosages of every biallelic variant within +-``cis_window`` of the gene's TSS."""
+        if gene_id not in self._cis_index.index:
+            raise StudyError(f"gene {gene_id} is not in this study's cis genotypes", path=self.path)
+        row = self._cis_index.loc[gene_id]
+        lo, hi = int(row["first"]), int(row["stop"])
+        dosages, table = self._cis_contig(row["file"])
+        variants = table.iloc[lo:hi].reset_index(drop=True).assign(chrom=row["chrom"])
+        return CisGenotypes(gene_id, self.cis_window, variants[["variant_id", "chrom", "pos", "ref", "alt"]], dosages[lo:hi])
+
+    def _cis_contig(self, stem: str) -> tuple[np.ndarray, pd.DataFrame]:
+        """One contig's (variants, samples) memmapped dosages and variant table, opened once."""
+        cache = self.__dict__.setdefault("_cis_cache", {})
+        if stem not in cache:
+            base = self.path / "cis" / stem
+            with np.load(f"{base}.variants.npz", allow_pickle=False) as z:
+                table = pd.DataFrame({k: z[k].astype(object) if k != "pos" else z[k]
+                                      for k in ("variant_id", "pos", "ref", "alt")})
+            cache[stem] = (np.load(f"{base}.dosages.npy", mmap_mode="r"), table)
+        return cache[stem]
+
     @cached_property
     def samples(self) -> pd.DataFrame:
         return pd.read_csv(self.path / "samples.tsv", sep="\t", dtype={"sample_id": str})
@@ -259,40 +336,14 @@ class Study:
 
     # -- what the study holds, for methods that need it ---------------------------------------
     @property
-    def has_sequence(self) -> bool:
-        """False for a genotype-only study (prepared without a reference FASTA)."""
-        return bool(self.params.get("has_sequence", True))
-
-    @property
     def has_embeddings(self) -> bool:
         return any((self.path / "embeddings").glob("*/info.json"))
-
-    @property
-    def cis_window(self) -> int | None:
-        """+-bp around each TSS out to which ``cis_genotypes`` holds variants (None: no store)."""
-        value = self.params.get("cis_window")
-        return None if value is None else int(value)
-
-    def cis_genotypes(self, gene_id: str) -> tuple[pd.DataFrame, np.ndarray]:
-        """(table ``variant_id chrom pos ref alt``, (samples, variants) float32 ALT dosages) of
-        every biallelic variant within +-``cis_window`` of the gene's TSS."""
-        path = self.path / "cis" / gene_file_name(gene_id)
-        if not path.exists():
-            raise StudyError(f"no cis genotypes for gene {gene_id}", path=path,
-                             hint="prepare the study again with this version of hapexpr")
-        with np.load(path, allow_pickle=False) as z:
-            table = pd.DataFrame({"variant_id": z["variant_id"].astype(object), "chrom": str(z["chrom"]),
-                                  "pos": z["pos"], "ref": z["ref"].astype(object), "alt": z["alt"].astype(object)})
-            return table, np.ascontiguousarray(z["dosages"].T.astype(np.float32))
 
     def require(self, needs, method: str) -> None:
         """Refuse, naming the method and what to do, when the study lacks what it needs."""
         for need in needs:
-            if need == "sequence" and not self.has_sequence:
-                raise StudyError(f"{method} needs haplotype sequences, and this study was prepared "
-                                 "without a reference FASTA (genotype-only)", path=self.path,
-                                 hint="prepare the study again with --fasta, or use a genotype method "
-                                 "such as elastic-net")
+            if need == "sequence":
+                self.require_sequence(method)
             if need == "embeddings" and not self.has_embeddings:
                 raise StudyError(f"{method} needs embeddings and the study has none",
                                  path=self.path / "embeddings", hint=f"run `hapexpr embed {self.path}` first")

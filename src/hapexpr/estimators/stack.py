@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hapexpr.crossval import cross_validate_gene, residualise
+from hapexpr.normalise import transform_in_fold
 
 
 @dataclass
@@ -53,12 +54,14 @@ def stack_gene(
     folds: np.ndarray,
     *,
     seed: int,
+    normalise: str = "none",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold (observed, predicted, weights) of the stacked model for one gene.
 
     features[b]: (samples, ...) features of base method b; makers[b]: its estimator factory.
     Returns observed and predicted (samples,), and weights (folds, methods) per SD of each base
-    method's predictions, so they compare across methods.
+    method's predictions, so they compare across methods. ``normalise``: the study's
+    ``--normalise``, fitted on each training set.
     """
     ks = np.unique(folds)
     observed = np.full(len(y), np.nan)
@@ -68,10 +71,10 @@ def stack_gene(
         test, train = folds == k, folds != k
         inner = [int(j) for j in ks if j != k]
         P_train = np.column_stack(
-            [cross_validate_gene(X, y, covariates, folds, make, seed=seed, train_folds=inner)[1][train]
+            [cross_validate_gene(X, y, covariates, folds, make, seed=seed, train_folds=inner, normalise=normalise)[1][train]
              for X, make in zip(features, makers)]
         )
-        y_res = residualise(y, covariates, train)
+        y_res = residualise(transform_in_fold(y, train, normalise), covariates, train)
         P_test = np.column_stack(
             [make(seed + int(k)).fit(X[train], y_res[train]).predict(X[test]) for X, make in zip(features, makers)]
         )

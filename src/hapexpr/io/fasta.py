@@ -11,6 +11,7 @@ from pathlib import Path
 from hapexpr.errors import InputError
 
 _CHR_PREFIX = re.compile(r"^chr", re.IGNORECASE)
+_EXCERPT = re.compile(r"^(?P<chrom>.+):(?P<start>\d+)-(?P<end>\d+)$")
 
 
 def _canonical_contig(name: str) -> str:
@@ -39,6 +40,11 @@ class Reference:
     ``contigs`` maps contig name -> length (bp). ``fetch`` is 1-based inclusive, returns
     upper-case bytes and pads positions outside the contig with ``N`` so that a window at a
     contig edge always has the length asked for.
+
+    A record named ``CHR:START-END`` whose length is END-START+1 (what ``samtools faidx REF
+    CHR:START-END`` writes, e.g. HISAT2's ``22:20000001-21000000``) is an excerpt of CHR: it
+    answers for CHR in CHR's own coordinates, and positions outside it read as ``N``.
+    ``span(name)`` gives the 1-based inclusive stretch of the contig a record covers.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -81,10 +87,31 @@ class Reference:
         }
         if not self.contigs:
             raise InputError("the reference FASTA holds no sequences", path=self.path)
+        # record name -> (contig it is an excerpt of, 1-based start of the excerpt on that contig)
+        self._excerpts: dict[str, tuple[str, int]] = {}
+        for name, length in self.contigs.items():
+            m = _EXCERPT.match(name)
+            if m and int(m["end"]) - int(m["start"]) + 1 == length and m["chrom"] not in self.contigs:
+                self._excerpts[name] = (m["chrom"], int(m["start"]))
+
+    def is_excerpt(self, name: str) -> bool:
+        """True when record ``name`` is a ``CHR:START-END`` excerpt rather than a whole contig."""
+        return name in self._excerpts
+
+    def span(self, name: str) -> tuple[int, int]:
+        """1-based inclusive (first, last) position of the contig that record ``name`` holds."""
+        offset = self._excerpts[name][1] - 1 if name in self._excerpts else 0
+        return offset + 1, offset + self.contigs[name]
 
     def resolve(self, chrom: str) -> str | None:
-        """This FASTA's name for ``chrom`` (``chr7`` <-> ``7``), or ``None`` if it has none."""
-        return resolve_contig(chrom, self.contigs)
+        """This FASTA's name for ``chrom`` (``chr7`` <-> ``7``), or ``None`` if it has none;
+        an excerpt record ``CHR:START-END`` answers for CHR when no whole CHR is present."""
+        name = resolve_contig(chrom, self.contigs)
+        if name is None and self._excerpts:
+            hit = resolve_contig(chrom, [c for c, _ in self._excerpts.values()])
+            names = [n for n, (c, _) in self._excerpts.items() if c == hit]
+            name = names[0] if len(names) == 1 else None
+        return name
 
     def _name(self, chrom: str) -> str:
         name = self.resolve(chrom)
@@ -106,6 +133,9 @@ class Reference:
             raise ValueError(f"end {end} < start {start}")
         name = self._name(chrom)
         length = self.contigs[name]
+        if name in self._excerpts:  # to the record's own coordinates
+            shift = self._excerpts[name][1] - 1
+            start, end = start - shift, end - shift
         lo, hi = max(start, 1), min(end, length)
         body = b""
         if lo <= hi:

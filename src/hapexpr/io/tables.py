@@ -43,6 +43,71 @@ def read_tsv(path: Path, *, what: str, comment: str | None = None, header: int |
     return df
 
 
+def read_matrix_text(path: Path, *, what: str, skip: int = 0, tabs_only: bool = False) -> pd.DataFrame:
+    """Read a header + rows text table (possibly gzipped) as strings, tab- or whitespace-separated.
+
+    Tabs are used when every line has the same number of tab-separated fields; otherwise, unless
+    ``tabs_only``, runs of spaces and tabs separate fields (QTLtools writes covariates with
+    spaces, and some BEDs mix both). A header one field shorter than the rows (R's
+    ``write.table`` habit: no name over the row ids) gets an empty first name. ``skip`` lines
+    before the header are ignored (GCT's ``#1.2`` and dimension lines).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"the {what} file does not exist", path=path)
+    try:
+        sep, header = _sniff(path, what=what, skip=skip, tabs_only=tabs_only)
+        df = pd.read_csv(
+            path, sep=sep, dtype=str, header=None, skiprows=skip + 1, keep_default_na=False,
+            compression="gzip" if _is_gzip(path) else None, engine="c",
+        )
+    except pd.errors.EmptyDataError:
+        raise InputError(f"the {what} file has no data rows", path=path) from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"the {what} file could not be parsed ({_first_line(exc)})", path=path) from None
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"the {what} file is truncated or corrupt ({exc})", path=path, hint="re-create or re-download the file",
+        ) from None
+    if df.empty:
+        raise InputError(f"the {what} file has no data rows", path=path)
+    if len(header) == df.shape[1] - 1:
+        header = [""] + header
+    df.columns = header
+    return df
+
+
+def _sniff(path: Path, *, what: str, skip: int, tabs_only: bool) -> tuple[str, list[str]]:
+    """The separator (``\\t`` or whitespace) and the header fields; refuses ragged rows."""
+    tab_counts, ws_counts, header_line = [], [], None
+    for lineno, line in enumerate(_lines(path), 1):
+        if lineno <= skip or not line.strip():
+            continue
+        line = line.rstrip("\r\n")
+        if header_line is None:
+            header_line = line
+        tab_counts.append((lineno, line.count("\t") + 1))
+        ws_counts.append((lineno, len(line.split())))
+    if header_line is None:
+        raise InputError(f"the {what} file is empty", path=path)
+    for counts, sep in ([(tab_counts, "\t")] if tabs_only else [(tab_counts, "\t"), (ws_counts, r"\s+")]):
+        rows = {n for _, n in counts[1:]}
+        single = sep == "\t" and not tabs_only and max(n for _, n in counts) == 1
+        if not single and len(rows) <= 1 and (not rows or counts[0][1] in (min(rows), min(rows) - 1)):
+            return sep, header_line.split("\t") if sep == "\t" else header_line.split()
+    header_n, data = tab_counts[0][1], tab_counts[1:]
+    lineno, n = next(((i, k) for i, k in data if k != data[0][1]), data[0] if data else tab_counts[0])
+    expected, where = (data[0][1], f"line {data[0][0]}") if data[0][1] in (header_n, header_n + 1) else (header_n, "its header line")
+    if lineno == data[0][0]:  # the first data line already disagrees with the header
+        n, expected, where = data[0][1], header_n, "its header line"
+    raise InputError(
+        f"the {what} file has {n} tab-separated fields on this line but {expected} on {where}"
+        + ("" if tabs_only else ", and splitting on spaces does not give every line the same count either"),
+        path=path, record=f"line {lineno}",
+        hint="check that every line has the same number of tab-separated fields",
+    )
+
+
 def _lines(path: Path):
     opener = gzip.open if _is_gzip(path) else open
     with opener(path, "rt") as fh:

@@ -148,6 +148,14 @@ class VcfReader:
         """This VCF's name for ``chrom`` (``chr7`` <-> ``7``), or ``None`` if it has none."""
         return resolve_contig(chrom, self.contigs)
 
+    def contig_length(self, name: str) -> int | None:
+        """Length of contig ``name`` from the header's ``##contig`` lines, or None if not given."""
+        try:
+            lengths = dict(zip(self._vcf.seqnames, self._vcf.seqlens))
+        except Exception:  # cyvcf2 raises when the header has no ##contig lengths
+            return None
+        return int(lengths[name]) if lengths.get(name, 0) > 0 else None
+
     def _fail(self, message: str, record: str, hint: str | None = None) -> InputError:
         return InputError(message, path=self.path, record=record, hint=hint)
 

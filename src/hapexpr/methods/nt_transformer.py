@@ -23,6 +23,7 @@ from hapexpr.errors import InputError
 from hapexpr.methods.embedding import EmbeddingMethod, EmbeddingOptions
 from hapexpr.methods.base import option
 from hapexpr.methods.registry import register
+from hapexpr.normalise import transform_in_fold
 from hapexpr.progress import console
 from hapexpr.study import GeneData
 
@@ -110,7 +111,7 @@ class NTTransformer(EmbeddingMethod):
         predicted = {g: np.full(len(folds), np.nan) for g in study.gene_ids}
         for k in np.unique(folds):
             test, train = folds == k, folds != k
-            y_res = {g: residualise(y, cov, train) for g, y in y_raw.items()}
+            y_res = {g: residualise(transform_in_fold(y, train, study.normalise), cov, train) for g, y in y_raw.items()}
             preds = multi_gene_fold(X, y_res, train, test, heldout, config=config, seed=o.seed + int(k),
                                     d_model=o.d_model, n_layers=o.n_layers)
             for g in study.gene_ids:

@@ -84,7 +84,7 @@ class Stack(Method):
             feats = [b.features(cohort, gene_id) for b in self.bases]
             y = expr.loc[gene_id].to_numpy(dtype=np.float64)
             obs, pred, w = stack_gene(feats, [b.estimator for b in self.bases], y, cov, study.folds,
-                                      seed=self.options.seed)
+                                      seed=self.options.seed, normalise=study.normalise)
             run.save_gene(gene_id, obs, pred)
             write_json(run.gene_path(gene_id, ".weights.json"), dict(zip(names, w.mean(axis=0).round(4).tolist())))
         weights = {g: json.loads(run.gene_path(g, ".weights.json").read_text()) for g in study.gene_ids
