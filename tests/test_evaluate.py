@@ -197,3 +197,54 @@ def test_printed_summary_fits_a_screen(capsys):
     out = capsys.readouterr().out
     assert len(out.splitlines()) <= 40
     assert "null r" in out and "q<.05" in out and "h2>.2" in out and "nt-transformer" in out
+
+
+def _study_predictions(study_path, methods):
+    """Predictions for every gene of a prepared study: the observed residualised expression and
+    a noisy copy of it per method (noise sd given), in predictions.tsv's layout."""
+    from hapexpr.study import Study
+    from hapexpr.train import residualise, study_targets
+
+    study = Study.open(study_path)
+    expr, cov = study_targets(study)
+    rng = np.random.default_rng(0)
+    rows = []
+    for m, (noise, genes) in methods.items():
+        for g in study.gene_ids[:genes]:
+            obs = residualise(expr.loc[g].to_numpy(float), cov, np.ones(len(study.folds), bool))
+            rows.append(pd.DataFrame({"method": m, "gene_id": g, "sample_id": study.sample_ids, "fold": study.folds,
+                                      "observed": obs, "predicted": obs + noise * rng.normal(size=len(obs))}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_evaluate_study_writes_the_new_tables(study_copy):
+    from hapexpr.evaluate import evaluate_study, read_truth
+    from hapexpr.study import Study
+
+    preds = _study_predictions(study_copy, {"good": (0.5, 4), "partial": (2.0, 2)})
+    preds.to_csv(study_copy / "predictions.tsv", sep="\t", index=False)
+    metrics, summary, comparisons = evaluate_study(study_copy, n_boot=200)
+    for col in ("pearson_q", "null_r", "null_frac_below_0", "h2_cis", "h2_cis_se", "ratio_h2_cis", "h2", "ceiling"):
+        assert col in metrics.columns, col
+    assert comparisons.loc[0, "n_genes"] == 2
+    per = pd.read_csv(study_copy / "comparisons_per_gene.tsv", sep="\t")
+    assert len(per) == 2 and (per["n"] == len(preds[preds.method == "good"]) / 4).all()
+    her = pd.read_csv(study_copy / "heritability.tsv", sep="\t", dtype={"gene_id": str})
+    assert list(her.columns) == ["gene_id", "n_cis_variants", "h2_cis", "h2_cis_se", "h2_true"]
+    assert len(her) == 4 and her["h2_cis_se"].gt(0).all()
+    truth = read_truth(Study.open(study_copy))
+    np.testing.assert_allclose(her.set_index("gene_id").loc[truth.gene_id, "h2_true"], truth["h2"], atol=1e-6)
+    assert {"genes_q05", "null_mean_r", "ratio_to_h2_cis", "mean_r_h2_stratum2"} <= set(summary.columns)
+    assert summary.set_index("method").loc["good", "genes_q05"] == int((metrics.query("method == 'good'").pearson_q < 0.05).sum())
+
+
+def test_truth_inside_the_study_is_preferred(study_copy):
+    from hapexpr.evaluate import read_truth, truth_path
+    from hapexpr.study import Study
+
+    study = Study.open(study_copy)
+    beside = truth_path(study)
+    assert beside is not None and beside.parent != study_copy  # beside the expression file today
+    pd.DataFrame({"gene_id": study.gene_ids, "h2": 0.123}).to_csv(study_copy / "truth.tsv", sep="\t", index=False)
+    assert truth_path(study) == study_copy / "truth.tsv"
+    assert (read_truth(study)["h2"] == 0.123).all()
