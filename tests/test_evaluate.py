@@ -248,3 +248,26 @@ def test_truth_inside_the_study_is_preferred(study_copy):
     pd.DataFrame({"gene_id": study.gene_ids, "h2": 0.123}).to_csv(study_copy / "truth.tsv", sep="\t", index=False)
     assert truth_path(study) == study_copy / "truth.tsv"
     assert (read_truth(study)["h2"] == 0.123).all()
+
+
+def test_genes_missing_individuals_are_handled_row_by_row():
+    rng = np.random.default_rng(10)
+    preds = _predictions(rng, {"a": 0.5, "b": 1.0}, genes=3, n=40)
+    drop = preds.index[(preds.method == "b") & (preds.gene_id == "g1")][:5]
+    preds = preds.drop(drop)
+    m = gene_metrics(preds, folds=4).set_index(["method", "gene_id"])
+    one = preds[(preds.method == "b") & (preds.gene_id == "g1")]
+    assert m.loc[("b", "g1"), "n"] == 35 and m.loc[("a", "g1"), "n"] == 40
+    assert m.loc[("b", "g1"), "pearson_r"] == pytest.approx(stats.pearsonr(one.observed, one.predicted).statistic)
+    assert m.loc[("b", "g1"), "spearman_r"] == pytest.approx(stats.spearmanr(one.observed, one.predicted).statistic)
+    assert m.loc[("a", "g2"), "pearson_p"] == pytest.approx(stats.pearsonr(
+        *preds[(preds.method == "a") & (preds.gene_id == "g2")][["observed", "predicted"]].to_numpy().T).pvalue)
+    per = compare_per_gene(preds, n_boot=200, seed=3).set_index("gene_id")
+    assert per.loc["g1", "n"] == 35 and per.loc["g0", "n"] == 40
+    a = preds[(preds.method == "a") & (preds.gene_id == "g1")].set_index("sample_id").loc[one.sample_id]
+    # same individuals, same resamples (the pivot orders individuals by id, so sort both sides)
+    order = np.argsort(one.sample_id.to_numpy())
+    ref = paired_bootstrap(*(v[:, order] for v in (a.observed.to_numpy()[None], a.predicted.to_numpy()[None],
+                                                   one.observed.to_numpy()[None], one.predicted.to_numpy()[None])),
+                           bootstrap_weights(35, n_boot=200, seed=3))
+    assert per.loc["g1", "ci_low"] == pytest.approx(ref["ci_low"][0]) and per.loc["g1", "p"] == pytest.approx(ref["p"][0])

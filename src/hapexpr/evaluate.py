@@ -39,23 +39,59 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 def gene_metrics(predictions: pd.DataFrame, folds: int) -> pd.DataFrame:
     """One row per method and gene: ``method gene_id n pearson_r spearman_r pearson_p
     pearson_q`` and ``pearson_r_fold<k>`` for each fold (r within that held-out fold alone).
-    ``pearson_q``: Benjamini-Hochberg over the genes of the method."""
-    rows = []
-    for (method, gene_id), df in predictions.groupby(["method", "gene_id"], sort=True):
-        obs, pred = df["observed"].to_numpy(), df["predicted"].to_numpy()
-        r = pearson(obs, pred)
-        n = len(df)
-        row = {"method": method, "gene_id": gene_id, "n": n, "pearson_r": r, "spearman_r": spearman(obs, pred),
-               "pearson_p": _pearson_p(r, n)}
+    ``pearson_q``: Benjamini-Hochberg over the genes of the method.
+
+    Genes whose predictions cover every individual of the file (the normal case) are computed
+    as (genes, samples) matrices at once; any other gene row by row, with the same functions.
+    """
+    parts = []
+    samples = pd.Index(sorted(predictions["sample_id"].unique()))
+    fold_of = predictions.drop_duplicates("sample_id").set_index("sample_id")["fold"].reindex(samples).to_numpy()
+    for method, rows in predictions.groupby("method", sort=True):
+        obs = rows.pivot(index="gene_id", columns="sample_id", values="observed").reindex(columns=samples)
+        pred = rows.pivot(index="gene_id", columns="sample_id", values="predicted").reindex(columns=samples)
+        counts = rows.groupby("gene_id").size().reindex(obs.index)
+        full = (np.isfinite(obs.to_numpy()) & np.isfinite(pred.to_numpy())).all(axis=1) & (counts.to_numpy() == len(samples))
+        x, y = obs.to_numpy(np.float64)[full], pred.to_numpy(np.float64)[full]
+        r = _pearson_rows(x, y)
+        out = pd.DataFrame({"method": method, "gene_id": obs.index[full], "n": len(samples), "pearson_r": r,
+                            "spearman_r": _pearson_rows(stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)),
+                            "pearson_p": _pearson_p_rows(r, len(samples))})
         for k in range(folds):
-            f = df["fold"].to_numpy() == k
-            row[f"pearson_r_fold{k}"] = pearson(obs[f], pred[f])
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    if not out.empty:
-        out.insert(out.columns.get_loc("pearson_p") + 1, "pearson_q",
-                   out.groupby("method")["pearson_p"].transform(lambda p: bh_qvalues(p.to_numpy())))
+            f = fold_of == k
+            out[f"pearson_r_fold{k}"] = _pearson_rows(x[:, f], y[:, f])
+        partial = set(obs.index[~full])
+        slow = [_gene_row(method, g, df, folds) for g, df in rows[rows["gene_id"].isin(partial)].groupby("gene_id", sort=True)]
+        parts.append(pd.concat([out, pd.DataFrame(slow)], ignore_index=True) if slow else out)
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True).sort_values(["method", "gene_id"], kind="stable").reset_index(drop=True)
+    out.insert(out.columns.get_loc("pearson_p") + 1, "pearson_q",
+               out.groupby("method")["pearson_p"].transform(lambda p: bh_qvalues(p.to_numpy())))
     return out
+
+
+def _gene_row(method: str, gene_id: str, df: pd.DataFrame, folds: int) -> dict:
+    obs, pred = df["observed"].to_numpy(), df["predicted"].to_numpy()
+    r = pearson(obs, pred)
+    row = {"method": method, "gene_id": gene_id, "n": len(df), "pearson_r": r, "spearman_r": spearman(obs, pred),
+           "pearson_p": _pearson_p(r, len(df))}
+    for k in range(folds):
+        f = df["fold"].to_numpy() == k
+        row[f"pearson_r_fold{k}"] = pearson(obs[f], pred[f])
+    return row
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(genes,) :func:`pearson` of each row pair of (genes, samples) arrays (NaN where either row
+    is constant or has fewer than 3 values)."""
+    if x.shape[1] < 3:
+        return np.full(x.shape[0], np.nan)
+    xc, yc = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+    constant = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.einsum("gs,gs->g", xc, yc) / np.sqrt(np.einsum("gs,gs->g", xc, xc) * np.einsum("gs,gs->g", yc, yc))
+    return np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
 
 
 def bh_qvalues(p: np.ndarray) -> np.ndarray:
@@ -73,6 +109,15 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
     q_ok[order] = np.clip(ranked, 0.0, 1.0)
     q[ok] = q_ok
     return q
+
+
+def _pearson_p_rows(r: np.ndarray, n: int) -> np.ndarray:
+    """Vectorised :func:`_pearson_p` for (genes,) r at one n."""
+    if n < 3:
+        return np.full(len(r), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.abs(r) * np.sqrt((n - 2) / np.maximum(1 - r * r, 0.0))
+    return np.where(np.isnan(r), np.nan, np.where(np.abs(r) >= 1, 0.0, 2 * stats.t.sf(t, n - 2)))
 
 
 def _pearson_p(r: float, n: int) -> float:
@@ -219,57 +264,76 @@ def paired_bootstrap(obs_a: np.ndarray, pred_a: np.ndarray, obs_b: np.ndarray, p
     (two-sided: twice the smaller share of resampled differences on either side of 0, with the
     +1 correction that keeps it above 0 at a finite number of resamples; capped at 1).
     """
-    delta = _r_rows(obs_a, pred_a) - _r_rows(obs_b, pred_b)
-    d = bootstrap_r(obs_a, pred_a, weights) - bootstrap_r(obs_b, pred_b, weights)
-    b = d.shape[0]
+    return _delta_stats(_r_rows(obs_a, pred_a) - _r_rows(obs_b, pred_b),
+                        bootstrap_r(obs_a, pred_a, weights) - bootstrap_r(obs_b, pred_b, weights))
+
+
+def _delta_stats(delta: np.ndarray, d: np.ndarray) -> dict[str, np.ndarray]:
+    """CI and p from (genes,) observed differences and (n_boot, genes) resampled ones."""
     low, high = np.percentile(d, [2.5, 97.5], axis=0)
     tail = np.minimum((d <= 0).sum(axis=0), (d >= 0).sum(axis=0))
-    p = np.minimum(1.0, 2 * (tail + 1) / (b + 1))
+    p = np.minimum(1.0, 2 * (tail + 1) / (d.shape[0] + 1))
     return {"delta_r": delta, "ci_low": low, "ci_high": high, "p": p}
-
-
-def _pivot(predictions: pd.DataFrame, method: str, column: str) -> pd.DataFrame:
-    rows = predictions[predictions["method"] == method]
-    return rows.pivot(index="gene_id", columns="sample_id", values=column)
 
 
 def compare_per_gene(predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
     """One row per pair of methods and gene both predicted (columns PER_GENE_COLUMNS): the paired
     bootstrap of r_a - r_b over the individuals both predicted, and BH q-values over the genes
-    of each pair. Genes are bootstrapped in blocks that share one set of resamples (same
-    individuals); a gene whose individuals differ from the block's gets its own."""
+    of each pair.
+
+    One set of resamples of all individuals serves every method and gene that has all of them
+    (the normal case), so each method's resampled r is computed once per block of genes and
+    every pair only subtracts; a pair and gene with missing individuals is bootstrapped on its
+    own over the individuals both methods predicted (same seed)."""
     methods = sorted(predictions["method"].unique())
-    obs = {m: _pivot(predictions, m, "observed") for m in methods}
-    pred = {m: _pivot(predictions, m, "predicted") for m in methods}
+    samples = pd.Index(sorted(predictions["sample_id"].unique()))
+    genes = pd.Index(sorted(predictions["gene_id"].unique()))
+    obs, pred = {}, {}
+    for m in methods:
+        rows = predictions[predictions["method"] == m]
+        obs[m] = rows.pivot(index="gene_id", columns="sample_id", values="observed").reindex(index=genes, columns=samples).to_numpy(np.float64)
+        pred[m] = rows.pivot(index="gene_id", columns="sample_id", values="predicted").reindex(index=genes, columns=samples).to_numpy(np.float64)
+    has = {m: np.isfinite(obs[m]) & np.isfinite(pred[m]) for m in methods}  # (genes, samples)
+    complete = {m: has[m].all(axis=1) for m in methods}
+    pairs = list(combinations(methods, 2))
+    res = {pair: {k: np.full(len(genes), np.nan) for k in ("n", "r_a", "r_b", "delta_r", "ci_low", "ci_high", "p")}
+           for pair in pairs}
+    w_all = bootstrap_weights(len(samples), n_boot=n_boot, seed=seed) if len(samples) >= 3 else None
+    for start in range(0, len(genes), BOOT_CHUNK):
+        block = np.arange(start, min(start + BOOT_CHUNK, len(genes)))
+        r_obs, r_boot = {}, {}
+        for m in methods:
+            full = block[complete[m][block]]
+            if w_all is not None and full.size:
+                r_obs[m] = dict(zip(full, _r_rows(obs[m][full], pred[m][full])))
+                r_boot[m] = dict(zip(full, bootstrap_r(obs[m][full], pred[m][full], w_all).T))
+        for a, b in pairs:
+            both = [g for g in block if g in r_obs.get(a, {}) and g in r_obs.get(b, {})]
+            if both:
+                st = _delta_stats(np.array([r_obs[a][g] - r_obs[b][g] for g in both]),
+                                  np.stack([r_boot[a][g] - r_boot[b][g] for g in both], axis=1))
+                for k, v in st.items():
+                    res[(a, b)][k][both] = v
+                res[(a, b)]["n"][both] = len(samples)
+            for g in block:  # partial genes: their own resamples over the individuals both have
+                if g in both:
+                    continue
+                cols = has[a][g] & has[b][g]
+                if cols.sum() < 3:
+                    continue
+                x = [t[g, cols][None, :] for t in (obs[a], pred[a], obs[b], pred[b])]
+                st = paired_bootstrap(*x, bootstrap_weights(int(cols.sum()), n_boot=n_boot, seed=seed))
+                for k, v in st.items():
+                    res[(a, b)][k][g] = v[0]
+                res[(a, b)]["n"][g] = cols.sum()
     parts = []
-    for a, b in combinations(methods, 2):
-        genes = obs[a].index.intersection(obs[b].index)
-        if genes.empty:
-            continue
-        samples = obs[a].columns.intersection(obs[b].columns)
-        arrays = [t.loc[genes, samples].to_numpy(np.float64) for t in (obs[a], pred[a], obs[b], pred[b])]
-        present = np.logical_and.reduce([np.isfinite(x) for x in arrays])
-        part = pd.DataFrame({"method_a": a, "method_b": b, "gene_id": genes, "n": present.sum(axis=1)})
-        result = {k: np.full(len(genes), np.nan) for k in ("delta_r", "ci_low", "ci_high", "p")}
-        r_a, r_b = np.full(len(genes), np.nan), np.full(len(genes), np.nan)
-        # genes sharing one set of individuals (normally all of them) are bootstrapped together
-        keys = pd.Series([row.tobytes() for row in present])
-        for _, idx in keys.groupby(keys, sort=False).groups.items():
-            idx = np.asarray(idx)
-            cols = present[idx[0]]
-            if cols.sum() < 3:
-                continue
-            w = bootstrap_weights(int(cols.sum()), n_boot=n_boot, seed=seed)
-            for start in range(0, len(idx), BOOT_CHUNK):
-                block = idx[start:start + BOOT_CHUNK]
-                oa, pa, ob, pb = (x[np.ix_(block, cols)] for x in arrays)
-                for k, v in paired_bootstrap(oa, pa, ob, pb, w).items():
-                    result[k][block] = v
-                r_a[block] = [pearson(o, p) for o, p in zip(oa, pa)]
-                r_b[block] = [pearson(o, p) for o, p in zip(ob, pb)]
-        part["r_a"], part["r_b"] = r_a, r_b
-        for k, v in result.items():
-            part[k] = v
+    for (a, b), r in res.items():
+        ok = np.isfinite(r["n"])
+        for k, side in (("r_a", a), ("r_b", b)):
+            r[k][ok] = [pearson(obs[side][g, has[a][g] & has[b][g]], pred[side][g, has[a][g] & has[b][g]])
+                        for g in np.flatnonzero(ok)]
+        part = pd.DataFrame({"method_a": a, "method_b": b, "gene_id": genes[ok], "n": r["n"][ok].astype(int),
+                             **{k: r[k][ok] for k in ("r_a", "r_b", "delta_r", "ci_low", "ci_high", "p")}})
         part["q"] = bh_qvalues(part["p"].to_numpy())
         parts.append(part)
     if not parts:
