@@ -395,12 +395,21 @@ def ridge_null_r(dosages: np.ndarray, folds: np.ndarray, *, reps: int = NULL_REP
     return _r_rows(obs.T, pred.T)
 
 
-def cis_dosages(study: Study, gene_id: str) -> np.ndarray:
+MIN_MAF = 0.01
+
+
+def cis_dosages(study: Study, gene_id: str, *, min_maf: float = MIN_MAF) -> np.ndarray:
     """(variants, samples) dosages of the variants in the study window (those the elastic net
-    uses by default), in study sample order."""
+    uses by default) with minor allele frequency >= ``min_maf`` (the elastic net's default
+    filter), in study sample order. Rare variants are left out because a standardised GRM gives
+    each one the weight of a common variant while it tags almost nothing, which biased HE
+    upwards on simulated cohorts (0.54 against a true mean of 0.41 over 9 genes at 290 people;
+    0.38 with the filter)."""
     gene = study.gene(gene_id)
     inside = gene.variants["in_window"].to_numpy(dtype=bool) if "in_window" in gene.variants else slice(None)
-    return gene.dosages[inside]
+    d = gene.dosages[inside]
+    p = d.mean(axis=1) / 2
+    return d[np.minimum(p, 1 - p) >= min_maf]
 
 
 def gene_references(study: Study, gene_ids: list[str], *, seed: int = 0) -> pd.DataFrame:
