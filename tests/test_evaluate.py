@@ -271,3 +271,17 @@ def test_genes_missing_individuals_are_handled_row_by_row():
                                                    one.observed.to_numpy()[None], one.predicted.to_numpy()[None])),
                            bootstrap_weights(35, n_boot=200, seed=3))
     assert per.loc["g1", "ci_low"] == pytest.approx(ref["ci_low"][0]) and per.loc["g1", "p"] == pytest.approx(ref["p"][0])
+
+
+def test_heritability_strata_and_ratio_in_the_summary():
+    from hapexpr.evaluate import h2_strata
+
+    metrics = pd.DataFrame({"method": "m", "gene_id": [f"g{i}" for i in range(6)],
+                            "pearson_r": [0.0, np.nan, 0.2, 0.3, 0.5, 0.6],
+                            "h2_cis": [-0.02, 0.01, 0.1, 0.15, 0.4, 0.5]})
+    s = summarise(metrics).iloc[0]
+    assert s.genes_h2_stratum0 == 2 and s.genes_h2_stratum1 == 2 and s.genes_h2_stratum2 == 2
+    assert s.mean_r_h2_stratum0 == pytest.approx(0.0) and s.mean_r_h2_stratum2 == pytest.approx(0.55)
+    assert s.ratio_to_h2_cis == pytest.approx(np.mean([0.2, 0.3, 0.5, 0.6]) / np.mean(np.sqrt([0.1, 0.15, 0.4, 0.5])))
+    st = h2_strata(metrics).set_index("stratum")
+    assert st.loc["0.05-0.2", "ratio"] == pytest.approx(0.25 / np.mean(np.sqrt([0.1, 0.15])))

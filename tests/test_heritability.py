@@ -109,3 +109,17 @@ def test_cis_heritability_is_the_mean_of_training_fold_estimates():
 def test_no_variant_gives_nan():
     h = cis_heritability(np.arange(10.0), np.zeros((0, 10)), np.arange(10) % 2, residualise, None)
     assert np.isnan(h.h2) and np.isnan(h.se) and h.m == 0
+
+
+def test_fold_averaged_jackknife_se_matches_the_spread_across_cohorts():
+    rng = np.random.default_rng(5)
+    n = 300
+    folds = np.arange(n) % 5
+    est, se = [], []
+    for _ in range(20):
+        d, y = _cohort(rng, n, 30, 0.4)
+        h = cis_heritability(y, d, folds, residualise, None)
+        est.append(h.h2)
+        se.append(h.se)
+    assert abs(np.mean(est) - 0.4) < 3 * np.mean(se) / np.sqrt(20)
+    assert 0.6 < np.std(est, ddof=1) / np.mean(se) < 1.5
