@@ -4,6 +4,11 @@ Metrics are pure functions of the pooled out-of-fold predictions in STUDY/predic
 A gene whose predictions are constant (e.g. an elastic net that kept no variant) has an
 undefined correlation: it is written as NaN and counted as r = 0 in summaries, since a constant
 prediction explains nothing.
+
+Beside r: Benjamini-Hochberg q-values, comparisons of methods on their common genes, a paired
+bootstrap over individuals per gene, the null expectation of pooled out-of-fold r (a reference
+ridge under simulated null phenotypes) and each gene's cis-heritability ceiling
+(``hapexpr.heritability``). Columns and methods: docs/evaluate.md.
 """
 
 from __future__ import annotations
