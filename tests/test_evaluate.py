@@ -57,3 +57,232 @@ def test_compare_counts_wins_and_uses_paired_wilcoxon():
     assert (c.method_a, c.method_b) == ("bad", "good")
     assert c.b_wins == int((wide["good"] > wide["bad"]).sum())
     assert c.wilcoxon_p == pytest.approx(stats.wilcoxon(wide["bad"], wide["good"]).pvalue)
+
+
+# --- comparisons on common genes, q-values, per-gene bootstrap, null expectation -----------------
+
+from hapexpr.evaluate import (  # noqa: E402
+    bh_qvalues, bootstrap_r, bootstrap_weights, compare_per_gene, paired_bootstrap, print_summary, ridge_null_r,
+)
+
+
+def test_compare_pairs_only_genes_both_methods_have():
+    rng = np.random.default_rng(3)
+    m = gene_metrics(_predictions(rng, {"full": 0.5}, genes=16), folds=4)
+    small = gene_metrics(_predictions(rng, {"small": 0.2}, genes=4), folds=4)
+    c = compare(pd.concat([m, small], ignore_index=True)).iloc[0]
+    # the old pivot filled the 12 genes "small" lacks with r = 0 and counted them as wins
+    assert c.n_genes == 4 and c.a_wins + c.b_wins + c.ties == 4
+    wide = pd.concat([m, small]).pivot(index="gene_id", columns="method", values="pearson_r").dropna()
+    assert c.wilcoxon_p == pytest.approx(stats.wilcoxon(wide["full"], wide["small"]).pvalue)
+
+
+def test_pearson_q_is_benjamini_hochberg_per_method():
+    rng = np.random.default_rng(4)
+    m = gene_metrics(_predictions(rng, {"good": 2.0, "bad": 8.0}, genes=30, n=30), folds=4)
+    for method, df in m.groupby("method"):
+        np.testing.assert_allclose(df["pearson_q"], stats.false_discovery_control(df["pearson_p"]), rtol=1e-12)
+    p = np.array([0.01, np.nan, 0.04, 0.03, 0.5])
+    q = bh_qvalues(p)
+    assert np.isnan(q[1])
+    np.testing.assert_allclose(q[~np.isnan(p)], stats.false_discovery_control(p[~np.isnan(p)]))
+
+
+def test_bootstrap_matches_a_slow_loop_over_resamples():
+    rng = np.random.default_rng(5)
+    n, genes = 25, 3
+    obs = rng.normal(size=(genes, n))
+    pa, pb = obs + rng.normal(size=(genes, n)), obs + 2 * rng.normal(size=(genes, n))
+    pb[2] = 1.0  # a constant prediction counts as r = 0 in every resample
+    w = bootstrap_weights(n, n_boot=200, seed=1)
+    res = paired_bootstrap(obs, pa, obs, pb, w)
+    deltas = np.empty((200, genes))
+    for b in range(200):
+        idx = np.repeat(np.arange(n), w[b].astype(int))  # the individuals drawn in resample b
+        for g in range(genes):
+            ra = stats.pearsonr(obs[g, idx], pa[g, idx]).statistic
+            rb = 0.0 if g == 2 else stats.pearsonr(obs[g, idx], pb[g, idx]).statistic
+            deltas[b, g] = ra - rb
+    np.testing.assert_allclose(bootstrap_r(obs, pa, w) - bootstrap_r(obs, pb, w), deltas, atol=1e-10)
+    np.testing.assert_allclose(res["ci_low"], np.percentile(deltas, 2.5, axis=0), atol=1e-10)
+    tail = np.minimum((deltas <= 0).sum(0), (deltas >= 0).sum(0))
+    np.testing.assert_allclose(res["p"], np.minimum(1, 2 * (tail + 1) / 201))
+    assert res["delta_r"][2] == pytest.approx(stats.pearsonr(obs[2], pa[2]).statistic)
+
+
+def _steiger_se(r12, r13, r23, n):
+    """Asymptotic SE of r12 - r13 for correlations sharing variable 1 (Pearson-Filon / Steiger 1980)."""
+    cov = (r23 * (1 - r12**2 - r13**2) - 0.5 * r12 * r13 * (1 - r12**2 - r13**2 - r23**2)) / n
+    var = ((1 - r12**2) ** 2 + (1 - r13**2) ** 2) / n - 2 * cov
+    return np.sqrt(var)
+
+
+def test_bootstrap_agrees_with_steigers_test_for_dependent_correlations():
+    rng = np.random.default_rng(6)
+    n, genes = 2000, 12
+    obs = rng.normal(size=(genes, n))
+    shared = rng.normal(size=(genes, n))  # the two methods' errors are correlated, as real ones are
+    gain = np.linspace(0.0, 0.25, genes)[:, None]
+    pa = (0.5 + gain) * obs + shared + 0.5 * rng.normal(size=(genes, n))
+    pb = 0.5 * obs + shared + 0.5 * rng.normal(size=(genes, n))
+    w = bootstrap_weights(n, n_boot=1000, seed=0)
+    res = paired_bootstrap(obs, pa, obs, pb, w)
+    sd_boot = (bootstrap_r(obs, pa, w) - bootstrap_r(obs, pb, w)).std(axis=0)
+    r12 = np.array([stats.pearsonr(o, a).statistic for o, a in zip(obs, pa)])
+    r13 = np.array([stats.pearsonr(o, b).statistic for o, b in zip(obs, pb)])
+    r23 = np.array([stats.pearsonr(a, b).statistic for a, b in zip(pa, pb)])
+    se = _steiger_se(r12, r13, r23, n)
+    np.testing.assert_allclose(sd_boot, se, rtol=0.15)
+    z = (r12 - r13) / se
+    p_steiger = 2 * stats.norm.sf(np.abs(z))
+    # the same genes are significant at 5%, away from the border
+    clear = np.abs(np.abs(z) - 1.96) > 0.6
+    assert clear.sum() >= 8
+    assert np.array_equal(res["p"][clear] < 0.05, p_steiger[clear] < 0.05)
+    assert (res["p"] < 0.05).sum() >= 3 and (res["p"] >= 0.05).sum() >= 2
+
+
+def test_compare_per_gene_pairs_on_common_genes_with_q_per_pair():
+    rng = np.random.default_rng(7)
+    preds = _predictions(rng, {"good": 0.3, "bad": 3.0}, genes=8, n=60)
+    extra = _predictions(rng, {"only": 1.0}, genes=2, n=60)
+    per = compare_per_gene(pd.concat([preds, extra], ignore_index=True), n_boot=300, seed=0)
+    assert list(per.columns) == ["method_a", "method_b", "gene_id", "n", "r_a", "r_b", "delta_r", "ci_low",
+                                 "ci_high", "p", "q"]
+    gb = per[(per.method_a == "bad") & (per.method_b == "good")]
+    assert len(gb) == 8 and (gb.n == 60).all()
+    assert (gb.delta_r < 0).all() and (gb.ci_high < 0).all() and (gb.p < 0.05).all()
+    np.testing.assert_allclose(gb.q, stats.false_discovery_control(gb.p))
+    assert (gb.ci_low <= gb.delta_r).all() and (gb.delta_r <= gb.ci_high).all()
+    only = per[per.method_b == "only"]  # "only" shares genes g0 and g1 with each of the others
+    assert len(only) == 4 and set(only.gene_id) == {"g0", "g1"}
+
+
+def test_null_expectation_matches_cross_validation_under_the_null():
+    """Pooled out-of-fold r under the null through the real CV loop (scikit-learn ridge), against
+    the vectorised reference that evaluate reports."""
+    from sklearn.linear_model import Ridge
+
+    from hapexpr.crossval import cross_validate_gene
+
+    rng = np.random.default_rng(8)
+    n, genes = 150, 500
+    folds = np.arange(n) % 5
+    observed_r, expected = [], []
+    for _ in range(genes):
+        d = rng.binomial(2, rng.uniform(0.1, 0.5, size=4)[:, None], size=(4, n)).astype(float)
+        z = ((d - d.mean(1, keepdims=True)) / d.std(1, keepdims=True)).T
+        y = rng.normal(size=n)
+        o, p = cross_validate_gene(z, y, None, folds, lambda s: Ridge(alpha=4.0), seed=0)
+        observed_r.append(pearson(o, p))
+        expected.append(ridge_null_r(d, folds, reps=16, rng=rng).mean())
+    observed_r, expected = np.array(observed_r), np.array(expected)
+    se = np.sqrt(observed_r.var() / genes + expected.var() / genes)
+    assert observed_r.mean() < -4 * observed_r.std() / np.sqrt(genes)  # the bias is real ...
+    assert abs(observed_r.mean() - expected.mean()) < 3 * se  # ... and the reference reproduces it
+
+
+def test_printed_summary_fits_a_screen(capsys):
+    methods = ["elastic-net", "enformer", "enformer-ridge", "nt-transformer", "ridge-probe", "stack"]
+    rng = np.random.default_rng(9)
+    rows = []
+    for m in methods:
+        for g in range(20):
+            rows.append({"method": m, "gene_id": f"g{g}", "pearson_r": rng.normal(0.2, 0.2), "pearson_q": rng.uniform(),
+                         "null_r": -0.01, "null_frac_below_0": 0.52, "h2_cis": rng.uniform(0, 0.5),
+                         "ceiling": rng.uniform(0, 0.7)})
+    metrics = pd.DataFrame(rows)
+    comparisons = compare(metrics).assign(a_better_q05=1, b_better_q05=0)
+    print_summary(summarise(metrics), comparisons)
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) <= 40
+    assert "null r" in out and "q<.05" in out and "h2>.2" in out and "nt-transformer" in out
+
+
+def _study_predictions(study_path, methods):
+    """Predictions for every gene of a prepared study: the observed residualised expression and
+    a noisy copy of it per method (noise sd given), in predictions.tsv's layout."""
+    from hapexpr.study import Study
+    from hapexpr.crossval import residualise, study_targets
+
+    study = Study.open(study_path)
+    expr, cov = study_targets(study)
+    rng = np.random.default_rng(0)
+    rows = []
+    for m, (noise, genes) in methods.items():
+        for g in study.gene_ids[:genes]:
+            obs = residualise(expr.loc[g].to_numpy(float), cov, np.ones(len(study.folds), bool))
+            rows.append(pd.DataFrame({"method": m, "gene_id": g, "sample_id": study.sample_ids, "fold": study.folds,
+                                      "observed": obs, "predicted": obs + noise * rng.normal(size=len(obs))}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_evaluate_study_writes_the_new_tables(study_copy):
+    from hapexpr.evaluate import evaluate_study, read_truth
+    from hapexpr.study import Study
+
+    preds = _study_predictions(study_copy, {"good": (0.5, 4), "partial": (2.0, 2)})
+    preds.to_csv(study_copy / "predictions.tsv", sep="\t", index=False)
+    metrics, summary, comparisons = evaluate_study(study_copy, n_boot=200)
+    for col in ("pearson_q", "null_r", "null_frac_below_0", "h2_cis", "h2_cis_se", "ratio_h2_cis", "h2", "ceiling"):
+        assert col in metrics.columns, col
+    assert comparisons.loc[0, "n_genes"] == 2
+    per = pd.read_csv(study_copy / "comparisons_per_gene.tsv", sep="\t")
+    assert len(per) == 2 and (per["n"] == len(preds[preds.method == "good"]) / 4).all()
+    her = pd.read_csv(study_copy / "heritability.tsv", sep="\t", dtype={"gene_id": str})
+    assert list(her.columns) == ["gene_id", "n_cis_variants", "h2_cis", "h2_cis_se", "h2_true"]
+    assert len(her) == 4 and her["h2_cis_se"].gt(0).all()
+    truth = read_truth(Study.open(study_copy))
+    np.testing.assert_allclose(her.set_index("gene_id").loc[truth.gene_id, "h2_true"], truth["h2"], atol=1e-6)
+    assert {"genes_q05", "null_mean_r", "ratio_to_h2_cis", "mean_r_h2_stratum2"} <= set(summary.columns)
+    assert summary.set_index("method").loc["good", "genes_q05"] == int((metrics.query("method == 'good'").pearson_q < 0.05).sum())
+
+
+def test_truth_is_read_from_the_study_only(study_copy):
+    """evaluate reads the truth prepare copied into the study, never a file beside the inputs."""
+    from hapexpr.evaluate import read_truth, truth_path
+    from hapexpr.study import Study
+
+    study = Study.open(study_copy)
+    assert truth_path(study) == study_copy / "truth.tsv"
+    pd.DataFrame({"gene_id": study.gene_ids, "h2": 0.123}).to_csv(study_copy / "truth.tsv", sep="\t", index=False)
+    assert (read_truth(study)["h2"] == 0.123).all()
+    (study_copy / "truth.tsv").unlink()  # the simulator's truth.tsv is still beside the expression file
+    assert truth_path(study) is None and read_truth(study) is None
+
+
+def test_genes_missing_individuals_are_handled_row_by_row():
+    rng = np.random.default_rng(10)
+    preds = _predictions(rng, {"a": 0.5, "b": 1.0}, genes=3, n=40)
+    drop = preds.index[(preds.method == "b") & (preds.gene_id == "g1")][:5]
+    preds = preds.drop(drop)
+    m = gene_metrics(preds, folds=4).set_index(["method", "gene_id"])
+    one = preds[(preds.method == "b") & (preds.gene_id == "g1")]
+    assert m.loc[("b", "g1"), "n"] == 35 and m.loc[("a", "g1"), "n"] == 40
+    assert m.loc[("b", "g1"), "pearson_r"] == pytest.approx(stats.pearsonr(one.observed, one.predicted).statistic)
+    assert m.loc[("b", "g1"), "spearman_r"] == pytest.approx(stats.spearmanr(one.observed, one.predicted).statistic)
+    assert m.loc[("a", "g2"), "pearson_p"] == pytest.approx(stats.pearsonr(
+        *preds[(preds.method == "a") & (preds.gene_id == "g2")][["observed", "predicted"]].to_numpy().T).pvalue)
+    per = compare_per_gene(preds, n_boot=200, seed=3).set_index("gene_id")
+    assert per.loc["g1", "n"] == 35 and per.loc["g0", "n"] == 40
+    a = preds[(preds.method == "a") & (preds.gene_id == "g1")].set_index("sample_id").loc[one.sample_id]
+    # same individuals, same resamples (the pivot orders individuals by id, so sort both sides)
+    order = np.argsort(one.sample_id.to_numpy())
+    ref = paired_bootstrap(*(v[:, order] for v in (a.observed.to_numpy()[None], a.predicted.to_numpy()[None],
+                                                   one.observed.to_numpy()[None], one.predicted.to_numpy()[None])),
+                           bootstrap_weights(35, n_boot=200, seed=3))
+    assert per.loc["g1", "ci_low"] == pytest.approx(ref["ci_low"][0]) and per.loc["g1", "p"] == pytest.approx(ref["p"][0])
+
+
+def test_heritability_strata_and_ratio_in_the_summary():
+    from hapexpr.evaluate import h2_strata
+
+    metrics = pd.DataFrame({"method": "m", "gene_id": [f"g{i}" for i in range(6)],
+                            "pearson_r": [0.0, np.nan, 0.2, 0.3, 0.5, 0.6],
+                            "h2_cis": [-0.02, 0.01, 0.1, 0.15, 0.4, 0.5]})
+    s = summarise(metrics).iloc[0]
+    assert s.genes_h2_stratum0 == 2 and s.genes_h2_stratum1 == 2 and s.genes_h2_stratum2 == 2
+    assert s.mean_r_h2_stratum0 == pytest.approx(0.0) and s.mean_r_h2_stratum2 == pytest.approx(0.55)
+    assert s.ratio_to_h2_cis == pytest.approx(np.mean([0.2, 0.3, 0.5, 0.6]) / np.mean(np.sqrt([0.1, 0.15, 0.4, 0.5])))
+    st = h2_strata(metrics).set_index("stratum")
+    assert st.loc["0.05-0.2", "ratio"] == pytest.approx(0.25 / np.mean(np.sqrt([0.1, 0.15])))

@@ -143,7 +143,7 @@ def test_single_method_without_tiny_model_or_effects(study_copy):
     page = write_report(study_copy).read_text()
     assert TINY_WARNING not in page and "tiny-model-banner" not in page
     assert "Only one method" in page and "hapexpr explain" in page
-    assert len(_pngs(page)) == 3  # distributions, best genes, ceiling
+    assert len(_pngs(page)) == 4  # distributions, best genes, ceiling, r against estimated h2_cis
 
 
 def test_study_without_predictions_says_what_to_run(study_copy):

@@ -24,7 +24,7 @@ import pandas as pd
 
 from hapexpr import __version__
 from hapexpr.errors import StudyError
-from hapexpr.evaluate import compare, evaluate_study, summarise
+from hapexpr.evaluate import compare, evaluate_study, h2_strata, significant_pairs, summarise
 from hapexpr.io.atomic import atomic_open
 from hapexpr.study import Study
 from hapexpr.crossval import read_predictions
@@ -82,7 +82,7 @@ def _metrics(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     metrics = pd.read_csv(met, sep="\t", dtype={"method": str, "gene_id": str})
     if metrics.empty:
         raise StudyError("metrics.tsv has no rows", path=met, hint="run `hapexpr fit` and `hapexpr evaluate` first")
-    return metrics, summarise(metrics), compare(metrics)
+    return metrics, summarise(metrics), _with_significant(compare(metrics), read_per_gene(study))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +243,7 @@ def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, compar
             "individuals. Each dot is a gene; box = quartiles, line = median, diamond = mean.")),
         _best_genes_section(metrics, summary, predictions),
         _ceiling_section(metrics, has_truth),
+        _statistics_section(metrics, read_per_gene(study), methods),
         _explain_section(study, explain),
         _per_gene_section(study, metrics, methods, has_truth),
         _provenance_section(study, provenance, methods),
@@ -263,7 +264,7 @@ def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, compar
 
 _NAV = [("summary", "Summary"), ("comparisons", "Comparisons"), ("method-vs-method", "Method vs method"),
         ("distributions", "Distributions"), ("best-genes", "Best genes"), ("ceiling", "Ceiling"),
-        ("explain", "Variant effects"), ("per-gene", "Per gene"), ("provenance", "Provenance")]
+        ("statistics", "Intervals and heritability"), ("explain", "Variant effects"), ("per-gene", "Per gene"), ("provenance", "Provenance")]
 
 
 def _banner(prov: Provenance) -> str:
@@ -296,11 +297,15 @@ def _summary_section(summary: pd.DataFrame, comparisons: pd.DataFrame, has_truth
         key = comparisons.apply(lambda r: {r.method_a, r.method_b} == {prov.reference, prov.primary}, axis=1)
         comparisons = pd.concat([comparisons[key], comparisons[~key]], ignore_index=True)
         comp = _table(comparisons, labels={"a_wins": "genes won by a", "b_wins": "genes won by b",
-                                           "mean_diff": "mean r(a) - r(b)", "wilcoxon_p": "Wilcoxon p"},
-                      fmts={"mean_diff": "+.3f", "wilcoxon_p": ".3g"}, left=("method_a", "method_b"),
+                                           "mean_diff": "mean r(a) - r(b)", "wilcoxon_p": "Wilcoxon p",
+                                           "n_genes": "genes in common", "wilcoxon_q": "BH q",
+                                           "a_better_q05": "genes a better (q < 0.05)",
+                                           "b_better_q05": "genes b better (q < 0.05)"},
+                      fmts={"mean_diff": "+.3f", "wilcoxon_p": ".3g", "wilcoxon_q": ".3g"}, left=("method_a", "method_b"),
                       highlight=lambda i, r: i == 0 and bool(key.any()))
         comp += ("<p class=\"muted\">Paired over the genes both methods predict: genes where each has the higher r, "
                  "and the two-sided Wilcoxon signed-rank p-value of the per-gene differences.</p>")
+        comp += _comparison_note()
     return (_section("summary", "Method summary", body) + "\n"
             + _section("comparisons", "Pairwise comparisons", comp))
 
@@ -353,6 +358,90 @@ def _ceiling_section(metrics: pd.DataFrame, has_truth: bool) -> str:
         "Per-gene r against sqrt(h2), the correlation a model knowing the true genetic effects would reach "
         "on average. Points near the dashed line reach the ceiling; genes with h2 = 0 sit at x = 0, "
         "where any r is noise."))
+
+
+# ---------------------------------------------------------------------------------------------
+# Significance, paired intervals and the estimated heritability (STUDY/comparisons_per_gene.tsv)
+
+MAX_INTERVAL_GENES = 40
+MAX_PER_GENE_ROWS = 500
+_SUMMARY_LABELS.update({"null_mean_r": "null r", "null_frac_r_below_0": "null fraction r < 0",
+                        "genes_q05": "genes q < 0.05", "ratio_to_h2_cis": "r / sqrt(h2_cis)",
+                        "mean_r_h2_stratum0": "mean r, h2_cis < 0.05", "mean_r_h2_stratum1": "mean r, 0.05-0.2",
+                        "mean_r_h2_stratum2": "mean r, > 0.2", "genes_h2_stratum0": "genes h2_cis < 0.05",
+                        "genes_h2_stratum1": "genes 0.05-0.2", "genes_h2_stratum2": "genes > 0.2"})
+
+
+def _comparison_note() -> str:
+    return ("<p class=\"muted\">BH q: Benjamini-Hochberg over the pairs. Genes better at q &lt; 0.05: per-gene "
+            "bootstrap over individuals of r(a) - r(b), BH over the pair's genes (see "
+            "<a href=\"#statistics\">Intervals and heritability</a>).</p>")
+
+
+def read_per_gene(study: Study) -> pd.DataFrame | None:
+    """STUDY/comparisons_per_gene.tsv, or None when evaluate has not written it."""
+    path = study.path / "comparisons_per_gene.tsv"
+    if not path.exists():
+        return None
+    return pd.read_csv(path, sep="\t", dtype={"method_a": str, "method_b": str, "gene_id": str})
+
+
+def _with_significant(comparisons: pd.DataFrame, per_gene: pd.DataFrame | None) -> pd.DataFrame:
+    if per_gene is None or per_gene.empty:
+        return comparisons
+    return comparisons.merge(significant_pairs(per_gene), on=["method_a", "method_b"], how="left")
+
+
+def _key_pair(per_gene: pd.DataFrame, methods: list[str]) -> tuple[str, str]:
+    """The pair drawn: nt-transformer against elastic-net when both exist, else the first pair
+    in report order."""
+    pairs = list(per_gene[["method_a", "method_b"]].drop_duplicates().itertuples(index=False, name=None))
+    for a, b in pairs:
+        if {a, b} == {"nt-transformer", "elastic-net"}:
+            return a, b
+    rank = {m: i for i, m in enumerate(methods)}
+    return min(pairs, key=lambda p: (min(rank.get(p[0], 99), rank.get(p[1], 99)), max(rank.get(p[0], 99), rank.get(p[1], 99))))
+
+
+def _statistics_section(metrics: pd.DataFrame, per_gene: pd.DataFrame | None, methods: list[str]) -> str:
+    from hapexpr import report_figures as rf
+
+    parts = []
+    if "h2_cis" in metrics.columns and metrics["h2_cis"].notna().any():
+        strata = h2_strata(metrics)
+        strata = strata.set_index("method").loc[[m for m in methods if m in set(strata["method"])]].reset_index()
+        parts.append("<h3>Results by estimated cis-heritability</h3>" + _table(
+            strata, labels={"mean_sqrt_h2_cis": "mean sqrt(h2_cis)", "ratio": "mean r / mean sqrt(h2_cis)"},
+            left=("method", "stratum")))
+        parts.append(_figure(rf.h2_cis_figure(metrics), "per-gene r against estimated h2_cis",
+                             "Per-gene r against the gene's cis-heritability estimated by Haseman-Elston regression "
+                             "on the GRM of its window variants, inside the training folds (bars: +-1 jackknife SE). "
+                             "The dashed curve r = sqrt(h2) is what a model knowing the true effects reaches on "
+                             "average; dotted lines are the stratum borders. Stratifying by an estimate made on "
+                             "the same people slightly favours the high stratum (shared noise)."))
+    if per_gene is not None and not per_gene.empty:
+        a, b = _key_pair(per_gene, methods)
+        pair = per_gene[(per_gene["method_a"] == a) & (per_gene["method_b"] == b)].sort_values(["q", "gene_id"], kind="stable")
+        shown = pair.head(MAX_INTERVAL_GENES)
+        parts.append(f"<h3>Per-gene paired test: {_e(a)} against {_e(b)}</h3>" + _figure(
+            rf.paired_interval_figure(shown, a, b), f"per-gene r({a}) - r({b}) with bootstrap intervals",
+            f"r({_e(a)}) - r({_e(b)}) per gene with its 95% interval from a bootstrap over individuals (the same "
+            "individuals resampled for both methods); filled: Benjamini-Hochberg q &lt; 0.05 over this pair's "
+            f"genes. {len(shown)} of {len(pair)} genes shown, smallest q first; every pair is in "
+            "STUDY/comparisons_per_gene.tsv."))
+        rows = per_gene.sort_values(["q", "method_a", "method_b", "gene_id"], kind="stable").head(MAX_PER_GENE_ROWS)
+        parts.append(f"<details><summary>Per-gene paired tests of every pair ({len(rows)} of {len(per_gene)} rows, "
+                     "smallest q first)</summary>" + _table(rows, fmts={"delta_r": "+.3f", "p": ".3g", "q": ".3g"},
+                                                            left=("method_a", "method_b", "gene_id")) + "</details>")
+    if "pearson_q" in metrics.columns:
+        wide = metrics.pivot(index="gene_id", columns="method", values="pearson_q")[methods].reset_index()
+        parts.append("<details><summary>q-values of each gene's r (Benjamini-Hochberg over the genes of each "
+                     "method)</summary>" + _table(wide, fmts={m: ".3g" for m in methods}, left=("gene_id",))
+                     + "</details>")
+    if not parts:
+        return _section("statistics", "Intervals and heritability", "<p class=\"note\">Run <code>hapexpr evaluate "
+                        "STUDY</code> with this version to get q-values, per-gene intervals and heritability.</p>")
+    return _section("statistics", "Intervals and heritability", "\n".join(parts))
 
 
 def _explain_section(study: Study, explain: list) -> str:

@@ -205,3 +205,48 @@ def explain_figure(effects: pd.DataFrame, *, tss: int, strand: str, window: int,
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, frameon=False, loc="best")
     return _png(fig)
+
+
+def h2_cis_figure(metrics: pd.DataFrame) -> bytes:
+    """Per-gene r against the estimated cis-heritability h2_cis (HE regression, +-1 SE bars),
+    one colour per method, with the curve r = sqrt(h2) and the stratum borders 0.05 and 0.2."""
+    methods = order_methods(metrics["method"].unique())
+    colours = method_colours(methods)
+    fig = _figure(6.4, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    rng = np.random.default_rng(2)
+    for m in methods:
+        d = metrics[metrics["method"] == m]
+        h = d["h2_cis"].to_numpy(dtype=float)
+        ax.errorbar(h + rng.uniform(-0.004, 0.004, len(h)), d["pearson_r"].fillna(0.0), xerr=d["h2_cis_se"],
+                    fmt="o", ms=3.5, alpha=0.8, color=colours[m], ecolor=colours[m], elinewidth=0.5, label=m)
+    finite = metrics["h2_cis"].to_numpy(dtype=float)
+    top = max(0.3, float(np.nanmax(finite)) + 0.05) if np.isfinite(finite).any() else 1.0
+    xs = np.linspace(0, top, 100)
+    ax.plot(xs, np.sqrt(xs), color="0.3", ls="--", lw=1, label="r = sqrt(h2)")
+    for border in (0.05, 0.2):
+        ax.axvline(border, color="0.8", lw=0.8, ls=":", zorder=0)
+    ax.axhline(0, color="0.85", lw=0.8, zorder=0)
+    ax.set_xlabel("estimated cis-heritability h2_cis (HE regression, inside training folds)")
+    ax.set_ylabel("Pearson r across held-out individuals")
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    return _png(fig)
+
+
+def paired_interval_figure(per_gene: pd.DataFrame, a: str, b: str) -> bytes:
+    """Forest plot of r(a) - r(b) per gene with its 95% bootstrap interval, filled where the
+    bootstrap q < 0.05. per_gene: rows of comparisons_per_gene.tsv for one pair, in drawing order."""
+    fig = _figure(6.4, 1.2 + 0.22 * len(per_gene))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = np.arange(len(per_gene))[::-1]
+    d = per_gene["delta_r"].to_numpy(dtype=float)
+    lo, hi = per_gene["ci_low"].to_numpy(dtype=float), per_gene["ci_high"].to_numpy(dtype=float)
+    sig = (per_gene["q"] < 0.05).to_numpy()
+    ax.hlines(ys, lo, hi, color="0.4", lw=1)
+    ax.scatter(d[sig], ys[sig], color="#d62728", s=22, zorder=3, label="q < 0.05")
+    ax.scatter(d[~sig], ys[~sig], facecolors="w", edgecolors="0.3", s=22, zorder=3, label="q >= 0.05")
+    ax.axvline(0, color="0.5", lw=0.8, ls="--")
+    ax.set_yticks(ys, per_gene["gene_id"].astype(str), fontsize=7)
+    ax.set_xlabel(f"r({a}) - r({b}), 95% bootstrap interval over individuals")
+    ax.legend(fontsize=7, frameon=False, loc="best")
+    return _png(fig)
