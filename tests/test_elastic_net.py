@@ -201,49 +201,29 @@ def test_study_window_features_keep_variants_that_touch_the_window():
     assert method.fit_name == "elastic-net-window"
 
 
-def test_cis_window_reads_the_vcf_when_the_study_stores_too_little(monkeypatch, tmp_path):
-    from hapexpr.cohort import StudyCohort
-
-    vcf = tmp_path / "g.vcf.gz"
-    vcf.write_bytes(b"")
-    calls = {}
-    geno = np.array([[[0, 1], [1, 1], [1, 0], [0, 0]], [[0, 0], [0, 0], [0, 0], [0, 0]]], dtype=np.int8)
-
-    class Reader:
-        def __init__(self, path, *, samples=None, allow_unphased=False):
-            calls["init"] = (Path(path), list(samples), allow_unphased)
-
-        def fetch(self, chrom, start, end):
-            calls["fetch"] = (chrom, start, end)
-            return types.SimpleNamespace(
-                genotypes=geno, ids=["rs1", "rs2"], pos=[990, 1010], ref=["A", "C"], alt=["G", "T"]
-            )
-
-    monkeypatch.setattr("hapexpr.cohort.VcfReader", Reader)
-    study = types.SimpleNamespace(
-        path=tmp_path, sample_ids=["a", "b", "c", "d"], meta={"inputs": {"vcf": {"path": str(vcf)}}},
-        cis_window=None, gene=lambda g: types.SimpleNamespace(gene_id="G1", chrom="chr1", tss=1_000),
-    )
-    method = ElasticNetMethod(ElasticNetOptions(cis_window=100))
-    X = method.features(StudyCohort(study), "G1")
-    # Dosages ignore phase, so unphased VCFs are accepted.
-    assert calls["init"] == (vcf, ["a", "b", "c", "d"], True) and calls["fetch"] == ("chr1", 900, 1100)
-    np.testing.assert_allclose(X.iloc[:, 0], [1, 2, 1, 0])
-    np.testing.assert_allclose(X.iloc[:, 1], 0)
-    names = method.variant_table(StudyCohort(study), "G1")
-    assert list(names.columns) == ["variant_id", "chrom", "pos", "ref", "alt"]
-    assert list(names["variant_id"]) == ["rs1", "rs2"]
-    assert method.fit_name == "elastic-net-100bp"
-
-
-def test_cis_window_without_a_store_or_the_vcf_is_a_clear_error(tmp_path):
+def test_cis_window_comes_from_the_study_and_a_wider_one_is_refused(study_copy):
+    """The +-50 kb features are the study's cis store (what bcftools gives over the same span),
+    and a window wider than the store is refused with what to do, never read from the VCF."""
     from hapexpr.cohort import StudyCohort
     from hapexpr.errors import StudyError
+    from hapexpr.study import Study
 
-    study = types.SimpleNamespace(path=tmp_path, sample_ids=["a"], cis_window=None,
-                                  meta={"inputs": {"vcf": {"path": str(tmp_path / "gone.vcf.gz")}}})
-    with pytest.raises(StudyError, match="gone.vcf.gz"):
-        ElasticNetMethod(ElasticNetOptions(cis_window=10)).features(StudyCohort(study), "G")
+    study = Study.open(study_copy)
+    cohort = StudyCohort(study)
+    gene_id = study.gene_ids[0]
+    X = ElasticNetMethod(ElasticNetOptions(cis_window=50_000)).features(cohort, gene_id)
+    info = study.gene_info(gene_id)
+    vcf = study.meta["inputs"]["vcf"]["path"]
+    region = f"{info['chrom']}:{max(1, int(info['tss']) - 50_000)}-{int(info['tss']) + 50_000}"
+    lines = subprocess.run(["bcftools", "query", "-r", region, "-s", ",".join(study.sample_ids),
+                            "-f", "%POS:%REF:%ALT[\t%GT]\n", vcf],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    want = np.array([[sum(int(a) for a in gt.replace("|", "/").split("/")) for gt in line.split("\t")[1:]]
+                     for line in lines], dtype=np.float64).T
+    assert [c.split(":", 1)[1] for c in X.columns] == [line.split("\t")[0] for line in lines]
+    np.testing.assert_array_equal(X.to_numpy(), want)
+    with pytest.raises(StudyError, match="--cis-window 2000000"):
+        ElasticNetMethod(ElasticNetOptions(cis_window=2_000_000)).features(cohort, gene_id)
 
 
 def test_dosage_model_aligns_new_people_by_variant_and_fills_the_mean():

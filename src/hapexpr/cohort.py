@@ -54,7 +54,6 @@ class StudyCohort:
         self.study = study
         self.sample_ids = study.sample_ids
         self._gene: GeneData | None = None
-        self._reader: VcfReader | None = None
 
     @property
     def is_study(self) -> bool:
@@ -67,32 +66,17 @@ class StudyCohort:
 
     def cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
         stored = self.study.cis_window
-        if stored is not None and window <= stored:
-            cis = self.study.cis_genotypes(gene_id)
-            tss = int(self.study.gene_info(gene_id)["tss"])
-            keep = np.abs(cis.variants["pos"].to_numpy(dtype=np.int64) - tss) <= window
-            dosages = np.asarray(cis.dosages[keep], dtype=np.float32).T  # (samples, variants)
-            return cis.variants[keep].reset_index(drop=True), np.ascontiguousarray(dosages)
-        return self._vcf_cis(gene_id, window)
-
-    def _vcf_cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
-        """Studies without a cis store wide enough: read the study's VCF (if still there)."""
-        if self._reader is None:
-            try:
-                path = Path(self.study.meta["inputs"]["vcf"]["path"])
-            except (KeyError, TypeError):
-                raise StudyError("study.json records no VCF, and the study stores no cis genotypes "
-                                 f"out to +-{window:,} bp", path=self.study.path,
-                                 hint="prepare the study again with --cis-window") from None
-            if not path.exists():
-                raise StudyError(
-                    f"the study stores no cis genotypes out to +-{window:,} bp and its VCF is not "
-                    "there any more", path=path,
-                    hint=f"prepare the study again with --cis-window {window}, or restore the VCF")
-            # Dosages ignore phase, so unphased genotypes are fine here.
-            self._reader = VcfReader(path, samples=self.sample_ids, allow_unphased=True)
-        gene = self.gene(gene_id)
-        return read_cis(self._reader, gene.chrom, gene.tss, window)
+        if stored is None or window > stored:
+            raise StudyError(
+                f"this study stores cis genotypes out to {'no distance' if stored is None else f'+-{stored:,} bp'}, "
+                f"not the +-{window:,} bp asked for (studies prepared before hapexpr stored them have none)",
+                path=self.study.path,
+                hint=f"prepare the study again with --cis-window {window}, or fit with a smaller --cis-window")
+        cis = self.study.cis_genotypes(gene_id)
+        tss = int(self.study.gene_info(gene_id)["tss"])
+        keep = np.abs(cis.variants["pos"].to_numpy(dtype=np.int64) - tss) <= window
+        dosages = np.asarray(cis.dosages[keep], dtype=np.float32).T  # (samples, variants)
+        return cis.variants[keep].reset_index(drop=True), np.ascontiguousarray(dosages)
 
 
 def read_cis(reader: VcfReader, chrom: str, tss: int, window: int) -> tuple[pd.DataFrame, np.ndarray]:

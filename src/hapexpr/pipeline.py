@@ -32,15 +32,18 @@ from hapexpr.study import Study
 @dataclass(frozen=True)
 class PrepareConfig:
     vcf: str
-    fasta: str
-    genes: str
     expression: str
+    fasta: str | None = None
+    genes: str | None = None
     covariates: str | None = None
     window: int = 6000
     folds: int = 5
     seed: int = 0
     residualised: bool = False
     allow_unphased: bool = False
+    normalise: str = "none"
+    cis_window: int = 1_000_000
+    folds_by: str | None = None  # "COLUMN FILE"
 
 
 @dataclass(frozen=True)
@@ -156,11 +159,15 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
         say(f"[prepare] {study} is already prepared with these inputs; skipped")
     else:
         say("[prepare]")
+        optional = {k: None if getattr(p, k) is None else Path(getattr(p, k)) for k in ("fasta", "genes", "covariates")}
+        folds_by = None
+        if p.folds_by:
+            column, _, file = p.folds_by.partition(" ")
+            folds_by = (column, Path(file.strip()))
         prepare_study(
-            vcf=Path(p.vcf), fasta=Path(p.fasta), genes=Path(p.genes), expression=Path(p.expression),
-            covariates=None if p.covariates is None else Path(p.covariates), out=study, window=p.window,
-            folds=p.folds, seed=p.seed, residualised=p.residualised, allow_unphased=p.allow_unphased,
-            progress=progress,
+            vcf=Path(p.vcf), expression=Path(p.expression), out=study, window=p.window, folds=p.folds,
+            seed=p.seed, residualised=p.residualised, allow_unphased=p.allow_unphased, normalise=p.normalise,
+            cis_window=p.cis_window, folds_by=folds_by, progress=progress, **optional,
         )
     if config.embed is not None:
         say("[embed]")
@@ -189,7 +196,9 @@ def _same_prepare(study: Path, p: PrepareConfig) -> bool:
     """True when the existing study was prepared from the same files (by sha256) and parameters."""
     meta = json.loads((study / "study.json").read_text())
     params = meta.get("params", {})
-    same_params = all(params.get(k) == getattr(p, k) for k in ("window", "folds", "seed", "residualised", "allow_unphased"))
+    same_params = all(params.get(k, default) == getattr(p, k) for k, default in (
+        ("window", None), ("folds", None), ("seed", None), ("residualised", None), ("allow_unphased", None),
+        ("normalise", "none"), ("cis_window", None)))
     inputs = meta.get("inputs", {})
     for key in ("vcf", "fasta", "genes", "expression", "covariates"):
         value = getattr(p, key)

@@ -109,6 +109,7 @@ def run_embed(
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}", hint="use --engine local or --engine ray")
     study = Study.open(study_path)
+    study.require_sequence("embed")
     source = resolve(model).source_for(model, trust_remote_code=trust_remote_code)
     embedder = build_embedder(
         source, layer=layer, bins=bins, window=study.window, device=device, batch_size=batch_size,
