@@ -61,46 +61,121 @@ def lambda_grid(
     return np.geomspace(lambda_max, lambda_max * min_ratio, n_lambdas)
 
 
-class _PathWalker:
-    """One training split, centred once, walked down the penalty grid with warm starts.
+class _LockstepPaths:
+    """The inner folds and the whole training set, walked down one penalty grid together.
 
-    X_train: (train, variants) standardised; X_test: (test, variants) on the same scale.
+    This is glmnet's path algorithm around scikit-learn's compiled coordinate descent. glmnet
+    itself is GPL-2 Fortran with no dependency-free wheel, and scikit-learn's ``enet_path`` on
+    all variants (the previous solver) sweeps every one of ~5,000 columns on every pass; at
+    +-1 Mb that was slower than glmnet. What glmnet does, and this class does too:
+
+    * **sequential strong rule**: at penalty ``lam_k`` only the variants with
+      ``|x_j'r(lam_{k-1})|/n >= alpha (2 lam_k - lam_{k-1})``, plus every variant screened
+      earlier, are handed to the solver (usually tens to a few hundred of thousands);
+    * **KKT check**: after the screened solve, every left-out variant is checked against the
+      optimality condition ``|x_j'r|/n <= alpha lam_k``; violators join and the solve is
+      repeated, so the result is the solution of the full problem, not an approximation
+      (scikit-learn's duality-gap tolerance, tested against ``ElasticNet`` on all variants);
+    * **covariance updates**: each problem keeps the Gram matrix of its screened variants,
+      extended by the new columns only (never the full variants x variants one);
+    * **one matrix product for all problems**: the gradients of the 10 folds and the full fit
+      are one ``Xs' R`` (R: residuals, zero outside each problem's rows), because every
+      problem's residuals sum to zero on its rows, so the fold centring drops out.
+
+    The screened solves are scikit-learn's ``enet_path`` (Gram coordinate descent, warm
+    started) with its parameter validation skipped; no solver is reimplemented here.
+
+    Xs: (samples, variants) standardised; folds: (samples,) 0..K-1. Problem K is the full set.
     """
 
-    def __init__(self, X_train, y_train, X_test, *, l1_ratio: float, tol: float, max_iter: int):
-        n, p = X_train.shape
-        self.x_mean = X_train.mean(axis=0)
-        self.y_mean = float(y_train.mean())
-        self.X = np.asfortranarray(X_train - self.x_mean)
-        self.y = np.ascontiguousarray(y_train - self.y_mean)
-        # Same rule as scikit-learn's precompute="auto": the Gram matrix pays off when n > p.
-        self.gram = np.dot(self.X.T, self.X) if n > p else None
-        self.xy = self.X.T @ self.y if self.gram is not None else None
-        self.X_test = X_test - self.x_mean
-        self.coef = np.zeros(p, order="F")
-        self.kw = dict(l1_ratio=l1_ratio, tol=tol, max_iter=max_iter)
+    GRAM_MAX = 2000  # screened variants above this: coordinate descent on columns, no Gram
+
+    def __init__(self, Xs, y, folds, *, l1_ratio: float, tol: float, max_iter: int):
+        n, p = Xs.shape
+        k = int(folds.max()) + 1
+        self.Xs = np.ascontiguousarray(Xs, dtype=np.float64)
+        self.rows = [np.flatnonzero(folds != f) for f in range(k)] + [np.arange(n)]
+        self.tests = [np.flatnonzero(folds == f) for f in range(k)]
+        self.n_rows = np.array([len(r) for r in self.rows], dtype=np.float64)
+        member = np.zeros((len(self.rows), n))
+        for f, r in enumerate(self.rows):
+            member[f, r] = 1.0 / len(r)
+        self.means = member @ self.Xs  # (problems, variants) column means on each problem's rows
+        self.ybar = member @ y
+        self.yc = [y[r] - self.ybar[f] for f, r in enumerate(self.rows)]
+        self.R = np.zeros((n, len(self.rows)))  # residuals, 0 outside each problem's rows
+        for f, r in enumerate(self.rows):
+            self.R[r, f] = self.yc[f]
+        self.grad = (self.Xs.T @ self.R) / self.n_rows  # (variants, problems) x_j'r / n
+        self.l1_ratio, self.tol, self.max_iter = l1_ratio, tol, max_iter
+        F = len(self.rows)
+        self.screened = np.zeros((p, F), dtype=bool)
+        self.S = [np.zeros(0, dtype=np.intp) for _ in range(F)]  # screened variants, cache order
+        self.XcS = [np.zeros((len(r), 0), order="F") for r in self.rows]  # their centred columns
+        self.G = [np.zeros((0, 0)) for _ in range(F)]  # their Gram matrix (None past GRAM_MAX)
+        self.q = [np.zeros(0) for _ in range(F)]  # their x_j'y
+        self.b = [np.zeros(0) for _ in range(F)]  # their coefficients (warm start)
         self.converged = True
 
-    def run(self, lambdas: np.ndarray) -> np.ndarray:
-        """(variants, len(lambdas)) coefficients at ``lambdas`` (decreasing), warm-started."""
-        from sklearn.exceptions import ConvergenceWarning
+    def _grow(self, f: int, new: np.ndarray) -> None:
+        rows, m = self.rows[f], len(self.S[f])
+        Xn = self.Xs[np.ix_(rows, new)] - self.means[f, new]
+        if self.G[f] is not None and m + len(new) <= self.GRAM_MAX:
+            cross = self.XcS[f].T @ Xn
+            self.G[f] = np.ascontiguousarray(np.block([[self.G[f], cross], [cross.T, Xn.T @ Xn]]))
+        else:
+            self.G[f] = None
+        self.XcS[f] = np.asfortranarray(np.hstack([self.XcS[f], Xn]))
+        self.q[f] = np.concatenate([self.q[f], Xn.T @ self.yc[f]])
+        self.b[f] = np.concatenate([self.b[f], np.zeros(len(new))])
+        self.S[f] = np.concatenate([self.S[f], new])
+        self.screened[new, f] = True
+
+    def _solve(self, f: int, lam: float) -> None:
         from sklearn.linear_model import enet_path
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            _, coefs, _ = enet_path(
-                self.X, self.y, alphas=lambdas,
-                precompute=self.gram if self.gram is not None else False, Xy=self.xy,
-                coef_init=self.coef, copy_X=False, check_input=False, **self.kw,
-            )
-        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-            self.converged = False
-        self.coef = np.asfortranarray(coefs[:, -1])
-        return coefs
+        _, coefs, _ = enet_path(
+            self.XcS[f], self.yc[f], alphas=[lam], l1_ratio=self.l1_ratio,
+            precompute=self.G[f] if self.G[f] is not None else False,
+            Xy=self.q[f] if self.G[f] is not None else None,
+            coef_init=np.asfortranarray(self.b[f]), copy_X=False, check_input=False,
+            tol=self.tol, max_iter=self.max_iter,
+        )
+        self.b[f] = coefs[:, 0]
+        rows = self.rows[f]
+        self.R[rows, f] = self.yc[f] - self.XcS[f] @ self.b[f]
 
-    def predict(self, coefs: np.ndarray) -> np.ndarray:
-        """(test, len(lambdas)) predictions of the held-out rows."""
-        return self.y_mean + self.X_test @ coefs
+    def step(self, lam: float, lam_prev: float) -> None:
+        """Solve every problem at ``lam``, warm-started from ``lam_prev``'s solutions."""
+        a = self.l1_ratio
+        strong = np.abs(self.grad) >= a * (2.0 * lam - lam_prev)
+        for f in range(len(self.rows)):
+            new = np.flatnonzero(strong[:, f] & ~self.screened[:, f])
+            if len(new):
+                self._grow(f, new)
+            if len(self.S[f]):
+                self._solve(f, lam)
+        self.grad = (self.Xs.T @ self.R) / self.n_rows
+        for f in range(len(self.rows)):
+            while True:  # KKT check of the variants left out; violators join, solve again
+                bad = np.flatnonzero((np.abs(self.grad[:, f]) > a * lam) & ~self.screened[:, f])
+                if not len(bad):
+                    break
+                self._grow(f, bad)
+                self._solve(f, lam)
+                self.grad[:, f] = (self.Xs.T @ self.R[:, f]) / self.n_rows[f]
+
+    def predict_fold(self, f: int) -> np.ndarray:
+        """(test,) predictions of fold ``f``'s held-out rows at the current penalty."""
+        S = self.S[f]
+        Xt = self.Xs[np.ix_(self.tests[f], S)] - self.means[f, S]
+        return self.ybar[f] + Xt @ self.b[f]
+
+    def coef(self, f: int) -> np.ndarray:
+        """(variants,) standardised-scale coefficients of problem ``f`` at the current penalty."""
+        out = np.zeros(self.Xs.shape[1])
+        out[self.S[f]] = self.b[f]
+        return out
 
 
 class ElasticNetModel:
@@ -178,17 +253,13 @@ class ElasticNetModel:
         self.lambdas_ = grid
         folds = inner_fold_ids(n, self.inner_folds, self.seed)
         self.inner_folds_ = folds
-        best, oof = self._inner_cv(Xs, y, grid, folds)
+        best, oof, beta_std = self._inner_cv(Xs, y, grid, folds)
         self.best_index_ = best
         self.lambda_ = float(grid[best])
         self.cv_pred_ = oof[:, best]
         self.cv_r_ = _pearson(self.cv_pred_, y)
         self.cv_r2_ = 1.0 - float(np.sum((y - self.cv_pred_) ** 2) / np.sum(yc**2))
-
-        # Final fit on all rows: warm-started down the grid to the chosen penalty.
-        full = _PathWalker(Xs, y, Xs[:0], l1_ratio=self.alpha, tol=self.tol, max_iter=self.max_iter)
-        beta_std = full.run(grid[: best + 1])[:, -1]
-        self.converged_ = self.converged_ and full.converged
+        # The fit on all rows walked the grid with the folds; its solution at the chosen lambda.
         self.coef_[self.kept_] = beta_std / self.x_scale_
         self.intercept_ = float(y.mean() - self.x_mean_ @ self.coef_[self.kept_])
         return self
@@ -204,32 +275,34 @@ class ElasticNetModel:
         self.cv_r2_ = float("nan")
         self.converged_ = True
 
-    def _inner_cv(self, Xs, y, grid, folds) -> tuple[int, np.ndarray]:
-        """Walk every inner fold down the grid in blocks; return the best index and the
-        (samples, n_lambdas) out-of-fold predictions (NaN past the early stop)."""
-        n_l = len(grid)
-        walkers, tests = [], []
-        for k in range(folds.max() + 1):
-            test = folds == k
-            walkers.append(
-                _PathWalker(Xs[~test], y[~test], Xs[test], l1_ratio=self.alpha, tol=self.tol, max_iter=self.max_iter)
-            )
-            tests.append(test)
+    def _inner_cv(self, Xs, y, grid, folds) -> tuple[int, np.ndarray, np.ndarray]:
+        """Walk the inner folds and the full fit down the grid together; return the best
+        index, the (samples, n_lambdas) out-of-fold predictions (NaN past the early stop) and
+        the full fit's standardised coefficients at the best index."""
+        import sklearn
+        from sklearn.exceptions import ConvergenceWarning
+
+        n_l, n_folds = len(grid), int(folds.max()) + 1
+        paths = _LockstepPaths(Xs, y, folds, l1_ratio=self.alpha, tol=self.tol, max_iter=self.max_iter)
         oof = np.full((len(y), n_l), np.nan)
+        full = []  # the full fit's solution at each penalty walked
         block = max(1, int(self.block))
-        done = 0
-        while done < n_l:
-            stop = min(done + block, n_l)
-            for walker, test in zip(walkers, tests):
-                oof[test, done:stop] = walker.predict(walker.run(grid[done:stop]))
-            # Pooled over individuals, as cv.glmnet does (not a mean of per-fold means).
-            self.cv_mse_[done:stop] = np.mean((y[:, None] - oof[:, done:stop]) ** 2, axis=0)
-            done = stop
-            best = int(np.argmin(self.cv_mse_[:done]))
-            if self.patience is not None and done - 1 - best >= self.patience:
-                break
-        self.converged_ = all(w.converged for w in walkers)
-        return best, oof
+        best = 0
+        # Parameter validation skipped: it costs more than a warm-started screened solve.
+        with sklearn.config_context(skip_parameter_validation=True), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            for i, lam in enumerate(grid):
+                paths.step(lam, grid[i - 1] if i else lam)
+                for f in range(n_folds):
+                    oof[paths.tests[f], i] = paths.predict_fold(f)
+                full.append(paths.coef(n_folds))
+                # Pooled over individuals, as cv.glmnet does (not a mean of per-fold means).
+                self.cv_mse_[i] = np.mean((y - oof[:, i]) ** 2)
+                best = int(np.argmin(self.cv_mse_[: i + 1]))
+                if self.patience is not None and (i + 1) % block == 0 and i - best >= self.patience:
+                    break
+        self.converged_ = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        return best, oof, full[best]
 
     # -- prediction ----------------------------------------------------------------------
 
