@@ -102,7 +102,7 @@ def test_kkt_check_repairs_a_screen_that_left_out_active_variables():
     grid = lambda_grid(Xs, y - y.mean(), alpha=0.5, n_lambdas=100)
     lam = grid[40]
     paths = _LockstepPaths(Xs, y, folds, l1_ratio=0.5, tol=1e-12, max_iter=100_000)
-    screen = np.abs(paths.grad[:, -1]) >= 0.5 * lam  # what the strong rule keeps at this jump
+    screen = np.abs(paths.grad[-1]) >= 0.5 * lam  # what the strong rule keeps at this jump
     paths.step(lam, lam)
     for f, rows in enumerate(paths.rows):
         ref = ElasticNet(alpha=lam, l1_ratio=0.5, tol=1e-12, max_iter=1_000_000).fit(Xs[rows], y[rows])

@@ -103,13 +103,13 @@ class _LockstepPaths:
         self.means = member @ self.Xs  # (problems, variants) column means on each problem's rows
         self.ybar = member @ y
         self.yc = [y[r] - self.ybar[f] for f, r in enumerate(self.rows)]
-        self.R = np.zeros((n, len(self.rows)))  # residuals, 0 outside each problem's rows
+        self.R = np.zeros((len(self.rows), n))  # (problems, samples) residuals, 0 off its rows
         for f, r in enumerate(self.rows):
-            self.R[r, f] = self.yc[f]
-        self.grad = (self.Xs.T @ self.R) / self.n_rows  # (variants, problems) x_j'r / n
+            self.R[f, r] = self.yc[f]
+        self.grad = self._gradient()  # (problems, variants) x_j'r / n
         self.l1_ratio, self.tol, self.max_iter = l1_ratio, tol, max_iter
         F = len(self.rows)
-        self.screened = np.zeros((p, F), dtype=bool)
+        self.screened = np.zeros((F, p), dtype=bool)
         self.S = [np.zeros(0, dtype=np.intp) for _ in range(F)]  # screened variants, cache order
         self.XcS = [np.zeros((len(r), 0), order="F") for r in self.rows]  # their centred columns
         self.G = [np.zeros((0, 0)) for _ in range(F)]  # their Gram matrix (None past GRAM_MAX)
@@ -129,7 +129,7 @@ class _LockstepPaths:
         self.q[f] = np.concatenate([self.q[f], Xn.T @ self.yc[f]])
         self.b[f] = np.concatenate([self.b[f], np.zeros(len(new))])
         self.S[f] = np.concatenate([self.S[f], new])
-        self.screened[new, f] = True
+        self.screened[f, new] = True
 
     def _solve(self, f: int, lam: float) -> None:
         from sklearn.linear_model import enet_path
@@ -143,27 +143,31 @@ class _LockstepPaths:
         )
         self.b[f] = coefs[:, 0]
         rows = self.rows[f]
-        self.R[rows, f] = self.yc[f] - self.XcS[f] @ self.b[f]
+        self.R[f, rows] = self.yc[f] - self.XcS[f] @ self.b[f]
+
+    def _gradient(self) -> np.ndarray:
+        # (problems, samples) @ (samples, variants): the fastest orientation for BLAS here.
+        return (self.R @ self.Xs) / self.n_rows[:, None]
 
     def step(self, lam: float, lam_prev: float) -> None:
         """Solve every problem at ``lam``, warm-started from ``lam_prev``'s solutions."""
         a = self.l1_ratio
         strong = np.abs(self.grad) >= a * (2.0 * lam - lam_prev)
         for f in range(len(self.rows)):
-            new = np.flatnonzero(strong[:, f] & ~self.screened[:, f])
+            new = np.flatnonzero(strong[f] & ~self.screened[f])
             if len(new):
                 self._grow(f, new)
             if len(self.S[f]):
                 self._solve(f, lam)
-        self.grad = (self.Xs.T @ self.R) / self.n_rows
+        self.grad = self._gradient()
         for f in range(len(self.rows)):
             while True:  # KKT check of the variants left out; violators join, solve again
-                bad = np.flatnonzero((np.abs(self.grad[:, f]) > a * lam) & ~self.screened[:, f])
+                bad = np.flatnonzero((np.abs(self.grad[f]) > a * lam) & ~self.screened[f])
                 if not len(bad):
                     break
                 self._grow(f, bad)
                 self._solve(f, lam)
-                self.grad[:, f] = (self.Xs.T @ self.R[:, f]) / self.n_rows[f]
+                self.grad[f] = (self.R[f] @ self.Xs) / self.n_rows[f]
 
     def predict_fold(self, f: int) -> np.ndarray:
         """(test,) predictions of fold ``f``'s held-out rows at the current penalty."""
