@@ -111,6 +111,25 @@ def test_kkt_check_repairs_a_screen_that_left_out_active_variables():
     assert not screen[active].all()  # the screen alone would have missed some
 
 
+def test_without_the_gram_matrix_the_fit_is_the_same(monkeypatch):
+    """Past GRAM_MAX screened variants a problem drops its Gram matrix and runs coordinate
+    descent on the columns: same coefficients, same CV curve."""
+    X, y = _cohort(n=60, p=300, seed=23)
+    kw = dict(n_lambdas=20, patience=None, tol=1e-10, max_iter=100_000, seed=4)
+    with_gram = ElasticNetModel(**kw).fit(X, y)
+    monkeypatch.setattr(_LockstepPaths, "GRAM_MAX", 3)
+    no_gram = ElasticNetModel(**kw).fit(X, y)
+    np.testing.assert_allclose(no_gram.cv_mse_, with_gram.cv_mse_, rtol=1e-6)
+    np.testing.assert_allclose(no_gram.coef_, with_gram.coef_, atol=1e-6)
+    assert np.count_nonzero(no_gram.coef_) > 3
+
+
+def test_convergence_is_reported():
+    X, y = _cohort(n=60, p=300, seed=24)
+    assert ElasticNetModel(seed=0).fit(X, y).converged_
+    assert not ElasticNetModel(seed=0, tol=1e-14, max_iter=2).fit(X, y).converged_
+
+
 def test_lambda_is_the_minimum_of_a_brute_force_inner_cv():
     """Pooled inner-CV MSE from independent ElasticNet fits, one per fold and lambda."""
     X, y = _cohort(n=90, p=25, seed=4)

@@ -111,39 +111,83 @@ class _LockstepPaths:
         F = len(self.rows)
         self.screened = np.zeros((F, p), dtype=bool)
         self.S = [np.zeros(0, dtype=np.intp) for _ in range(F)]  # screened variants, cache order
-        self.XcS = [np.zeros((len(r), 0), order="F") for r in self.rows]  # their centred columns
-        self.G = [np.zeros((0, 0)) for _ in range(F)]  # their Gram matrix (None past GRAM_MAX)
+        # Their centred columns and Gram matrix live in buffers with spare room, so that new
+        # variants only fill in their own rows and columns. No Gram past GRAM_MAX variants.
+        self._X = [np.zeros((len(r), 0), order="F") for r in self.rows]
+        self._G: list[np.ndarray | None] = [np.zeros((0, 0)) for _ in range(F)]
         self.q = [np.zeros(0) for _ in range(F)]  # their x_j'y
         self.b = [np.zeros(0) for _ in range(F)]  # their coefficients (warm start)
-        self.converged = True
+        self.converged = True  # False once a solve stopped at max_iter short of the tolerance
 
     def _grow(self, f: int, new: np.ndarray) -> None:
-        rows, m = self.rows[f], len(self.S[f])
+        rows, m, k = self.rows[f], len(self.S[f]), len(new)
         Xn = self.Xs[np.ix_(rows, new)] - self.means[f, new]
-        if self.G[f] is not None and m + len(new) <= self.GRAM_MAX:
-            cross = self.XcS[f].T @ Xn
-            self.G[f] = np.ascontiguousarray(np.block([[self.G[f], cross], [cross.T, Xn.T @ Xn]]))
+        if m + k > self._X[f].shape[1]:  # out of room: double
+            cap = max(m + k, 2 * self._X[f].shape[1], 64)
+            X = np.zeros((len(rows), cap), order="F")
+            X[:, :m] = self._X[f][:, :m]
+            self._X[f] = X
+            if self._G[f] is not None and m + k <= self.GRAM_MAX:
+                G = np.zeros((min(cap, self.GRAM_MAX), min(cap, self.GRAM_MAX)))
+                G[:m, :m] = self._G[f][:m, :m]
+                self._G[f] = G
+        X = self._X[f]
+        X[:, m : m + k] = Xn
+        if self._G[f] is not None and m + k <= self.GRAM_MAX:
+            G = self._G[f]
+            G[:m, m : m + k] = X[:, :m].T @ Xn
+            G[m : m + k, :m] = G[:m, m : m + k].T
+            G[m : m + k, m : m + k] = Xn.T @ Xn
         else:
-            self.G[f] = None
-        self.XcS[f] = np.asfortranarray(np.hstack([self.XcS[f], Xn]))
+            self._G[f] = None
         self.q[f] = np.concatenate([self.q[f], Xn.T @ self.yc[f]])
-        self.b[f] = np.concatenate([self.b[f], np.zeros(len(new))])
+        self.b[f] = np.concatenate([self.b[f], np.zeros(k)])
         self.S[f] = np.concatenate([self.S[f], new])
         self.screened[f, new] = True
 
     def _solve(self, f: int, lam: float) -> None:
+        m, q, b = len(self.S[f]), self.q[f], self.b[f]
+        X = self._X[f][:, :m]
+        n_f = self.n_rows[f]
+        if self._G[f] is None:
+            b, conv = self._cd(X, False, None, b, f, lam, self.max_iter)
+            self.converged &= conv
+        else:
+            # glmnet's inner loop: coordinate descent over the nonzero coefficients only, then
+            # one check of every screened variable with the Gram matrix (x_j'r = q_j - G_j b);
+            # violators join and the active set is solved again. A sweep then costs |active|,
+            # not |screened|, per changed coefficient.
+            G = self._G[f][:m, :m]
+            l1 = self.l1_ratio * lam * n_f
+            act = (np.abs(q - G @ b) > l1) | (b != 0)
+            start = b
+            while True:
+                A = np.flatnonzero(act)
+                b = np.zeros_like(b)
+                if not len(A):
+                    break
+                b[A], conv = self._cd(X[:, A], G[np.ix_(A, A)], q[A], start[A], f, lam, self.max_iter)
+                viol = (np.abs(q - G @ b) > l1) & ~act
+                if not viol.any():
+                    self.converged &= conv
+                    break
+                act |= viol
+                start = b
+        self.b[f] = b
+        self.R[f, self.rows[f]] = self.yc[f] - X @ b
+
+    def _cd(self, X, gram, Xy, b0, f: int, lam: float, max_iter: int) -> tuple[np.ndarray, bool]:
+        """scikit-learn's coordinate descent at one penalty, warm-started at ``b0``; returns
+        the coefficients and whether its duality-gap tolerance was met."""
         from sklearn.linear_model import enet_path
 
-        _, coefs, _ = enet_path(
-            self.XcS[f], self.yc[f], alphas=[lam], l1_ratio=self.l1_ratio,
-            precompute=self.G[f] if self.G[f] is not None else False,
-            Xy=self.q[f] if self.G[f] is not None else None,
-            coef_init=np.asfortranarray(self.b[f]), copy_X=False, check_input=False,
-            tol=self.tol, max_iter=self.max_iter,
+        _, coefs, _, n_iter = enet_path(
+            np.asfortranarray(X), self.yc[f], alphas=[lam], l1_ratio=self.l1_ratio,
+            precompute=gram if gram is False else np.ascontiguousarray(gram), Xy=Xy,
+            coef_init=np.asfortranarray(b0), copy_X=False, check_input=False, tol=self.tol, max_iter=max_iter,
+            return_n_iter=True,
         )
-        self.b[f] = coefs[:, 0]
-        rows = self.rows[f]
-        self.R[f, rows] = self.yc[f] - self.XcS[f] @ self.b[f]
+        return coefs[:, 0], n_iter[0] < max_iter
 
     def _gradient(self) -> np.ndarray:
         # (problems, samples) @ (samples, variants): the fastest orientation for BLAS here.
@@ -151,6 +195,16 @@ class _LockstepPaths:
 
     def step(self, lam: float, lam_prev: float) -> None:
         """Solve every problem at ``lam``, warm-started from ``lam_prev``'s solutions."""
+        import sklearn
+        from sklearn.exceptions import ConvergenceWarning
+
+        # Parameter validation skipped: it costs more than a warm-started screened solve.
+        # Convergence is tracked from the iteration counts (``converged``), not warnings.
+        with sklearn.config_context(skip_parameter_validation=True), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self._step(lam, lam_prev)
+
+    def _step(self, lam: float, lam_prev: float) -> None:
         a = self.l1_ratio
         strong = np.abs(self.grad) >= a * (2.0 * lam - lam_prev)
         for f in range(len(self.rows)):
@@ -171,9 +225,10 @@ class _LockstepPaths:
 
     def predict_fold(self, f: int) -> np.ndarray:
         """(test,) predictions of fold ``f``'s held-out rows at the current penalty."""
-        S = self.S[f]
+        nz = np.flatnonzero(self.b[f])
+        S = self.S[f][nz]
         Xt = self.Xs[np.ix_(self.tests[f], S)] - self.means[f, S]
-        return self.ybar[f] + Xt @ self.b[f]
+        return self.ybar[f] + Xt @ self.b[f][nz]
 
     def coef(self, f: int) -> np.ndarray:
         """(variants,) standardised-scale coefficients of problem ``f`` at the current penalty."""
@@ -283,30 +338,25 @@ class ElasticNetModel:
         """Walk the inner folds and the full fit down the grid together; return the best
         index, the (samples, n_lambdas) out-of-fold predictions (NaN past the early stop) and
         the full fit's standardised coefficients at the best index."""
-        import sklearn
-        from sklearn.exceptions import ConvergenceWarning
-
         n_l, n_folds = len(grid), int(folds.max()) + 1
         paths = _LockstepPaths(Xs, y, folds, l1_ratio=self.alpha, tol=self.tol, max_iter=self.max_iter)
         oof = np.full((len(y), n_l), np.nan)
-        full = []  # the full fit's solution at each penalty walked
+        beta = np.zeros(Xs.shape[1])  # the full fit's solution at the best penalty so far
         block = max(1, int(self.block))
         best = 0
-        # Parameter validation skipped: it costs more than a warm-started screened solve.
-        with sklearn.config_context(skip_parameter_validation=True), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            for i, lam in enumerate(grid):
-                paths.step(lam, grid[i - 1] if i else lam)
-                for f in range(n_folds):
-                    oof[paths.tests[f], i] = paths.predict_fold(f)
-                full.append(paths.coef(n_folds))
-                # Pooled over individuals, as cv.glmnet does (not a mean of per-fold means).
-                self.cv_mse_[i] = np.mean((y - oof[:, i]) ** 2)
-                best = int(np.argmin(self.cv_mse_[: i + 1]))
-                if self.patience is not None and (i + 1) % block == 0 and i - best >= self.patience:
-                    break
-        self.converged_ = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        return best, oof, full[best]
+        for i, lam in enumerate(grid):
+            paths.step(lam, grid[i - 1] if i else lam)
+            for f in range(n_folds):
+                oof[paths.tests[f], i] = paths.predict_fold(f)
+            # Pooled over individuals, as cv.glmnet does (not a mean of per-fold means).
+            self.cv_mse_[i] = np.mean((y - oof[:, i]) ** 2)
+            best = int(np.argmin(self.cv_mse_[: i + 1]))
+            if best == i:
+                beta = paths.coef(n_folds)
+            if self.patience is not None and (i + 1) % block == 0 and i - best >= self.patience:
+                break
+        self.converged_ = paths.converged
+        return best, oof, beta
 
     # -- prediction ----------------------------------------------------------------------
 
