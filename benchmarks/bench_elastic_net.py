@@ -29,9 +29,9 @@ as they arrive standardised), the same 10 inner fold ids, the same 100 penalties
 penalty with the lowest pooled CV error (folds that stop early padded with their last fit, as
 cv.glmnet does). glmnet's time is measured inside the subprocess, so its start-up is not
 counted. The two run alternately, gene by gene (the machine may be shared: each ratio is
-against the same-moment baseline). Printed per gene: seconds of each, ratio, the inner
+against the same-moment baseline). Printed per gene: wall and CPU seconds of each, ratios, the inner
 out-of-fold r at each one's lambda.min and |dr|. Check: max |dr| <= 0.01.
-``--full-grid`` also times hapexpr walking all 100 penalties (``patience=None``).
+``--full-grid`` also times hapexpr walking all 100 penalties (``patience=None``), wall/CPU.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def glmnet_worker(src: str, dst: str) -> None:
         return a0[:lmu], solns(p, ca[:, :lmu], ia, nin[:lmu])
 
     n, n_l = len(y), len(grid)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     oof = np.empty((n, n_l))
     for k in range(int(folds.max()) + 1):
         te = folds == k
@@ -182,9 +182,9 @@ def glmnet_worker(src: str, dst: str) -> None:
     mse = np.mean((y[:, None] - oof) ** 2, axis=0)
     best = int(np.argmin(mse))
     a0, coefs = path(Xs, y)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     j = min(best, coefs.shape[1] - 1)
-    np.savez(dst, seconds=seconds, oof=oof, mse=mse, best=best, coef=coefs[:, j], n_path=coefs.shape[1])
+    np.savez(dst, seconds=seconds, cpu=cpu, oof=oof, mse=mse, best=best, coef=coefs[:, j], n_path=coefs.shape[1])
 
 
 def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: int, full_grid: bool) -> bool:
@@ -195,10 +195,10 @@ def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: 
 
     print(f"# {n_people} people x {n_variants} variants (msprime, MAF > 1%), 10 inner folds, 100 penalties, "
           f"alpha 0.5; glmnet: python-glmnet elnet via {python}, thresh 1e-7")
-    cols = f"{'gene':>4} {'h2':>4} {'hapexpr_s':>9} {'glmnet_s':>8} {'ratio':>6} "
-    cols += f"{'full_grid_s':>11} " if full_grid else ""
+    cols = f"{'gene':>4} {'h2':>4} {'hapexpr_s':>9} {'glmnet_s':>8} {'ratio':>6} {'cpu s':>11} {'cpu ratio':>9} "
+    cols += f"{'full grid s':>13} " if full_grid else ""
     print(cols + f"{'walked':>6} {'best':>9} {'r_hapexpr':>9} {'r_glmnet':>8} {'|dr|':>7} {'max|db|':>8}")
-    t_ours, t_glm, t_full, drs = [], [], [], []
+    t_ours, t_glm, t_full, drs, c_ours, c_glm = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for g in range(n_genes):
             h2 = (0.3, 0.1, 0.5, 0.05)[g % 4]
@@ -206,9 +206,9 @@ def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: 
             y = simulate_expression(X, h2, seed + g)
 
             def ours():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 m = ElasticNetModel(seed=seed + g).fit(X, y)
-                return m, time.perf_counter() - t0
+                return m, (time.perf_counter() - t0, time.process_time() - c0)
 
             def glm(m):
                 Xk = X[:, m.kept_]
@@ -219,31 +219,39 @@ def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: 
             # glmnet needs fit's kept variants, grid and folds: on odd genes an untimed fit
             # supplies them so that glmnet runs before the timed one (alternating order).
             if g % 2 == 0:
-                model, t = ours()
+                model, (t, c) = ours()
                 ref = glm(model)
             else:
                 ref = glm(ours()[0])
-                model, t = ours()
+                model, (t, c) = ours()
             full_s = float("nan")
             if full_grid:
-                t0 = time.perf_counter()
-                full = ElasticNetModel(seed=seed + g, patience=None).fit(X, y)
-                full_s = time.perf_counter() - t0
-                t_full.append(full_s)
+                t0, c0 = time.perf_counter(), time.process_time()
+                ElasticNetModel(seed=seed + g, patience=None).fit(X, y)
+                full_s, full_c = time.perf_counter() - t0, time.process_time() - c0
+                t_full.append((full_s, full_c))
             r_glm = pearson(ref["oof"][:, int(ref["best"])], y)
             dr = abs(model.cv_r_ - r_glm)
             db = float(np.max(np.abs(model.coef_[model.kept_] * model.x_scale_ - ref["coef"])))
             t_ours.append(t)
             t_glm.append(float(ref["seconds"]))
+            c_ours.append(c)
+            c_glm.append(float(ref["cpu"]))
             drs.append(dr)
             line = f"{g:>4} {h2:>4} {t:>9.2f} {float(ref['seconds']):>8.2f} {float(ref['seconds']) / t:>5.1f}x "
-            line += f"{full_s:>11.2f} " if full_grid else ""
+            line += f"{c:>5.2f}/{float(ref['cpu']):<5.2f} {float(ref['cpu']) / c:>8.1f}x "
+            line += f"{full_s:>6.2f}/{full_c:<6.2f} " if full_grid else ""
             walked = int(np.isfinite(model.cv_mse_).sum())
             print(line + f"{walked:>6} {model.best_index_:>4}/{int(ref['best']):<4} {model.cv_r_:>9.4f} {r_glm:>8.4f} "
                   f"{dr:>7.4f} {db:>8.1e}", flush=True)
     mean_o, mean_g = float(np.mean(t_ours)), float(np.mean(t_glm))
-    tail = f", full grid {np.mean(t_full):.2f} s ({mean_g / np.mean(t_full):.2f}x)" if full_grid else ""
+    tail = ""
+    if full_grid:
+        fw, fc = np.mean(t_full, axis=0)
+        tail = f", full grid {fw:.2f} s ({mean_g / fw:.2f}x; CPU {fc:.2f} s, {np.mean(c_glm) / fc:.2f}x)"
+    cpu_o, cpu_g = float(np.mean(c_ours)), float(np.mean(c_glm))
     print(f"mean per gene: hapexpr {mean_o:.2f} s, glmnet {mean_g:.2f} s, ratio {mean_g / mean_o:.1f}x{tail}; "
+          f"CPU hapexpr {cpu_o:.2f} s, glmnet {cpu_g:.2f} s, ratio {cpu_g / cpu_o:.1f}x; "
           f"max |dr| {max(drs):.4f}")
     ok = max(drs) <= 0.01
     print("ok" if ok else "FAILED: out-of-fold r differs by more than 0.01")

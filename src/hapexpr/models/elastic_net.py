@@ -12,13 +12,14 @@ The objective is glmnet's and scikit-learn's (``ElasticNet(alpha=lambda, l1_rati
     1/(2n) ||y - b0 - X b||^2 + lambda * (alpha ||b||_1 + (1 - alpha)/2 ||b||^2)
 
 Speed matters (thousands of genes, thousands of variants each in +-1 Mb windows), so the
-solver is scikit-learn's coordinate-descent path (``enet_path``, gap-safe screening), driven
-the way glmnet drives its own: every inner fold walks down one shared penalty grid with warm
-starts, the Gram matrix is used when variants < samples, input checks run once per gene instead
-of once per solve, the walk stops once the CV error has not improved for ``patience`` penalties
-(the small-penalty end of the grid is by far the slowest and is never chosen there), and the
-final fit warm-starts down the grid to the chosen penalty. ``benchmarks/bench_elastic_net.py``
-compares it with a plain ``ElasticNetCV``. Details: ``docs/elastic-net.md``.
+path is solved the way glmnet solves it (``_LockstepPaths``): the inner folds and the full fit
+walk down one shared penalty grid together with warm starts, sequential strong-rule screening
+and a KKT check of every left-out variant, coordinate descent over the active set with a cached
+Gram matrix of the screened variants, and one matrix product for every problem's gradient;
+the coordinate descent itself is scikit-learn's. The walk stops once the CV error has not
+improved for ``patience`` penalties (the small-penalty end of the grid is by far the slowest
+and is never chosen there). ``benchmarks/bench_elastic_net.py`` compares it with a plain
+``ElasticNetCV`` and with glmnet's own Fortran. Details: ``docs/elastic-net.md``.
 """
 
 from __future__ import annotations
@@ -244,8 +245,9 @@ class ElasticNetModel:
     Parameters: ``alpha`` glmnet's mixing (scikit-learn's ``l1_ratio``); ``n_lambdas`` grid
     length; ``min_ratio`` smallest/largest penalty (None: glmnet's default); ``inner_folds``;
     ``maf`` minor-allele-frequency filter (keep MAF > maf); ``patience`` stop walking the grid
-    after this many penalties without a lower CV error (None: walk the whole grid); ``block``
-    penalties solved per warm-started call; ``tol``/``max_iter`` of the coordinate descent.
+    after this many penalties without a lower CV error (None: walk the whole grid), checked
+    every ``block`` penalties; ``tol``/``max_iter`` of each coordinate-descent solve
+    (scikit-learn's duality-gap tolerance and sweep limit).
 
     Learned: ``coef_`` (variants,) on the dosage scale (0 for dropped variants); ``intercept_``;
     ``kept_`` (variants,) bool, passed the MAF / monomorphic filter; ``x_mean_``/``x_scale_``
