@@ -14,6 +14,24 @@ ratio, and the pooled out-of-fold Pearson r of each over genes.
 
 Checks: mean |r_hapexpr - r_sklearn| over genes <= 0.01 at every size and (full mode only)
 speed ratio >= 5 at every size. One thread for BLAS on both sides: the figure is per core.
+
+``--glmnet PYTHON``: against glmnet's own Fortran solver (PyPI ``python-glmnet``, the code R's
+glmnet runs), installed in another interpreter's environment (it is not a dependency)::
+
+    python -m venv /tmp/glmnet-venv && /tmp/glmnet-venv/bin/pip install python-glmnet numpy
+    python benchmarks/bench_elastic_net.py --glmnet /tmp/glmnet-venv/bin/python   # 358 x 5,000
+
+Per gene (msprime genotypes cut to ``--variants`` MAF > 1% variants, 358 people by default),
+one ``ElasticNetModel.fit`` on all people is timed against cv.glmnet's work done by glmnet's
+Fortran ``elnet`` in a subprocess: the same standardised variants (``standardize=FALSE`` there,
+as they arrive standardised), the same 10 inner fold ids, the same 100 penalties
+(``lambda=``), glmnet's default ``thresh=1e-7``; 10 fold paths plus the full-data path, the
+penalty with the lowest pooled CV error (folds that stop early padded with their last fit, as
+cv.glmnet does). glmnet's time is measured inside the subprocess, so its start-up is not
+counted. The two run alternately, gene by gene (the machine may be shared: each ratio is
+against the same-moment baseline). Printed per gene: wall and CPU seconds of each, ratios, the inner
+out-of-fold r at each one's lambda.min and |dr|. Check: max |dr| <= 0.01.
+``--full-grid`` also times hapexpr walking all 100 penalties (``patience=None``), wall/CPU.
 """
 
 from __future__ import annotations
@@ -64,6 +82,16 @@ def simulate_expression(X: np.ndarray, h2: float, seed: int) -> np.ndarray:
         if g.std() > 0:
             y = g / g.std() * np.sqrt(h2) + y * np.sqrt(1 - h2)
     return y
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -117,17 +145,146 @@ def run_size(n_people, n_variants, n_genes, n_folds, seed):
     )
 
 
+# -- glmnet reference (runs in the python-glmnet interpreter: numpy + glmnet only) -----------
+
+
+def glmnet_worker(src: str, dst: str) -> None:
+    """cv.glmnet's work on the saved inputs with glmnet's Fortran ``elnet``; writes timings,
+    out-of-fold predictions and the chosen fit to ``dst``."""
+    from glmnet._glmnet import elnet, solns
+
+    d = np.load(src)
+    Xs, y, folds, grid = d["Xs"], d["y"], d["folds"], d["grid"]
+
+    def path(X, yy):
+        n, p = X.shape
+        bounds = np.asfortranarray(np.vstack([np.full(p, -np.inf), np.full(p, np.inf)]))
+        # elnet(ka, parm, x, y, w, jd, vp, cl, nx, flmin, ulam, thr, ne, nlam, isd, intr, maxit):
+        # covariance updates when n > p else naive (glmnet's own rule), alpha 0.5, flmin 1 =
+        # user penalties, thresh 1e-7, isd 0 (inputs already standardised), intercept, maxit 1e5.
+        lmu, a0, ca, ia, nin, _, _, _, jerr = elnet(
+            1 if n > p else 2, 0.5, np.asfortranarray(X), yy.astype(np.float64), np.ones(n),
+            np.zeros(1, np.int32), np.ones(p), bounds, p + 1, 1.0, grid, 1e-7, p, len(grid), 0, 1, 100000,
+        )
+        if jerr != 0:
+            raise RuntimeError(f"glmnet elnet error {jerr}")
+        return a0[:lmu], solns(p, ca[:, :lmu], ia, nin[:lmu])
+
+    n, n_l = len(y), len(grid)
+    t0, c0 = time.perf_counter(), time.process_time()
+    oof = np.empty((n, n_l))
+    for k in range(int(folds.max()) + 1):
+        te = folds == k
+        a0, coefs = path(Xs[~te], y[~te])
+        pred = a0 + Xs[te] @ coefs
+        oof[te, : pred.shape[1]] = pred
+        oof[te, pred.shape[1] :] = pred[:, -1:]  # cv.glmnet pads a fold that stopped early
+    mse = np.mean((y[:, None] - oof) ** 2, axis=0)
+    best = int(np.argmin(mse))
+    a0, coefs = path(Xs, y)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    j = min(best, coefs.shape[1] - 1)
+    np.savez(dst, seconds=seconds, cpu=cpu, oof=oof, mse=mse, best=best, coef=coefs[:, j], n_path=coefs.shape[1])
+
+
+def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: int, full_grid: bool) -> bool:
+    import subprocess
+    import tempfile
+
+    from hapexpr.models.elastic_net import ElasticNetModel
+
+    print(f"# {n_people} people x {n_variants} variants (msprime, MAF > 1%), 10 inner folds, 100 penalties, "
+          f"alpha 0.5; glmnet: python-glmnet elnet via {python}, thresh 1e-7")
+    cols = f"{'gene':>4} {'h2':>4} {'hapexpr_s':>9} {'glmnet_s':>8} {'ratio':>6} {'cpu s':>11} {'cpu ratio':>9} "
+    cols += f"{'full grid s':>13} " if full_grid else ""
+    print(cols + f"{'walked':>6} {'best':>9} {'r_hapexpr':>9} {'r_glmnet':>8} {'|dr|':>7} {'max|db|':>8}")
+    t_ours, t_glm, t_full, drs, c_ours, c_glm = [], [], [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for g in range(n_genes):
+            h2 = (0.3, 0.1, 0.5, 0.05)[g % 4]
+            X = simulate_dosages(n_people, n_variants, seed + 7919 * g + n_variants)
+            y = simulate_expression(X, h2, seed + g)
+
+            def ours():
+                t0, c0 = time.perf_counter(), time.process_time()
+                m = ElasticNetModel(seed=seed + g).fit(X, y)
+                return m, (time.perf_counter() - t0, time.process_time() - c0)
+
+            def glm(m):
+                Xk = X[:, m.kept_]
+                np.savez(f"{tmp}/in.npz", Xs=(Xk - m.x_mean_) / m.x_scale_, y=y, folds=m.inner_folds_, grid=m.lambdas_)
+                subprocess.run([python, __file__, "--glmnet-worker", f"{tmp}/in.npz", f"{tmp}/out.npz"], check=True)
+                return np.load(f"{tmp}/out.npz")
+
+            # glmnet needs fit's kept variants, grid and folds: on odd genes an untimed fit
+            # supplies them so that glmnet runs before the timed one (alternating order).
+            if g % 2 == 0:
+                model, (t, c) = ours()
+                ref = glm(model)
+            else:
+                ref = glm(ours()[0])
+                model, (t, c) = ours()
+            full_s = float("nan")
+            if full_grid:
+                t0, c0 = time.perf_counter(), time.process_time()
+                ElasticNetModel(seed=seed + g, patience=None).fit(X, y)
+                full_s, full_c = time.perf_counter() - t0, time.process_time() - c0
+                t_full.append((full_s, full_c))
+            r_glm = pearson(ref["oof"][:, int(ref["best"])], y)
+            dr = abs(model.cv_r_ - r_glm)
+            db = float(np.max(np.abs(model.coef_[model.kept_] * model.x_scale_ - ref["coef"])))
+            t_ours.append(t)
+            t_glm.append(float(ref["seconds"]))
+            c_ours.append(c)
+            c_glm.append(float(ref["cpu"]))
+            drs.append(dr)
+            line = f"{g:>4} {h2:>4} {t:>9.2f} {float(ref['seconds']):>8.2f} {float(ref['seconds']) / t:>5.1f}x "
+            line += f"{c:>5.2f}/{float(ref['cpu']):<5.2f} {float(ref['cpu']) / c:>8.1f}x "
+            line += f"{full_s:>6.2f}/{full_c:<6.2f} " if full_grid else ""
+            walked = int(np.isfinite(model.cv_mse_).sum())
+            print(line + f"{walked:>6} {model.best_index_:>4}/{int(ref['best']):<4} {model.cv_r_:>9.4f} {r_glm:>8.4f} "
+                  f"{dr:>7.4f} {db:>8.1e}", flush=True)
+    mean_o, mean_g = float(np.mean(t_ours)), float(np.mean(t_glm))
+    tail = ""
+    if full_grid:
+        fw, fc = np.mean(t_full, axis=0)
+        tail = f", full grid {fw:.2f} s ({mean_g / fw:.2f}x; CPU {fc:.2f} s, {np.mean(c_glm) / fc:.2f}x)"
+    cpu_o, cpu_g = float(np.mean(c_ours)), float(np.mean(c_glm))
+    print(f"mean per gene: hapexpr {mean_o:.2f} s, glmnet {mean_g:.2f} s, ratio {mean_g / mean_o:.1f}x{tail}; "
+          f"CPU hapexpr {cpu_o:.2f} s, glmnet {cpu_g:.2f} s, ratio {cpu_g / cpu_o:.1f}x; "
+          f"max |dr| {max(drs):.4f}")
+    ok = max(drs) <= 0.01
+    print("ok" if ok else "FAILED: out-of-fold r differs by more than 0.01")
+    return ok
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny run (seconds), no speed target")
-    ap.add_argument("--individuals", type=int, default=290)
+    ap.add_argument("--individuals", type=int, help="people (default 290; 358 with --glmnet)")
     ap.add_argument("--sizes", default="30,300,3000", help="variants per gene, comma-separated")
     ap.add_argument("--genes", default="8,4,1", help="genes per size, comma-separated")
     ap.add_argument("--folds", type=int, default=5, help="outer folds over individuals")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--glmnet", metavar="PYTHON", help="compare with python-glmnet run by this interpreter")
+    ap.add_argument("--variants", type=int, default=5000, help="variants per gene with --glmnet")
+    ap.add_argument("--glmnet-genes", type=int, default=10, help="genes with --glmnet")
+    ap.add_argument("--full-grid", action="store_true", help="with --glmnet: also time patience=None")
+    ap.add_argument("--glmnet-worker", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.glmnet_worker:
+        glmnet_worker(*args.glmnet_worker)
+        return 0
     if args.smoke:
         args.individuals, args.sizes, args.genes, args.folds = 100, "30", "2", 3
+    if args.glmnet:
+        import sklearn.linear_model  # noqa: F401  (import once, outside the timed fits)
+
+        print(f"# {platform.node()} {_cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+              f"BLAS threads {os.environ['OMP_NUM_THREADS']}")
+        ok = run_glmnet(args.glmnet, args.individuals or 358, args.variants, args.glmnet_genes, args.seed, args.full_grid)
+        return 0 if ok else 1
+    args.individuals = args.individuals or 290
     sizes = [int(s) for s in args.sizes.split(",")]
     genes = [int(s) for s in args.genes.split(",")]
     genes = (genes + genes[-1:] * len(sizes))[: len(sizes)]

@@ -14,6 +14,7 @@ import pytest
 from sklearn.linear_model import ElasticNet
 
 from hapexpr.estimators.elastic_net import (
+    _LockstepPaths,
     ElasticNetModel,
     inner_fold_ids,
     lambda_grid,
@@ -69,6 +70,66 @@ def test_default_tolerance_is_within_1e4_of_sklearn():
     mu, sd = Xk.mean(0), Xk.std(0)
     ref = ElasticNet(alpha=model.lambda_, l1_ratio=0.5, tol=1e-12, max_iter=1_000_000).fit((Xk - mu) / sd, y)
     np.testing.assert_allclose(model.coef_[model.kept_] * sd, ref.coef_, atol=1e-3)
+
+
+def test_wide_genes_more_variants_than_people_match_sklearn():
+    """p > n, as at +-1 Mb: the screened solver's fit equals ElasticNet on every variant, and
+    its pooled inner-CV error equals brute-force fits of every fold and penalty."""
+    X, y = _cohort(n=60, p=300, seed=21)
+    model = ElasticNetModel(n_lambdas=12, patience=None, tol=1e-10, max_iter=100_000, seed=2).fit(X, y)
+    Xk = X[:, model.kept_]
+    mu, sd = Xk.mean(0), Xk.std(0)
+    Xs = (Xk - mu) / sd
+    ref = ElasticNet(alpha=model.lambda_, l1_ratio=0.5, tol=1e-12, max_iter=1_000_000).fit(Xs, y)
+    np.testing.assert_allclose(model.coef_[model.kept_] * sd, ref.coef_, atol=1e-6)
+    assert np.count_nonzero(model.coef_) == np.count_nonzero(ref.coef_) > 0
+    folds = model.inner_folds_
+    sq = np.zeros((len(y), len(model.lambdas_)))
+    for k in range(10):
+        tr, te = folds != k, folds == k
+        for j, lam in enumerate(model.lambdas_):
+            fit = ElasticNet(alpha=lam, l1_ratio=0.5, tol=1e-12, max_iter=1_000_000).fit(Xs[tr], y[tr])
+            sq[te, j] = (fit.predict(Xs[te]) - y[te]) ** 2
+    np.testing.assert_allclose(model.cv_mse_, sq.mean(axis=0), rtol=1e-5)
+    assert model.lambdas_[-1] / model.lambdas_[0] == pytest.approx(1e-2)  # glmnet's wide default
+
+
+def test_kkt_check_repairs_a_screen_that_left_out_active_variables():
+    """Jump from the all-zero solution straight to a small penalty: the strong rule, fed the
+    gradient at zero, misses variables that are active there; the KKT check must add them, so
+    every problem (10 folds and the full set) still equals ElasticNet on all variants."""
+    X, y = _cohort(n=80, p=200, seed=22)
+    Xs = (X - X.mean(0)) / X.std(0)
+    folds = inner_fold_ids(80, 10, 0)
+    grid = lambda_grid(Xs, y - y.mean(), alpha=0.5, n_lambdas=100)
+    lam = grid[40]
+    paths = _LockstepPaths(Xs, y, folds, l1_ratio=0.5, tol=1e-12, max_iter=100_000)
+    screen = np.abs(paths.grad[-1]) >= 0.5 * lam  # what the strong rule keeps at this jump
+    paths.step(lam, lam)
+    for f, rows in enumerate(paths.rows):
+        ref = ElasticNet(alpha=lam, l1_ratio=0.5, tol=1e-12, max_iter=1_000_000).fit(Xs[rows], y[rows])
+        np.testing.assert_allclose(paths.coef(f), ref.coef_, atol=1e-7)
+    active = np.flatnonzero(paths.coef(len(paths.rows) - 1))
+    assert not screen[active].all()  # the screen alone would have missed some
+
+
+def test_without_the_gram_matrix_the_fit_is_the_same(monkeypatch):
+    """Past GRAM_MAX screened variants a problem drops its Gram matrix and runs coordinate
+    descent on the columns: same coefficients, same CV curve."""
+    X, y = _cohort(n=60, p=300, seed=23)
+    kw = dict(n_lambdas=20, patience=None, tol=1e-10, max_iter=100_000, seed=4)
+    with_gram = ElasticNetModel(**kw).fit(X, y)
+    monkeypatch.setattr(_LockstepPaths, "GRAM_MAX", 3)
+    no_gram = ElasticNetModel(**kw).fit(X, y)
+    np.testing.assert_allclose(no_gram.cv_mse_, with_gram.cv_mse_, rtol=1e-6)
+    np.testing.assert_allclose(no_gram.coef_, with_gram.coef_, atol=1e-6)
+    assert np.count_nonzero(no_gram.coef_) > 3
+
+
+def test_convergence_is_reported():
+    X, y = _cohort(n=60, p=300, seed=24)
+    assert ElasticNetModel(seed=0).fit(X, y).converged_
+    assert not ElasticNetModel(seed=0, tol=1e-14, max_iter=2).fit(X, y).converged_
 
 
 def test_lambda_is_the_minimum_of_a_brute_force_inner_cv():
