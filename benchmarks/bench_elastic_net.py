@@ -86,9 +86,10 @@ def simulate_expression(X: np.ndarray, h2: float, seed: int) -> np.ndarray:
 
 def _cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
@@ -205,12 +206,12 @@ def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: 
             X = simulate_dosages(n_people, n_variants, seed + 7919 * g + n_variants)
             y = simulate_expression(X, h2, seed + g)
 
-            def ours():
+            def ours(X=X, y=y, g=g):
                 t0, c0 = time.perf_counter(), time.process_time()
                 m = ElasticNetModel(seed=seed + g).fit(X, y)
                 return m, (time.perf_counter() - t0, time.process_time() - c0)
 
-            def glm(m):
+            def glm(m, X=X, y=y):
                 Xk = X[:, m.kept_]
                 np.savez(f"{tmp}/in.npz", Xs=(Xk - m.x_mean_) / m.x_scale_, y=y, folds=m.inner_folds_, grid=m.lambdas_)
                 subprocess.run([python, __file__, "--glmnet-worker", f"{tmp}/in.npz", f"{tmp}/out.npz"], check=True)
@@ -278,7 +279,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.individuals, args.sizes, args.genes, args.folds = 100, "30", "2", 3
     if args.glmnet:
-        import sklearn.linear_model  # noqa: F401  (import once, outside the timed fits)
+        import sklearn.linear_model  # import once, outside the timed fits
 
         print(f"# {platform.node()} {_cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}, "
               f"BLAS threads {os.environ['OMP_NUM_THREADS']}")

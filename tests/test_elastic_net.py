@@ -117,7 +117,7 @@ def test_without_the_gram_matrix_the_fit_is_the_same(monkeypatch):
     """Past GRAM_MAX screened variants a problem drops its Gram matrix and runs coordinate
     descent on the columns: same coefficients, same CV curve."""
     X, y = _cohort(n=60, p=300, seed=23)
-    kw = dict(n_lambdas=20, patience=None, tol=1e-10, max_iter=100_000, seed=4)
+    kw = {"n_lambdas": 20, "patience": None, "tol": 1e-10, "max_iter": 100_000, "seed": 4}
     with_gram = ElasticNetModel(**kw).fit(X, y)
     monkeypatch.setattr(_LockstepPaths, "GRAM_MAX", 3)
     no_gram = ElasticNetModel(**kw).fit(X, y)

@@ -62,9 +62,10 @@ class _LockstepPaths:
     """The inner folds and the whole training set, walked down one penalty grid together.
 
     This is glmnet's path algorithm around scikit-learn's compiled coordinate descent. glmnet
-    itself is GPL-2 Fortran with no dependency-free wheel, and scikit-learn's ``enet_path`` on
-    all variants (the previous solver) sweeps every one of ~5,000 columns on every pass; at
-    +-1 Mb that was slower than glmnet. What glmnet does, and this class does too:
+    itself is GPL-2 Fortran (its PyPI wrapper ``python-glmnet`` serves only as the benchmark's
+    reference), and scikit-learn's ``enet_path`` on all variants (the previous solver) sweeps
+    every one of ~5,000 columns on every pass; at +-1 Mb that was slower than glmnet. What
+    glmnet does, and this class does too:
 
     * **sequential strong rule**: at penalty ``lam_k`` only the variants with
       ``|x_j'r(lam_{k-1})|/n >= alpha (2 lam_k - lam_{k-1})``, plus every variant screened
@@ -74,13 +75,15 @@ class _LockstepPaths:
       repeated, so the result is the solution of the full problem, not an approximation
       (scikit-learn's duality-gap tolerance, tested against ``ElasticNet`` on all variants);
     * **covariance updates**: each problem keeps the Gram matrix of its screened variants,
-      extended by the new columns only (never the full variants x variants one);
+      extended by the new columns only (never the full variants x variants one), and runs
+      coordinate descent over its nonzero coefficients only, checking the other screened
+      variants with that Gram matrix (glmnet's inner loop);
     * **one matrix product for all problems**: the gradients of the 10 folds and the full fit
-      are one ``Xs' R`` (R: residuals, zero outside each problem's rows), because every
+      are one ``R Xs`` (R: residuals, zero outside each problem's rows), because every
       problem's residuals sum to zero on its rows, so the fold centring drops out.
 
-    The screened solves are scikit-learn's ``enet_path`` (Gram coordinate descent, warm
-    started) with its parameter validation skipped; no solver is reimplemented here.
+    The coordinate descent is scikit-learn's ``enet_path`` (warm started, parameter validation
+    skipped); no solver is reimplemented here, only glmnet's bookkeeping around it.
 
     Xs: (samples, variants) standardised; folds: (samples,) 0..K-1. Problem K is the full set.
     """
