@@ -191,47 +191,33 @@ def test_ridge_head_uses_training_rows_only():
         np.testing.assert_allclose(est.predict(X[te]), ref, rtol=1e-6, atol=1e-9)
 
 
-def fake_gene(gene_id: str, n_unique: int, n_samples: int, window: int, seed: int):
-    rng = np.random.default_rng(seed)
-    return SimpleNamespace(gene_id=gene_id, sequences=random_seqs(n_unique, window, seed), tss_offset=window // 2,
-                           hap_index=rng.integers(0, n_unique, size=(n_samples, 2)).astype(np.int32))
+def test_enformer_is_an_embedder_whose_store_is_reused(study_copy):
+    """Enformer's outputs go through the one content-addressed store: each distinct haplotype is
+    run once, a second run computes nothing, another input length is another store, and the
+    stored sum over the TSS bins equals the runner's own output for the same input."""
+    from hapexpr.embed import load_embedder, open_embeddings, run_embed
+    from hapexpr.study import Study
 
-
-def _enformer(study, **options) -> Enformer:
-    m = Enformer(EnformerOptions(**options))
-    m.study = study  # what bind() sets, without a prepared study
-    return m
-
-
-def test_features_are_cached_and_reused(tmp_path):
-    study = SimpleNamespace(path=tmp_path, window=1500)
-    gene = fake_gene("ENSG1", 5, 12, 1500, seed=4)
-    cohort = SimpleNamespace(gene=lambda gene_id: gene)
-    m = _enformer(study, seq_len=L)
-    X = m.features(cohort, "ENSG1")
-    assert X.shape == (12, 2, es.HUMAN_TRACKS) and X.dtype == np.float32
-    runs = m._runner.n_forward
-    assert runs == 3  # 5 distinct haplotypes, batch size 2
-    np.testing.assert_array_equal(m.features(cohort, "ENSG1"), X)
-    assert m._runner.n_forward == runs
-    fresh = _enformer(study, seq_len=L)  # a new process: only the cache on disk
-    np.testing.assert_array_equal(fresh.features(cohort, "ENSG1"), X)
-    assert fresh._runner.n_forward == 0
-    # people carry their haplotypes' outputs
-    direct = fresh._runner.predict([es.centre_on_tss(s, 750, L) for s in gene.sequences])
-    np.testing.assert_array_equal(X, direct[gene.hap_index])
-    # another input length is another fingerprint, not a stale hit
-    other = _enformer(study, seq_len=L + 128)
-    other.features(cohort, "ENSG1")
-    assert other._runner.n_forward > 0 and other._cache.dir != m._cache.dir
-    # sequences of new people are computed but never replace the gene's cached study haplotypes
-    new = _enformer(study, seq_len=L)
-    new.for_new_people = True
-    new.haplotype_features(gene, random_seqs(2, 1500, seed=9))
-    assert set(new._cache.load("ENSG1")) == set(fresh._cache.load("ENSG1"))
+    first = run_embed(study_copy, model="enformer", bins=3, seq_len=L, progress=False)
+    assert first["computed"] == first["unique"] > 0
+    again = run_embed(study_copy, model="enformer", bins=3, seq_len=L, progress=False)
+    assert again["computed"] == 0 and again["fingerprint"] == first["fingerprint"]
+    other = run_embed(study_copy, model="enformer", bins=3, seq_len=L + 128, progress=False)
+    assert other["fingerprint"] != first["fingerprint"] and other["computed"] > 0
+    store = open_embeddings(study_copy, first["fingerprint"])
+    assert store.info["embedder"] == "enformer" and store.dim == es.HUMAN_TRACKS and store.bins == 3
+    study = Study.open(study_copy)
+    gene = study.gene(study.gene_ids[0])
+    bins, summed = store.haplotype_bins(gene), store.haplotype_mean(gene)
+    runner = load_embedder(study_copy, first["fingerprint"]).runner
+    direct = runner.predict([es.centre_on_tss(s, gene.tss_offset, L) for s in gene.sequences])
+    np.testing.assert_array_equal(summed, direct)  # stored as float32: no rounding
+    np.testing.assert_allclose(bins.sum(axis=1), summed, rtol=1e-5, atol=1e-6)
 
 
 def test_prepare_and_fit_on_a_prepared_study(study_copy, capsys):
+    """fit --method enformer fills the store itself (once), then both heads read it."""
+    from hapexpr.embed import list_stores
     from hapexpr.fit import fit_method
     from hapexpr.study import Study
 
@@ -239,7 +225,7 @@ def test_prepare_and_fit_on_a_prepared_study(study_copy, capsys):
     study = Study.open(study_copy)
     first = Enformer().bind(study)
     first.prepare(study, progress=False)
-    assert first._runner.n_forward > 0 and first._runner.seq_len == 2048
+    assert first.embedder().runner.n_forward > 0 and first.embedder().runner.seq_len == 2048
     assert "padded with N" in capsys.readouterr().err.replace("\n", " ")
     for head in ("zero-shot", "ridge"):
         method = Enformer(EnformerOptions(head=head)).bind(study)
@@ -247,5 +233,6 @@ def test_prepare_and_fit_on_a_prepared_study(study_copy, capsys):
         assert rows["method"].iloc[0] == ("enformer" if head == "zero-shot" else "enformer-ridge")
         assert len(rows) == len(study.gene_ids) * len(study.sample_ids)
         assert rows["predicted"].notna().all()
-        assert method._runner.n_forward == 0  # everything came from the cache
+        assert method.embedder().runner.n_forward == 0  # everything came from the store
+    assert [s["embedder"] for s in list_stores(study_copy)] == ["enformer"]
     assert time.perf_counter() - t < 45

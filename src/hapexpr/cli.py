@@ -139,7 +139,7 @@ def prepare(
 @_friendly
 def embed(
     study: Annotated[Path, typer.Argument(help="Study directory written by `hapexpr prepare`.")],
-    model: Annotated[str, typer.Option("--model", help="'tiny' (random NT-architecture model, offline demo), a local checkpoint directory (NT v1/v2 or another Hugging Face DNA model with its tokenizer), or kmer[:K] (k-mer frequencies, no weights).")] = "tiny",
+    model: Annotated[str, typer.Option("--model", help="'tiny' (random NT-architecture model, offline demo), a local checkpoint directory (NT v1/v2 or another Hugging Face DNA model with its tokenizer), kmer[:K] (k-mer frequencies, no weights), or enformer[:PATH] (Enformer's tracks at the TSS bins).")] = "tiny",
     layer: Annotated[Optional[int], typer.Option("--layer", help="Hidden-state layer: 0 = token embeddings, default the last; -1 counts from the end.")] = None,
     bins: Annotated[int, typer.Option("--bins", min=1, help="TSS-centred bins to pool each window into.")] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")] = 8,
@@ -148,6 +148,7 @@ def embed(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: start a local one).")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a checkpoint's own Python code (NT v2).")] = False,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="A folder of embedding stores shared across studies and cohorts: sequences already embedded there are reused.")] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="enformer: input length (default 196,608 for real weights).")] = None,
 ) -> None:
     """Embed each distinct haplotype window once into STUDY/embeddings/<fingerprint>/."""
     from hapexpr.embed import run_embed
@@ -155,6 +156,7 @@ def embed(
     run_embed(
         study, model=model, layer=layer, bins=bins, batch_size=batch_size, device=device,
         engine=engine, ray_address=ray_address, trust_remote_code=trust_remote_code, cache=cache,
+        seq_len=seq_len,
     )
 
 

@@ -46,7 +46,6 @@ class Provenance:
 
     fits: dict[str, dict] = field(default_factory=dict)  # method -> fit.json (may be {})
     stores: list[dict] = field(default_factory=list)  # embeddings/*/info.json, newest first
-    enformer: list[dict] = field(default_factory=list)  # enformer/*/fingerprint.json (+ "fingerprint")
     models: dict[str, list[str]] = field(default_factory=dict)  # method -> model descriptions
     tiny: dict[str, list[str]] = field(default_factory=dict)  # method -> tiny models it used
     rank: dict[str, tuple] = field(default_factory=dict)  # method -> sort key (registry order)
@@ -104,10 +103,6 @@ def read_provenance(study: Study, methods: list[str]) -> Provenance:
         if info is not None:
             prov.stores.append({"fingerprint": p.parent.name, **info})
     prov.stores.sort(key=lambda i: i.get("updated_unix", 0.0), reverse=True)
-    for p in sorted((study.path / "enformer").glob("*/fingerprint.json")):
-        info = _read_json(p)
-        if info is not None:
-            prov.enformer.append({"fingerprint": p.parent.name, **info})
     for m in methods:
         try:
             record = fit_record(study, m)
@@ -510,12 +505,8 @@ def _provenance_section(study: Study, prov: Provenance, methods: list[str]) -> s
         stores = pd.DataFrame([{"fingerprint": s["fingerprint"], "model": s.get("model", "?"), "tiny": s.get("tiny", "?"),
                                 "layer": s.get("layer", "?"), "bins": s.get("bins", "?"), "dim": s.get("dim", "?"),
                                 "weights sha256": str(s.get("weights_sha256", ""))[:12],
-                                "tokenizer": s.get("tokenizer", "?"), "updated": s.get("updated", "?")}
+                                "embedder": s.get("embedder", "nucleotide-transformer"),
+                                "tokenizer": s.get("tokenizer", "-"), "updated": s.get("updated", "?")}
                                for s in prov.stores])
         body += f"<h3>Embedding stores</h3>{_table(stores, left=tuple(stores.columns))}"
-    if prov.enformer:
-        enf = pd.DataFrame([{"fingerprint": c["fingerprint"], "model": c.get("model", "?"),
-                             "seq_len": c.get("seq_len", "?"), "tracks": c.get("n_tracks", "?"),
-                             "weights sha256": str(c.get("weights_sha256", ""))[:12]} for c in prov.enformer])
-        body += f"<h3>Enformer output caches</h3>{_table(enf, left=tuple(enf.columns))}"
     return _section("provenance", "Provenance", body)

@@ -39,12 +39,13 @@ def load_embedder(
     store's cache. Fails if the checkpoint's weights changed since."""
     store = open_embeddings(study_path, fingerprint)
     info = store.info
-    source = {k: info[k] for k in ("embedder", "model_spec", "seed", "trust_remote_code", "k") if k in info}
+    source = {k: info[k] for k in ("embedder", "model_spec", "seed", "trust_remote_code", "k", "seq_len") if k in info}
     embedder = build_embedder(
         source, layer=None if info.get("layer") is None else int(info["layer"]), bins=int(info["bins"]),
         window=int(info["window"]),
-        device=device, batch_size=batch_size, cache=EmbeddingCache(store.root, store.genes_dir),
+        device=device, batch_size=batch_size, cache=None,
     )
+    embedder.cache = EmbeddingCache(store.root, store.genes_dir, dtype=embedder.store_dtype)
     if embedder.weights_sha256 != info["weights_sha256"]:
         raise StudyError(
             f"the model at {info['model_spec']} is not the one store {store.fingerprint} was made "

@@ -18,6 +18,7 @@ import numpy as np
 
 from hapexpr import __version__
 from hapexpr.embed.store import hashes_of
+from hapexpr.errors import InputError
 
 STORE_DTYPE = "float16"
 
@@ -34,6 +35,7 @@ class BaseEmbedder:
     name: ClassVar[str]
     layer: int | None = None  # hidden-state layer, for embedders that have layers
     device: str = "cpu"
+    store_dtype: ClassVar[str] = STORE_DTYPE  # how the store keeps this embedder's numbers
 
     def __init__(self, *, bins: int, window: int, batch_size: int = 8, cache=None, source: dict | None = None) -> None:
         self.bins = int(bins)
@@ -50,8 +52,10 @@ class BaseEmbedder:
         return False
 
     @classmethod
-    def source_for(cls, spec: str, *, trust_remote_code: bool = False) -> dict:
-        """The info.json record from which :meth:`from_source` rebuilds the embedder."""
+    def source_for(cls, spec: str, *, trust_remote_code: bool = False, **options) -> dict:
+        """The info.json record from which :meth:`from_source` rebuilds the embedder; ``options``
+        are embedder-specific settings (e.g. Enformer's ``seq_len``)."""
+        no_options(cls, options)
         return {"embedder": cls.name, "model_spec": spec}
 
     @classmethod
@@ -87,8 +91,8 @@ class BaseEmbedder:
         """The store's ``info.json`` content; ``fingerprint`` hashes :meth:`keyed`."""
         keyed = self.keyed()
         fingerprint = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-        return {**keyed, **self.source, **self.describe(), "fingerprint": fingerprint, "dim": self.dim,
-                "store_version": 1, "hapexpr_version": __version__}
+        return {"bins": self.bins, "window": self.window, **keyed, **self.source, **self.describe(),
+                "fingerprint": fingerprint, "dim": self.dim, "store_version": 1, "hapexpr_version": __version__}
 
     def embed(self, sequences: Sequence[bytes], *, tss_offset: int) -> tuple[np.ndarray, np.ndarray]:
         """Embed sequences through the store's content-addressed cache.
@@ -100,7 +104,7 @@ class BaseEmbedder:
         """
         if self.cache is None or int(tss_offset) != self.tss_offset:
             b, m = self.compute(sequences, tss_offset=tss_offset)
-            return round16(b), round16(m)
+            return as_stored(b, self.store_dtype), as_stored(m, self.store_dtype)
         hashes = hashes_of(sequences)
         digests = [bytes(h) for h in hashes]
         todo: dict[bytes, int] = {}
@@ -114,5 +118,13 @@ class BaseEmbedder:
         return self.cache.index.fetch(digests, bins=self.bins, dim=self.dim)
 
 
-def round16(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float16).astype(np.float32)
+def no_options(cls, options: dict) -> None:
+    """Refuse settings an embedder does not have, naming them."""
+    given = [k for k, v in options.items() if v is not None]
+    if given:
+        raise InputError(f"--{given[0].replace('_', '-')} does not apply to the {cls.name} embedder")
+
+
+def as_stored(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values rounded as the store keeps them."""
+    return x.astype(dtype).astype(np.float32)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hapexpr.embed import pooling
-from hapexpr.embed.base import STORE_DTYPE, BaseEmbedder
+from hapexpr.embed.base import STORE_DTYPE, BaseEmbedder, no_options
 from hapexpr.embed.checkpoints import TINY, LoadedModel, load_model, load_tiny, weights_sha256
 from hapexpr.embed.registry import register
 from hapexpr.errors import InputError
@@ -97,7 +97,8 @@ class Embedder(BaseEmbedder):
         return spec == TINY or Path(spec).expanduser().is_dir()
 
     @classmethod
-    def source_for(cls, spec: str, *, trust_remote_code: bool = False) -> dict:
+    def source_for(cls, spec: str, *, trust_remote_code: bool = False, **options) -> dict:
+        no_options(cls, options)
         return {"embedder": cls.name, **model_source(spec, trust_remote_code=trust_remote_code)}
 
     @classmethod

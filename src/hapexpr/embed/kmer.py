@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hapexpr.embed import pooling
-from hapexpr.embed.base import BaseEmbedder
+from hapexpr.embed.base import BaseEmbedder, no_options
 from hapexpr.embed.registry import register
 from hapexpr.errors import InputError
 
@@ -60,7 +60,8 @@ class KmerEmbedder(BaseEmbedder):
         return spec == "kmer" or spec.startswith("kmer:")
 
     @classmethod
-    def source_for(cls, spec: str, *, trust_remote_code: bool = False) -> dict:
+    def source_for(cls, spec: str, *, trust_remote_code: bool = False, **options) -> dict:
+        no_options(cls, options)
         _, _, k = spec.partition(":")
         if k and not k.isdigit():
             raise InputError(f"--model {spec}: K must be a whole number (e.g. kmer:4)")

@@ -11,7 +11,7 @@ from hapexpr.embed.base import BaseEmbedder
 from hapexpr.errors import InputError
 from hapexpr.registry import Registry
 
-BUILTIN = ("hapexpr.embed.kmer", "hapexpr.embed.engine")
+BUILTIN = ("hapexpr.embed.kmer", "hapexpr.embed.enformer", "hapexpr.embed.engine")
 DEFAULT = "nucleotide-transformer"  # stores written before the registry name no embedder
 
 _EMBEDDERS: Registry[type[BaseEmbedder]] = Registry("embedder", BUILTIN, "hapexpr.embedders")

@@ -95,6 +95,7 @@ def run_embed(
     ray_address: str | None = None,
     trust_remote_code: bool = False,
     cache: str | Path | None = None,
+    seq_len: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Embed every distinct haplotype window of a study into ``STUDY/embeddings/<fingerprint>/``.
@@ -105,15 +106,24 @@ def run_embed(
     across studies and cohorts (``DIR/<fingerprint>/``): sequences any study embedded there are
     reused, and this study's embeddings are added to it.
     """
-    t0 = time.perf_counter()
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}", hint="use --engine local or --engine ray")
     study = Study.open(study_path)
     study.require_sequence("embed")
-    source = resolve(model).source_for(model, trust_remote_code=trust_remote_code)
+    source = resolve(model).source_for(model, trust_remote_code=trust_remote_code, seq_len=seq_len)
     embedder = build_embedder(
         source, layer=layer, bins=bins, window=study.window, device=device, batch_size=batch_size,
     )
+    with study_lock(study.path, "embed"):
+        return embed_study(study, embedder, engine=engine, ray_address=ray_address, cache=cache, progress=progress)
+
+
+def embed_study(study: Study, embedder, *, engine: str = "local", ray_address: str | None = None,
+                cache: str | Path | None = None, progress: bool = True) -> dict:
+    """:func:`run_embed` with an embedder already built, for a caller that holds the study lock
+    (e.g. a method that fills its own store before fitting). Returns the same summary."""
+    t0 = time.perf_counter()
+    source = embedder.source
     info = embedder.info()
     link = store_root(study.path, info["fingerprint"])
     before = json.loads((link / "info.json").read_text()) if (link / "info.json").exists() else {}
@@ -123,41 +133,38 @@ def run_embed(
         shared = Path(cache).expanduser().resolve() / info["fingerprint"]
         info = {**info, "store_root": str(shared), "study_key": study_key(study.path)}
     root, genes_dir = data_location(link, info)
-    with study_lock(study.path, "embed"):
-        genes_dir.mkdir(parents=True, exist_ok=True)
-        clean_stale(genes_dir)
-        if root != link:
-            write_info(root, {k: v for k, v in info.items() if k not in ("store_root", "study_key")})
-        write_info(link, info)
-        cache = EmbeddingCache(root, genes_dir)
-        plan = make_plan(study, cache)
-        _say(
-            f"{plan.n_genes} genes: {plan.needed:,} haplotype sequences needed, {plan.unique:,} "
-            f"unique (dedup x{plan.dedup:.1f}), {plan.cached:,} already cached, "
-            f"{plan.to_compute:,} to embed with {info['model']} "
-            f"(layer {info['layer']}, {info['bins']} bins; store {info['fingerprint']})",
-            progress,
-        )
-        with Progress(plan.to_compute, enabled=progress) as bar:
-            if engine == "ray":
-                computed = embed_with_ray(
-                    study, plan, cache, embedder, source=source, ray_address=ray_address,
-                    progress=bar,
-                )
-            else:
-                computed = _embed_local(study, plan, cache, embedder, progress=bar)
-        seconds = time.perf_counter() - t0
-        summary = {
-            "needed": plan.needed,
-            "unique": plan.unique,
-            "cached": plan.cached,
-            "computed": computed,
-            "genes_written": len(plan.genes),
-            "seconds": round(seconds, 3),
-            "fingerprint": info["fingerprint"],
-            "engine": engine,
-        }
-        write_info(link, info, last_run=summary)
+    genes_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale(genes_dir)
+    if root != link:
+        write_info(root, {k: v for k, v in info.items() if k not in ("store_root", "study_key")})
+    write_info(link, info)
+    store = EmbeddingCache(root, genes_dir, dtype=embedder.store_dtype)
+    plan = make_plan(study, store)
+    _say(
+        f"{plan.n_genes} genes: {plan.needed:,} haplotype sequences needed, {plan.unique:,} "
+        f"unique (dedup x{plan.dedup:.1f}), {plan.cached:,} already cached, "
+        f"{plan.to_compute:,} to embed with {info['model']} "
+        f"(layer {info.get('layer')}, {embedder.bins} bins; store {info['fingerprint']})",
+        progress,
+    )
+    with Progress(plan.to_compute, enabled=progress) as bar:
+        if engine == "ray":
+            computed = embed_with_ray(study, plan, store, embedder, source=source, ray_address=ray_address,
+                                      progress=bar)
+        else:
+            computed = _embed_local(study, plan, store, embedder, progress=bar)
+    seconds = time.perf_counter() - t0
+    summary = {
+        "needed": plan.needed,
+        "unique": plan.unique,
+        "cached": plan.cached,
+        "computed": computed,
+        "genes_written": len(plan.genes),
+        "seconds": round(seconds, 3),
+        "fingerprint": info["fingerprint"],
+        "engine": engine,
+    }
+    write_info(link, info, last_run=summary)
     _say(
         f"unique {plan.unique:,}, cached {plan.cached:,}, computed {computed:,} "
         f"in {seconds:.1f} s -> {root}",

@@ -54,10 +54,12 @@ def gene_group_name(gene_id: str) -> str:
     return gene_file_name(gene_id)[: -len(".npz")] + ".zarr"
 
 
-def write_group(path: Path, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarray, **attrs) -> None:
+def write_group(path: Path, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarray, *, dtype: str = "float16",
+                **attrs) -> None:
     """Write one group atomically: into a temporary sibling directory, then renamed onto ``path``.
 
-    hashes: (rows, 32) uint8; bins: (rows, bins, dim); mean: (rows, dim); stored as float16.
+    hashes: (rows, 32) uint8; bins: (rows, bins, dim); mean: (rows, dim); stored as ``dtype``
+    (the embedder's: float16 for language models, float32 where rounding would matter).
     """
     import zarr
 
@@ -67,12 +69,12 @@ def write_group(path: Path, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarr
         rows = max(1, min(n, CHUNK_ROWS))
         group.create_array("sha256", data=np.ascontiguousarray(hashes, dtype=np.uint8), chunks=(max(1, n), 32))
         b = group.create_array(
-            "bins", shape=bins.shape, dtype="float16", chunks=(rows, *bins.shape[1:])
+            "bins", shape=bins.shape, dtype=dtype, chunks=(rows, *bins.shape[1:])
         )
-        m = group.create_array("mean", shape=mean.shape, dtype="float16", chunks=(rows, mean.shape[1]))
+        m = group.create_array("mean", shape=mean.shape, dtype=dtype, chunks=(rows, mean.shape[1]))
         if n:
-            b[:] = bins.astype(np.float16)
-            m[:] = mean.astype(np.float16)
+            b[:] = bins.astype(dtype)
+            m[:] = mean.astype(dtype)
         group.attrs.update({**attrs, "rows": n})
 
 
@@ -324,9 +326,10 @@ class EmbeddingCache:
     ``index`` answers which sequence hashes are already embedded; every write updates it.
     """
 
-    def __init__(self, root: Path, genes_dir: Path | None = None) -> None:
+    def __init__(self, root: Path, genes_dir: Path | None = None, *, dtype: str = "float16") -> None:
         self.root = root
         self.genes_dir = genes_dir or root / "genes"
+        self.dtype = dtype
         self.index = HashIndex(root)
 
     def gene_path(self, gene_id: str) -> Path:
@@ -339,11 +342,11 @@ class EmbeddingCache:
 
     def write_gene(self, gene_id: str, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarray) -> None:
         path = self.gene_path(gene_id)
-        write_group(path, hashes, bins, mean, gene_id=gene_id)
+        write_group(path, hashes, bins, mean, dtype=self.dtype, gene_id=gene_id)
         self.index.drop(path)
         self.index.add(path, hashes)
 
     def add_extra(self, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarray) -> None:
         path = self.root / "extra" / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.zarr"
-        write_group(path, hashes, bins, mean)
+        write_group(path, hashes, bins, mean, dtype=self.dtype)
         self.index.add(path, hashes)

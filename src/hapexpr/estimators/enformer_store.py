@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hapexpr.errors import InputError
-from hapexpr.io.atomic import atomic_open, atomic_path, write_json
-from hapexpr.study import gene_file_name
+from hapexpr.io.atomic import atomic_open, atomic_path
 
 BIN_BP = 128
 ENFORMER_SEQ_LEN = 196_608  # the published model's input, TSS at index 98,304
@@ -243,8 +242,8 @@ def tss_bins(seq_len: int, n_bins: int = DEFAULT_TSS_BINS) -> np.ndarray:
     return np.arange(c - n_bins // 2, c + (n_bins - 1) // 2 + 1)
 
 
-def tss_outputs(model, x, bins: np.ndarray):
-    """(batch, tracks) human-head predictions summed over ``bins``, for x (batch, L, 4).
+def tss_bin_outputs(model, x, bins: np.ndarray):
+    """(batch, bins, tracks) human-head predictions at ``bins``, for x (batch, L, 4).
 
     Runs the trunk up to the transformer on the whole input and the pointwise layers and head on
     the TSS bins only; equal to ``model(x, head="human")`` at those bins without the final crop
@@ -253,7 +252,12 @@ def tss_outputs(model, x, bins: np.ndarray):
     h = model.stem(x.transpose(1, 2))
     h = model.conv_tower(h).transpose(1, 2)
     h = model.transformer(h)[:, bins]
-    return model.heads["human"](model.final_pointwise(h)).sum(dim=1)
+    return model.heads["human"](model.final_pointwise(h))
+
+
+def tss_outputs(model, x, bins: np.ndarray):
+    """(batch, tracks) human-head predictions summed over ``bins``, for x (batch, L, 4)."""
+    return tss_bin_outputs(model, x, bins).sum(dim=1)
 
 
 # ------------------------------------------------------------------------- model runner
@@ -303,10 +307,16 @@ class EnformerRunner:
         return hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
 
     def predict(self, seqs: list[bytes]) -> np.ndarray:
-        """(len(seqs), tracks) float32 for model inputs of exactly ``seq_len`` bp each."""
+        """(len(seqs), tracks) float32 for model inputs of exactly ``seq_len`` bp each: the
+        human head summed over the TSS bins."""
+        return self.predict_bins(seqs)[1]
+
+    def predict_bins(self, seqs: list[bytes], on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+        """((n, bins, tracks), (n, tracks)) float32: each TSS bin's outputs, and their sum."""
         import torch
 
-        out = np.empty((len(seqs), self.n_tracks), dtype=np.float32)
+        per_bin = np.empty((len(seqs), len(self.bins), self.n_tracks), dtype=np.float32)
+        summed = np.empty((len(seqs), self.n_tracks), dtype=np.float32)
         bins = torch.as_tensor(self.bins, device=self.device)
         with torch.inference_mode():
             for i in range(0, len(seqs), self.batch_size):
@@ -314,62 +324,10 @@ class EnformerRunner:
                 if any(len(s) != self.seq_len for s in batch):
                     raise ValueError(f"model inputs must be {self.seq_len} bp")
                 x = torch.from_numpy(one_hot(batch)).to(self.device)
-                out[i : i + len(batch)] = tss_outputs(self.net, x, bins).float().cpu().numpy()
+                h = tss_bin_outputs(self.net, x, bins)
+                per_bin[i : i + len(batch)] = h.float().cpu().numpy()
+                summed[i : i + len(batch)] = h.sum(dim=1).float().cpu().numpy()
                 self.n_forward += 1
-        return out
-
-
-def sequence_key(seq: bytes) -> str:
-    return hashlib.sha256(seq).hexdigest()
-
-
-class OutputCache:
-    """``STUDY/enformer/<fingerprint>/``: ``fingerprint.json`` (what the outputs depend on) and
-    ``genes/<gene>.npz`` per gene, holding ``keys`` (n,) sha256 hex of each model input and
-    ``outputs`` (n, tracks) float32. Each gene file is written whole or not at all."""
-
-    def __init__(self, study_path: str | Path, runner: EnformerRunner) -> None:
-        self.dir = Path(study_path) / "enformer" / runner.fingerprint
-        meta = self.dir / "fingerprint.json"
-        if not meta.exists():
-            write_json(meta, {**runner.key, "model": runner.model_spec, "n_tracks": runner.n_tracks,
-                              "bin_bp": BIN_BP, "aggregate": "sum over tss_bins"})
-
-    def path(self, gene_id: str) -> Path:
-        return self.dir / "genes" / gene_file_name(gene_id)
-
-    def load(self, gene_id: str) -> dict[str, np.ndarray]:
-        path = self.path(gene_id)
-        if not path.exists():
-            return {}
-        with np.load(path, allow_pickle=False) as z:
-            return dict(zip(z["keys"].tolist(), z["outputs"]))
-
-    def save(self, gene_id: str, entries: dict[str, np.ndarray]) -> None:
-        keys = sorted(entries)
-        path = self.path(gene_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(path, "wb") as fh:
-            np.savez(fh, keys=np.asarray(keys, dtype="<U64"),
-                     outputs=np.stack([entries[k] for k in keys]).astype(np.float32))
-
-
-def gene_outputs(runner: EnformerRunner, cache: OutputCache | None, gene) -> tuple[np.ndarray, int]:
-    """((unique, tracks) float32 outputs of a gene's distinct haplotypes, number computed now).
-
-    gene: ``GeneData`` (``sequences`` 5'->3', TSS at ``tss_offset``). Only inputs missing from
-    the cache run through the model; the gene's cache file is then rewritten atomically.
-    """
-    inputs = [centre_on_tss(s, gene.tss_offset, runner.seq_len) for s in gene.sequences]
-    keys = [sequence_key(s) for s in inputs]
-    entries = cache.load(gene.gene_id) if cache is not None else {}
-    todo = {k: s for k, s in zip(keys, inputs) if k not in entries}
-    if todo:
-        new = runner.predict(list(todo.values()))
-        entries.update(zip(todo, new))
-        if cache is not None:
-            entries = {k: entries[k] for k in set(keys)}  # keep only this gene's current haplotypes
-            cache.save(gene.gene_id, entries)
-    if not keys:
-        return np.zeros((0, runner.n_tracks), dtype=np.float32), 0
-    return np.stack([entries[k] for k in keys]).astype(np.float32), len(todo)
+                if on_batch is not None:
+                    on_batch(len(batch))
+        return per_bin, summed

@@ -1,35 +1,31 @@
 """``enformer``: Enformer's predicted CAGE at the TSS, zero-shot or with a trained ridge head.
 
-Each distinct haplotype of a gene (5'->3' on the gene's strand) is centred on its TSS in a
-``seq_len`` input, run through Enformer once, and the human head's tracks summed over the bins
-around the TSS are cached per gene under ``STUDY/enformer/<fingerprint>/``
-(:mod:`hapexpr.estimators.enformer_store`). Heads (:mod:`hapexpr.estimators.enformer`):
-``zero-shot`` scores one CAGE track, nothing learned; ``ridge`` learns a ridge head on all
-tracks inside the training folds. Features: (samples, haplotypes=2, tracks) float32.
+Enformer's outputs are embeddings like any other (:mod:`hapexpr.embed.enformer`): each distinct
+haplotype is run once and its human-head tracks, summed over the bins around the TSS, sit in the
+study's content-addressed store. The method fills that store itself before fitting (as
+``hapexpr embed STUDY --model enformer[:PATH] --bins TSS_BINS`` would) and reads each person's
+two haplotypes' outputs from it. Heads (:mod:`hapexpr.estimators.enformer`): ``zero-shot``
+scores one CAGE track, nothing learned; ``ridge`` learns a ridge head on all tracks inside the
+training folds. Features: (samples, haplotypes=2, tracks) float32.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from hapexpr.embed.enformer import PREFIX, EnformerEmbedder
+from hapexpr.embed.registry import build_embedder
+from hapexpr.embed.run import embed_study
 from hapexpr.errors import InputError
 from hapexpr.estimators.enformer import DEFAULT_TRACK, HEADS, EnformerRidgeHead, ZeroShotEnformer
-from hapexpr.estimators.enformer_store import (
-    DEFAULT_TSS_BINS,
-    EnformerRunner,
-    OutputCache,
-    centre_on_tss,
-    default_seq_len,
-    sequence_key,
-)
+from hapexpr.estimators.enformer_store import DEFAULT_TSS_BINS
 from hapexpr.methods.base import Options, option
-from hapexpr.methods.haplotype import HaplotypeMethod
+from hapexpr.methods.embedding import EmbeddingMethod
 from hapexpr.methods.registry import register
-from hapexpr.progress import console, track_genes
+from hapexpr.progress import console
 from hapexpr.study import GeneData
 
 
@@ -53,9 +49,10 @@ class EnformerOptions(Options):
 
 
 @register
-class Enformer(HaplotypeMethod):
+class Enformer(EmbeddingMethod):
     name = "enformer"
     Options = EnformerOptions
+    needs = ("sequence",)  # the method embeds what it needs itself
     summary = "Enformer's CAGE at the TSS of each haplotype: zero-shot, or a trained ridge head"
     order = 40
 
@@ -68,50 +65,37 @@ class Enformer(HaplotypeMethod):
         heads = {cls.default_name(EnformerOptions(head=h)): h for h in HEADS}
         return None if name not in heads else ({} if heads[name] == "zero-shot" else {"head": heads[name]})
 
-    def runner(self) -> EnformerRunner:
-        if getattr(self, "_runner", None) is None:
+    def embedder(self) -> EnformerEmbedder:
+        """The Enformer embedder of these options (the model is loaded once per method)."""
+        if getattr(self, "_embedder_obj", None) is None:
             o = self.options
-            seq_len = o.seq_len or default_seq_len(o.model, self.study.window)
-            self._runner = EnformerRunner(model=o.model, seq_len=seq_len, n_bins=o.tss_bins,
-                                          batch_size=o.batch_size, device=o.device, seed=o.seed)
-            if not 0 <= o.track < self._runner.n_tracks:
-                raise InputError(f"--track {o.track} is outside the model's {self._runner.n_tracks} human tracks")
-            self._cache = OutputCache(self.study.path, self._runner)
-        return self._runner
+            spec = PREFIX if o.model == "tiny" else f"{PREFIX}:{o.model}"
+            source = EnformerEmbedder.source_for(spec, seq_len=o.seq_len)
+            source["seed"] = o.seed
+            self._embedder_obj = build_embedder(source, layer=None, bins=o.tss_bins, window=self.study.window,
+                                                device=o.device, batch_size=o.batch_size)
+            if not 0 <= o.track < self._embedder_obj.dim:
+                raise InputError(f"--track {o.track} is outside the model's {self._embedder_obj.dim} human tracks")
+        return self._embedder_obj
+
+    def resolve(self, study) -> dict:
+        self.study = study
+        return {"fingerprint": self.embedder().info()["fingerprint"]}
 
     def models_used(self) -> list[dict]:
-        tiny = self.options.model == "tiny"
-        kind = "tiny randomly initialised" if tiny else self.options.model
-        return [{"description": f"Enformer ({kind}, {self.options.seq_len or 'default'} bp input)", "tiny": tiny}]
+        info = self.embedder().info()
+        kind = "tiny randomly initialised" if info["tiny"] else info["model"]
+        return [{"description": f"Enformer {info['fingerprint']} ({kind}, {info['seq_len']:,} bp input)",
+                 "tiny": bool(info["tiny"]), "fingerprint": info["fingerprint"]}]
 
     def prepare(self, study, *, progress: bool) -> None:
-        """Run the model over every gene's distinct haplotypes not yet cached."""
-        runner = self.runner()
-        console.print(f"enformer: {input_note(study.window, runner.seq_len)}")
-        start, total, computed = time.time(), 0, 0
-        for gene_id in track_genes(study.gene_ids, "enformer", enabled=progress):
-            gene = study.gene(gene_id)
-            n_before = runner.n_forward
-            total += len(self.haplotype_features(gene, gene.sequences))
-            computed += runner.n_forward - n_before
-        console.print(f"enformer: {len(study.gene_ids)} genes, {total} distinct haplotypes, "
-                      f"{computed} forward passes in {time.time() - start:.1f} s (cache {self._cache.dir})")
+        """Run the model over every distinct haplotype not yet in the store (caller holds the lock)."""
+        console.print(f"enformer: {input_note(study.window, self.embedder().runner.seq_len)}")
+        embed_study(study, self.embedder(), progress=progress)
 
     def haplotype_features(self, gene: GeneData, sequences: list[bytes]) -> np.ndarray:
-        """(n, tracks) float32 outputs; a gene's study haplotypes are cached, other sequences
-        (new people, explain's rebuilt haplotypes) are computed and not cached."""
-        runner = self.runner()
-        inputs = [centre_on_tss(s, gene.tss_offset, runner.seq_len) for s in sequences]
-        keys = [sequence_key(s) for s in inputs]
-        entries = self._cache.load(gene.gene_id)
-        todo = {k: s for k, s in zip(keys, inputs) if k not in entries}
-        if todo:
-            entries.update(zip(todo, runner.predict(list(todo.values()))))
-            if not self.for_new_people:
-                self._cache.save(gene.gene_id, {k: entries[k] for k in set(keys)})
-        if not keys:
-            return np.zeros((0, runner.n_tracks), dtype=np.float32)
-        return np.stack([entries[k] for k in keys]).astype(np.float32)
+        """(n, tracks) float32: the tracks summed over the TSS bins."""
+        return self.embeddings(gene, sequences)[1]
 
     def estimator(self, seed: int):
         if self.options.head == "ridge":
