@@ -268,3 +268,34 @@ def test_replacing_a_gene_group_keeps_the_index_right(tmp_path):
     b, _ = read_rows(cache.gene_path("G1"))
     assert b.shape == (2, 2, 4)
     assert [p.name for p in (tmp_path / "store" / "genes").iterdir()] == ["G1.zarr"]
+
+
+def test_a_local_causal_dna_language_model_embeds_through_the_same_path(tmp_path):
+    """Any local Hugging Face DNA model whose tokenizer ships with it: here a tiny random GPT-2
+    with a character-level tokenizer, saved to a directory and loaded by path (causal LM)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from hapexpr.embed.checkpoints import load_model
+    from hapexpr.embed.engine import Embedder
+    from hapexpr.embed.registry import resolve
+
+    vocab = {"<pad>": 0, "<unk>": 1, "A": 2, "C": 3, "G": 4, "T": 5, "N": 6}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=32, n_layer=2, n_head=2,
+                                       pad_token_id=0))
+    model.save_pretrained(tmp_path / "ckpt")
+    fast.save_pretrained(tmp_path / "ckpt")
+    assert resolve(str(tmp_path / "ckpt")).name == "nucleotide-transformer"
+    loaded = load_model(tmp_path / "ckpt")
+    assert loaded.n_layers == 2 and loaded.dim == 32
+    seqs = [b"ACGT" * 50, b"TTGCA" * 40]
+    emb = Embedder(loaded, bins=4, window=200)
+    bins, mean = emb.compute(seqs)
+    assert bins.shape == (2, 4, 32) and np.isfinite(bins).all()
+    # a causal model's hidden state at a base depends only on the bases before it
+    again, _ = Embedder(loaded, bins=4, window=200, batch_size=1).compute(seqs[::-1])
+    np.testing.assert_allclose(again[::-1], bins, rtol=1e-5, atol=1e-5)

@@ -95,14 +95,15 @@ def save_tiny(directory: str | Path, *, seed: int = 0) -> Path:
 
 
 def _encoder_of(model):
-    # Embeddings come from the transformer body; the LM head would cost a (tokens x 4,105)
-    # projection per sequence for nothing.
-    return getattr(model, "esm", model)
+    # Embeddings come from the transformer body; the LM head would cost a (tokens x vocabulary)
+    # projection per sequence for nothing. ``base_model`` is the body of any transformers LM
+    # (``esm`` for NT, the decoder stack of a causal LM).
+    return getattr(model, "base_model", model)
 
 
 def _max_tokens(config) -> int:
     n = int(getattr(config, "max_position_embeddings", 1002))
-    if getattr(config, "position_embedding_type", "absolute") == "absolute":
+    if getattr(config, "model_type", "") == "esm" and getattr(config, "position_embedding_type", "absolute") == "absolute":
         # ESM numbers positions from pad_token_id + 1, so the first two rows are never used.
         n -= int(getattr(config, "pad_token_id", 1) or 0) + 1
     return n
@@ -161,19 +162,37 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False) -> LoadedMo
             hint="save the tokenizer beside the model: AutoTokenizer.from_pretrained(name)"
             ".save_pretrained(directory)",
         )
-    from transformers import AutoModelForMaskedLM
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
     kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
-    try:
+    # A masked LM (NT, DNABERT-style) or else a causal LM (HyenaDNA-, GPT-style DNA models).
+    model = None
+    for auto in (AutoModelForMaskedLM, AutoModelForCausalLM):
         try:
-            model = AutoModelForMaskedLM.from_pretrained(str(path), attn_implementation="sdpa", **kwargs)
-        except (ValueError, ImportError):
-            # Custom (remote) code may not declare SDPA support; use its own attention then.
-            model = AutoModelForMaskedLM.from_pretrained(str(path), **kwargs)
-    except OSError as exc:
-        raise InputError(f"could not load the checkpoint ({exc})", path=path) from None
+            model = _from_pretrained(auto, path, kwargs)
+            break
+        except ValueError as exc:
+            if "Unrecognized configuration class" not in str(exc):
+                raise InputError(f"could not load the checkpoint ({exc})", path=path) from None
+        except OSError as exc:
+            raise InputError(f"could not load the checkpoint ({exc})", path=path) from None
+    if model is None:
+        raise InputError("the checkpoint is neither a masked nor a causal language model that transformers knows",
+                         path=path, hint="pass a Nucleotide Transformer (or another DNA LM) checkpoint directory")
     tokenizer = HFTokenizer.from_directory(path, trust_remote_code=trust_remote_code)
     return _describe(model.float(), tokenizer, name=str(path), tiny=False)
+
+
+def _from_pretrained(auto, path: Path, kwargs: dict):
+    try:
+        return auto.from_pretrained(str(path), attn_implementation="sdpa", **kwargs)
+    except ImportError:
+        return auto.from_pretrained(str(path), **kwargs)
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise
+        # Custom (remote) code may not declare SDPA support; use its own attention then.
+        return auto.from_pretrained(str(path), **kwargs)
 
 
 def weights_sha256(encoder) -> str:
