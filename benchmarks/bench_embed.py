@@ -80,8 +80,8 @@ def bare_forward(study: Path, batch_size: int) -> tuple[float, int, int]:
     around the TSS), made before the clock starts. Returns (seconds, sequences, tokens)."""
     import torch
 
-    from hapexpr.embed.engine import Embedder
     from hapexpr.embed.checkpoints import load_tiny
+    from hapexpr.embed.engine import Embedder
     from hapexpr.study import Study
 
     s = Study.open(study)

@@ -53,8 +53,8 @@ def flops_per_token(config, tokens: int) -> float:
 def main() -> int:
     import torch
 
-    from hapexpr.embed.engine import Embedder
     from hapexpr.embed.checkpoints import TINY_SIZES, _describe, nt_v1_config
+    from hapexpr.embed.engine import Embedder
     from hapexpr.embed.tokenizer import NTTokenizer
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,8 @@ import pytest
 from sklearn.linear_model import ElasticNet
 
 from hapexpr.estimators.elastic_net import (
-    _LockstepPaths,
     ElasticNetModel,
+    _LockstepPaths,
     inner_fold_ids,
     lambda_grid,
 )

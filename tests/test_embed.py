@@ -162,8 +162,8 @@ def test_results_do_not_depend_on_batch_size_or_order(tiny):
 
 
 def test_saved_tiny_model_loads_by_path_with_identical_embeddings(tiny, tiny_dir):
-    from hapexpr.embed.engine import Embedder
     from hapexpr.embed.checkpoints import load_model
+    from hapexpr.embed.engine import Embedder
 
     seqs = random_seqs(3, 240, seed=6, n_frac=0.02)
     a = Embedder(tiny, bins=4, window=240)

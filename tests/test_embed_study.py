@@ -74,8 +74,8 @@ def test_second_run_computes_nothing(embedded, tmp_path):
 
 
 def test_read_api_matches_an_independent_forward_pass(embedded):
-    from hapexpr.embed.engine import Embedder
     from hapexpr.embed.checkpoints import load_tiny
+    from hapexpr.embed.engine import Embedder
 
     path, summary = embedded
     study = Study.open(path)

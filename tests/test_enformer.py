@@ -4,7 +4,6 @@ cached outputs and the two heads. Never downloads."""
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

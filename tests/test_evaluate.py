@@ -62,7 +62,13 @@ def test_compare_counts_wins_and_uses_paired_wilcoxon():
 # --- comparisons on common genes, q-values, per-gene bootstrap, null expectation -----------------
 
 from hapexpr.evaluate import (  # noqa: E402
-    bh_qvalues, bootstrap_r, bootstrap_weights, compare_per_gene, paired_bootstrap, print_summary, ridge_null_r,
+    bh_qvalues,
+    bootstrap_r,
+    bootstrap_weights,
+    compare_per_gene,
+    paired_bootstrap,
+    print_summary,
+    ridge_null_r,
 )
 
 
@@ -202,8 +208,8 @@ def test_printed_summary_fits_a_screen(capsys):
 def _study_predictions(study_path, methods):
     """Predictions for every gene of a prepared study: the observed residualised expression and
     a noisy copy of it per method (noise sd given), in predictions.tsv's layout."""
-    from hapexpr.study import Study
     from hapexpr.crossval import residualise, study_targets
+    from hapexpr.study import Study
 
     study = Study.open(study_path)
     expr, cov = study_targets(study)

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hapexpr.crossval import read_predictions
 from hapexpr.errors import StudyError
 from hapexpr.fit import run_fit
 from hapexpr.study import Study
-from hapexpr.crossval import read_predictions
 
 
 def _check_complete(study_path, method):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hapexpr.haplotypes import build_haplotypes, haplotypes_fasta, parse_region, unique_haplotypes
 from hapexpr.errors import InputError
+from hapexpr.haplotypes import build_haplotypes, haplotypes_fasta, parse_region, unique_haplotypes
 from hapexpr.io.fasta import Reference
 from hapexpr.io.vcf import VcfReader
 

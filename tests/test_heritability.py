@@ -4,8 +4,8 @@ independent REML (grid-searched likelihood)."""
 import numpy as np
 import pytest
 
-from hapexpr.heritability import cis_heritability, grm, he_regression, jackknife_se
 from hapexpr.crossval import residualise
+from hapexpr.heritability import cis_heritability, grm, he_regression, jackknife_se
 
 
 def _cohort(rng, n, m, h2):

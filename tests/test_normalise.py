@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm, rankdata
 
-from hapexpr.normalise import looks_unnormalised, transform_in_fold
 from hapexpr.crossval import cross_validate_gene, residualise
+from hapexpr.normalise import looks_unnormalised, transform_in_fold
 
 
 def _y(n=80, seed=0):

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
-from types import SimpleNamespace
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from hapexpr.errors import InputError  # noqa: E402
+from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig  # noqa: E402
 from hapexpr.estimators.nt_training import (  # noqa: E402
     TrainConfig,
     choose_holdout_genes,
@@ -23,7 +24,6 @@ from hapexpr.estimators.nt_training import (  # noqa: E402
     predict_batched,
     train_model,
 )
-from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig  # noqa: E402
 from hapexpr.estimators.nt_transformer import NTTransformerModel  # noqa: E402
 from hapexpr.methods.nt_transformer import NTTransformer as NTTransformerMethod  # noqa: E402
 from hapexpr.methods.nt_transformer import NTTransformerOptions  # noqa: E402

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hapexpr.errors import InputError, StudyError
 from hapexpr.cohort import StudyCohort
+from hapexpr.errors import InputError, StudyError
 from hapexpr.final import final_dir, final_estimator, final_fit_method, fit_final, gene_dir
 from hapexpr.predict import PRED_COLUMNS, predict_new
 from hapexpr.study import Study

@@ -1,15 +1,14 @@
 """`hapexpr prepare` on a simulated cohort: windows, strands, contig edges, resume, refusals."""
 
 import json
-import shutil
 import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import prepare_args
-from hapexpr.errors import InputError, StudyError
+
+from hapexpr.errors import StudyError
 from hapexpr.io.fasta import Reference
 from hapexpr.prepare import prepare_study
 from hapexpr.study import Study

@@ -9,8 +9,8 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import prepare_args
+
 from hapexpr.errors import InputError, StudyError
 from hapexpr.io.expression import read_covariates, read_expression_table
 from hapexpr.io.fasta import Reference

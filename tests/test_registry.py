@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from hapexpr.embed import registry as embedders
 from hapexpr.embed.base import BaseEmbedder
 from hapexpr.estimators.saving import load_estimator, save_estimator
-from hapexpr.methods import Options, option, registry
+from hapexpr.methods import option, registry
 from hapexpr.methods.embedding import EmbeddingMethod, EmbeddingOptions
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hapexpr"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import prepare_args
+
 from hapexpr.errors import StudyError
 from hapexpr.io.atomic import study_lock
 from hapexpr.study import Study

@@ -3,7 +3,6 @@ and scikit-learn's plain Ridge."""
 
 from __future__ import annotations
 
-import sys
 import types
 
 import numpy as np

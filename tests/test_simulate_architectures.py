@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import prepare_args
 
 from hapexpr.errors import InputError
 from hapexpr.prepare import prepare_study
-from hapexpr.simulate import SimulationConfig, simulate, simulate_cohort, write_cohort
-from hapexpr.simulate import architectures, motifs
+from hapexpr.simulate import SimulationConfig, architectures, motifs, simulate, simulate_cohort, write_cohort
 from hapexpr.simulate.cohort import _h2_targets
 from hapexpr.study import Study
-from conftest import prepare_args
 
 TINY = {"individuals": 80, "genes": 4, "window": 4000, "seed": 2}
 NEW = ("motif", "cis-interaction", "rare", "distal", "mixed")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression, Ridge
 
-from hapexpr.estimators.stack import NNLSCombiner, stack_gene
 from hapexpr.crossval import cross_validate_gene, residualise
+from hapexpr.estimators.stack import NNLSCombiner, stack_gene
 
 
 class RidgeEstimator:

@@ -15,7 +15,25 @@ from typing import Annotated, Optional
 import typer
 
 from hapexpr import __version__
+from hapexpr.demo import run_demo
+from hapexpr.embed import run_embed
 from hapexpr.errors import HapexprError
+from hapexpr.evaluate import evaluate_study, print_summary
+from hapexpr.explain import explain_gene
+from hapexpr.export import export_predictdb as export
+from hapexpr.final import fit_final
+from hapexpr.fit import run_fit
+from hapexpr.fit_records import fitted_or_default
+from hapexpr.haplotypes import haplotypes_fasta
+from hapexpr.method_options import add_option_parameters, options_for
+from hapexpr.methods import methods
+from hapexpr.pipeline import load_config, run_pipeline
+from hapexpr.predict import predict_new
+from hapexpr.prepare import prepare_study
+from hapexpr.progress import console
+from hapexpr.report import write_report
+from hapexpr.simulate import simulate_cohort
+from hapexpr.study import Study
 
 app = typer.Typer(
     name="hapexpr",
@@ -77,8 +95,6 @@ def simulate(
     overwrite: Overwrite = False,
 ) -> None:
     """Simulate a realistic cohort (msprime) in standard files."""
-    from hapexpr.simulate import simulate_cohort
-
     simulate_cohort(
         out, individuals=individuals, genes=genes, window=window, h2=h2, seed=seed, architecture=architecture,
         h2_distribution=h2_distribution, overwrite=overwrite,
@@ -96,8 +112,6 @@ def haplotypes(
     allow_unphased: Annotated[bool, typer.Option("--allow-unphased", help="Use unphased genotypes in the order written.")] = False,
 ) -> None:
     """Both haplotypes of each sample over a region, as `bcftools consensus -H 1pIu/2pIu`."""
-    from hapexpr.haplotypes import haplotypes_fasta
-
     haplotypes_fasta(
         vcf, fasta, region,
         samples=None if samples is None else [s for s in samples.split(",") if s],
@@ -125,8 +139,6 @@ def prepare(
     overwrite: Overwrite = False,
 ) -> None:
     """Read the user's files once and write a study directory."""
-    from hapexpr.prepare import prepare_study
-
     prepare_study(
         vcf=vcf, fasta=fasta, genes=genes, expression=expression, covariates=covariates, out=out,
         window=window, folds=folds, seed=seed, residualised=residualised,
@@ -151,8 +163,6 @@ def embed(
     seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="enformer: input length (default 196,608 for real weights).")] = None,
 ) -> None:
     """Embed each distinct haplotype window once into STUDY/embeddings/<fingerprint>/."""
-    from hapexpr.embed import run_embed
-
     run_embed(
         study, model=model, layer=layer, bins=bins, batch_size=batch_size, device=device,
         engine=engine, ray_address=ray_address, trust_remote_code=trust_remote_code, cache=cache,
@@ -174,14 +184,9 @@ def _fit(
     """Train a method under the study's cross-validation; out-of-fold predictions go to predictions.tsv.
 
     Each method's options are flags; `hapexpr methods` lists which method has which."""
-    from hapexpr.fit import run_fit
-    from hapexpr.method_options import options_for
-
     rows = run_fit(study, method, options=options_for(method, options), name=name, overwrite=overwrite,
                    engine=engine, jobs=jobs, ray_address=ray_address)
     if final and len(rows):
-        from hapexpr.final import fit_final
-
         fit_final(study, str(rows["method"].iloc[0]), overwrite=overwrite)
 
 
@@ -189,8 +194,6 @@ def _fit(
 @_friendly
 def evaluate(study: Annotated[Path, typer.Argument(help="Study directory.")]) -> None:
     """Per-gene correlations across held-out individuals -> STUDY/metrics.tsv, and a summary."""
-    from hapexpr.evaluate import evaluate_study, print_summary
-
     _, summary, comparisons = evaluate_study(study)
     print_summary(summary, comparisons)
 
@@ -199,8 +202,6 @@ def evaluate(study: Annotated[Path, typer.Argument(help="Study directory.")]) ->
 @_friendly
 def run_config(config: Annotated[Path, typer.Argument(help="YAML config (see examples/config.yaml).")]) -> None:
     """Every stage from one config file; stages already complete are skipped."""
-    from hapexpr.pipeline import load_config, run_pipeline
-
     run_pipeline(load_config(config))
 
 
@@ -212,8 +213,6 @@ def demo(
     genes: Annotated[int, typer.Option(min=2, help="Genes to simulate.")] = 20,
 ) -> None:
     """Simulate a cohort and run every stage on it with tiny models, on the CPU, in minutes."""
-    from hapexpr.demo import run_demo
-
     run_demo(out, individuals=individuals, genes=genes)
 
 
@@ -224,8 +223,6 @@ def report(
     overwrite: Overwrite = False,
 ) -> None:
     """One self-contained HTML page of the study's results -> STUDY/report/index.html."""
-    from hapexpr.report import write_report
-
     print(write_report(study, overwrite=overwrite))
 
 
@@ -244,9 +241,6 @@ def export_predictdb(
     overwrite: Overwrite = False,
 ) -> None:
     """Elastic-net weights fit on all individuals, as a PredictDB database for S-PrediXcan."""
-    from hapexpr.export import export_predictdb as export
-    from hapexpr.progress import console
-
     given = {k: v for k, v in {"cis_window": cis_window, "maf": maf, "seed": seed,
                                "drop_ambiguous": drop_ambiguous}.items() if v is not None}
     summary = export(study, out, overwrite=overwrite, method=method, options=given, all_genes=all_genes,
@@ -271,11 +265,6 @@ def _fit_final(
     """Fit a method on ALL study individuals per gene (for predict/explain) -> STUDY/models/<name>/final/.
 
     Options left out are those `hapexpr fit` used for that fit, else the method's defaults."""
-    from hapexpr.final import fit_final
-    from hapexpr.fit_records import fitted_or_default
-    from hapexpr.method_options import options_for
-    from hapexpr.study import Study
-
     base = fitted_or_default(Study.open(study), method).name
     fit_final(study, method, options=options_for(base, options), overwrite=overwrite)
 
@@ -290,8 +279,6 @@ def predict(
     overwrite: Overwrite = False,
 ) -> None:
     """Predict every gene's expression for the people of a new VCF (fits on all individuals first if needed)."""
-    from hapexpr.predict import predict_new
-
     predict_new(study, method, vcf=vcf, out=out, overwrite=overwrite)
 
 
@@ -305,8 +292,6 @@ def explain(
     overwrite: Overwrite = False,
 ) -> None:
     """Effect of each variant in a gene's window on the prediction (ALT swapped to REF, re-embedded)."""
-    from hapexpr.explain import explain_gene
-
     explain_gene(study, method, gene, out=out, overwrite=overwrite)
 
 
@@ -316,8 +301,6 @@ def list_methods() -> None:
     """The registered methods, what each needs and its options."""
     import dataclasses
 
-    from hapexpr.methods import methods
-
     for cls in methods():
         flags = " ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(cls.Options))
         print(f"{cls.name}: {cls.summary}\n  needs: {', '.join(cls.needs) or 'nothing'}\n  options: {flags}")
@@ -326,8 +309,6 @@ def list_methods() -> None:
 def _register_method_commands() -> None:
     """fit and fit-final take one flag per option of any registered method (built from the
     registry, so a method registered before the app is built brings its own flags)."""
-    from hapexpr.method_options import add_option_parameters
-
     app.command("fit")(_friendly(add_option_parameters(_fit)))
     app.command("fit-final")(_friendly(add_option_parameters(_fit_final)))
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from hapexpr.errors import StudyError
-from hapexpr.progress import console
 from hapexpr.pipeline import EmbedConfig, FitConfig, PrepareConfig, RunConfig, run_pipeline
+from hapexpr.progress import console
 from hapexpr.simulate import simulate_cohort
 
 DEMO_FITS = (

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hapexpr.crossval import read_predictions, residualise, study_targets
 from hapexpr.errors import StudyError
 from hapexpr.heritability import cis_heritability
 from hapexpr.io.atomic import atomic_open
 from hapexpr.study import Study
-from hapexpr.crossval import read_predictions, residualise, study_targets
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:

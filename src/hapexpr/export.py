@@ -25,16 +25,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hapexpr.io.atomic import atomic_path
 from hapexpr.cohort import StudyCohort
 from hapexpr.crossval import cross_validate_gene, residualise, study_targets
 from hapexpr.errors import InputError
 from hapexpr.estimators.elastic_net import _pearson
 from hapexpr.fit_records import fitted_or_default
+from hapexpr.io.atomic import atomic_path
 from hapexpr.methods.elastic_net import strand_ambiguous
 from hapexpr.methods.registry import build
-from hapexpr.study import Study
 from hapexpr.normalise import transform_in_fold
+from hapexpr.study import Study
 
 WEIGHTS_COLUMNS = ["gene", "rsid", "varID", "ref_allele", "eff_allele", "weight"]
 EXTRA_COLUMNS = ["gene", "genename", "n.snps.in.model", "pred.perf.R2", "pred.perf.pval", "pred.perf.qval"]

@@ -33,9 +33,9 @@ from hapexpr.fit_records import fitted_or_default
 from hapexpr.io.atomic import atomic_dir, study_lock, write_json
 from hapexpr.methods.base import Method
 from hapexpr.methods.registry import build
+from hapexpr.normalise import transform_in_fold
 from hapexpr.progress import console, track_genes
 from hapexpr.study import Study, gene_file_name
-from hapexpr.normalise import transform_in_fold
 
 FINAL_FORMAT = "hapexpr.final/2"
 GENE_JSON = "gene.json"

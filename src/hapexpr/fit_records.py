@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from hapexpr.errors import StudyError
-from hapexpr.methods.base import Method
 from hapexpr.methods import registry
+from hapexpr.methods.base import Method
 from hapexpr.methods.registry import build
 from hapexpr.study import Study
 

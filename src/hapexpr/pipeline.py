@@ -12,21 +12,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from hapexpr.errors import InputError
-from hapexpr.typecheck import check_fields
-from hapexpr.methods import registry
 from hapexpr.embed import run_embed
+from hapexpr.errors import InputError
 from hapexpr.evaluate import evaluate_study, print_summary
 from hapexpr.fit import run_fit
+from hapexpr.methods import registry
 from hapexpr.prepare import fingerprint_file, prepare_study
 from hapexpr.report import write_report
 from hapexpr.study import Study
+from hapexpr.typecheck import check_fields
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from hapexpr import __version__
-from hapexpr.errors import InputError, StudyError
-from hapexpr.io.atomic import atomic_open, atomic_path, study_lock, write_json
 from hapexpr.cis_store import write_cis_store
+from hapexpr.errors import InputError, StudyError
+from hapexpr.haplotypes import unique_haplotypes
+from hapexpr.io.atomic import atomic_open, atomic_path, study_lock, write_json
 from hapexpr.io.expression import read_covariates, read_expression_table
+from hapexpr.io.fasta import Reference
 from hapexpr.io.genes import read_genes
 from hapexpr.io.tables import check_unique, read_matrix_text
+from hapexpr.io.vcf import VcfReader
 from hapexpr.normalise import check_normalise, looks_unnormalised
 from hapexpr.progress import console, track_genes
 from hapexpr.study import FORMAT_VERSION, GENE_COLUMNS, GeneData, gene_file_name, write_gene
-from hapexpr.windows import region_bounds, window_bounds, window_sequences
+from hapexpr.windows import region_bounds, window_bounds
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,6 @@ def prepare_study(
     Without ``genes`` the TSSs and strands come from the expression file (QTLtools BED).
     ``folds_by`` = (COLUMN, FILE): one fold per distinct value of COLUMN in the sample table FILE.
     """
-    from hapexpr.io.fasta import Reference
-    from hapexpr.io.vcf import VcfReader
-
     began = time.time()
     out = Path(out)
     if window < 12 or window > 196_608:
@@ -435,8 +436,6 @@ def _gene_counts(path: Path) -> tuple[int, int]:
 
 def build_gene(g, reader, reference, window: int) -> GeneData:
     """One gene's variants, genotypes and distinct window haplotypes (``g``: a genes row)."""
-    from hapexpr.haplotypes import unique_haplotypes
-
     tss = int(g.tss)
     start, end = region_bounds(tss, window)
     if reference is not None:

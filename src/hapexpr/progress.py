@@ -19,7 +19,14 @@ def track_genes(items: Iterable[T], label: str, *, enabled: bool = True, total: 
     item is done. On a terminal: a bar ``label ━━━ done/total elapsed remaining`` that vanishes
     when the loop ends. Otherwise (a log file, a batch job): a line every 5% of the items,
     ``label: done/total genes (pct), rate, ETA``, and a last one at the end."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     total = len(items) if total is None and isinstance(items, Sized) else total
     if enabled and not console.is_terminal:

@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 
 from hapexpr import __version__
+from hapexpr import report_figures as rf
+from hapexpr.crossval import read_predictions
 from hapexpr.errors import StudyError
 from hapexpr.evaluate import compare, evaluate_study, h2_strata, significant_pairs, summarise
-from hapexpr.io.atomic import atomic_open
-from hapexpr.study import Study
-from hapexpr.crossval import read_predictions
 from hapexpr.fit_records import fit_record
+from hapexpr.io.atomic import atomic_open
 from hapexpr.methods import registry
-from hapexpr import report_figures as rf
+from hapexpr.study import Study
 
 REPORT = Path("report") / "index.html"
 TINY_WARNING = "numbers show the pipeline working, not what real weights achieve"
@@ -399,8 +399,6 @@ def _key_pair(per_gene: pd.DataFrame, methods: list[str]) -> tuple[str, str]:
 
 
 def _statistics_section(metrics: pd.DataFrame, per_gene: pd.DataFrame | None, methods: list[str]) -> str:
-    from hapexpr import report_figures as rf
-
     parts = []
     if "h2_cis" in metrics.columns and metrics["h2_cis"].notna().any():
         strata = h2_strata(metrics)

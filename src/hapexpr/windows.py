@@ -10,6 +10,7 @@ upstream insertion pushes the far end out. Positions beyond the contig (or beyon
 from __future__ import annotations
 
 import numpy as np
+
 from hapexpr.haplotypes import build_haplotypes
 
 _COMPLEMENT = bytes.maketrans(b"ACGTNacgtn", b"TGCANtgcan")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hapexpr.errors import InputError
 from hapexpr.embed.tokenizer import HFTokenizer, NTTokenizer
+from hapexpr.errors import InputError
 
 TINY = "tiny"
 

@@ -12,8 +12,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from hapexpr.embed.plan import Plan, assemble, make_plan
 from hapexpr.embed.ray_engine import embed_with_ray
 from hapexpr.embed.registry import build_embedder, resolve
@@ -41,10 +39,12 @@ class Progress:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
-                Progress as RichProgress,
                 TextColumn,
                 TimeElapsedColumn,
                 TimeRemainingColumn,
+            )
+            from rich.progress import (
+                Progress as RichProgress,
             )
 
             self._bar = RichProgress(

@@ -25,6 +25,7 @@ and is never chosen there). ``benchmarks/bench_elastic_net.py`` compares it with
 from __future__ import annotations
 
 import warnings
+
 import numpy as np
 
 from hapexpr.estimators import check_matrix, check_training

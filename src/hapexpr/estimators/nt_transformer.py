@@ -15,15 +15,14 @@ Import this module lazily (it imports torch at the top).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from hapexpr.errors import InputError, StudyError
-from hapexpr.estimators.nt_network import PLOIDY, NTTransformer, NTTransformerConfig, check_features, input_scaling
+from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig, check_features, input_scaling
 from hapexpr.estimators.nt_training import TrainConfig, predict_batched, train_model
 from hapexpr.io.atomic import atomic_path, write_json
 

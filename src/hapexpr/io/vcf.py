@@ -9,8 +9,8 @@ sorted, and (given the reference) REF matching the FASTA. Each problem is one
 from __future__ import annotations
 
 import os
-import warnings
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 

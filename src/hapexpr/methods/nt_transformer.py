@@ -20,8 +20,8 @@ import pandas as pd
 from hapexpr.cohort import StudyCohort
 from hapexpr.crossval import residualise, study_targets, write_predictions
 from hapexpr.errors import InputError
-from hapexpr.methods.embedding import EmbeddingMethod, EmbeddingOptions
 from hapexpr.methods.base import option
+from hapexpr.methods.embedding import EmbeddingMethod, EmbeddingOptions
 from hapexpr.methods.registry import register
 from hapexpr.normalise import transform_in_fold
 from hapexpr.progress import console
