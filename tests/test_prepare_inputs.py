@@ -296,6 +296,9 @@ def test_folds_by_a_sample_column(tiny_cohort, tmp_path):
     assert study.params["folds_by"]["groups"] == groups and study.n_folds == 3
     want = dict(zip(ann["sample"], ann["population"]))
     assert [groups[k] for k in study.folds] == [want[s] for s in study.sample_ids]
+    from hapexpr.report import split_note  # the report states the split
+
+    assert split_note(study).startswith("folds by population from pop.tsv (3 folds: FIN, GBR, TSI")
     ann.iloc[:-1].to_csv(tmp_path / "short.tsv", sep="\t", index=False)
     with pytest.raises(InputError, match="have no row") as err:
         prepare_study(**_args(tiny_cohort, tmp_path / "s2", folds_by=("population", tmp_path / "short.tsv")))

@@ -250,11 +250,23 @@ def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, compar
         f"<title>hapexpr report: {_e(study.path.name)}</title><style>{_CSS}</style></head><body>\n"
         f"<h1>hapexpr report: {_e(study.path.name)}</h1>\n{_banner(provenance)}\n"
         f'<p class="muted">{len(metrics["gene_id"].unique())} genes, {n_samples} individuals, '
-        f"{study.n_folds}-fold cross-validation over individuals; methods: {_e(', '.join(methods))}. "
+        f"{_e(split_note(study))}; methods: {_e(', '.join(methods))}. "
         f"Every number is computed on out-of-fold predictions (each individual predicted by a model "
         f"that never saw it). Written {_e(time.strftime('%Y-%m-%d %H:%M'))} by hapexpr {_e(__version__)}.</p>\n"
         f"<nav>{nav}</nav>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
+
+
+def split_note(study: Study) -> str:
+    """How individuals were split into folds, in words (random, or by a sample annotation)."""
+    params = study.params
+    by = params.get("folds_by")
+    if by:
+        groups = by.get("groups") or []
+        shown = ", ".join(str(g) for g in groups[:8]) + (" ..." if len(groups) > 8 else "")
+        return (f"folds by {by.get('column')} from {Path(str(by.get('file'))).name} ({len(groups)} folds: {shown}; "
+                "each group is predicted by models trained on the others)")
+    return f"{study.n_folds}-fold cross-validation over individuals (random folds, seed {params.get('seed', '?')})"
 
 
 _NAV = [("summary", "Summary"), ("comparisons", "Comparisons"), ("method-vs-method", "Method vs method"),
