@@ -260,13 +260,17 @@ def _fit_final(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
     method: Annotated[str, typer.Option("--method", help="A fit of the study by its name (e.g. elastic-net, enformer-ridge), or a method to fit with its defaults.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a final fit made with other options.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="local, or ray (genes as Ray tasks).")] = "local",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="local engine: genes fitted in parallel processes.")] = 1,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="ray engine: join this cluster.")] = None,
     **options,
 ) -> None:
     """Fit a method on ALL study individuals per gene (for predict/explain) -> STUDY/models/<name>/final/.
 
     Options left out are those `hapexpr fit` used for that fit, else the method's defaults."""
     base = fitted_or_default(Study.open(study), method).name
-    fit_final(study, method, options=options_for(base, options), overwrite=overwrite)
+    fit_final(study, method, options=options_for(base, options), overwrite=overwrite, engine=engine, jobs=jobs,
+              ray_address=ray_address)
 
 
 @app.command()

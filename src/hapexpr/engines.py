@@ -1,11 +1,11 @@
-"""Where the per-gene cross-validation runs: in this process, in N local processes, or on Ray.
+"""Where the per-gene work runs: in this process, in N local processes, or on Ray.
 
-Every engine computes the same thing per gene (:func:`cross_validate_one`: the method rebuilt
-from its fit record, its features, the study's folds and residualisation), so predictions are
-the same byte for byte whichever runs them. Workers only compute and return
-``(gene_id, observed, predicted)``; the driver, which holds the study lock, writes each gene's
-result as it arrives (one writer per study), so a killed driver or worker loses only the genes
-not yet written and the same command resumes. Workers rebuild the method from the registry, so
+Every engine computes the same thing per gene (:func:`cross_validate_one` for ``fit``,
+:func:`fit_final_one` for ``fit-final``: the method rebuilt from its fit record, its features,
+the study's folds, normalisation and residualisation), so results are the same byte for byte
+whichever runs them. Workers only compute and return them; the driver, which holds the study
+lock, writes each gene's result as it arrives (one writer per study), so a killed driver or
+worker loses only the genes not yet written and the same command resumes. Workers rebuild the method from the registry, so
 a method must be importable in a fresh process (a module, or an entry point).
 """
 
@@ -17,9 +17,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from hapexpr.cohort import StudyCohort
-from hapexpr.crossval import cross_validate_gene, study_targets
+from hapexpr.crossval import cross_validate_gene, residualise, study_targets
 from hapexpr.errors import InputError
 from hapexpr.methods.registry import build
+from hapexpr.normalise import transform_in_fold
 from hapexpr.study import Study
 
 ENGINES = ("local", "ray")
@@ -40,6 +41,22 @@ def cross_validate_one(study: Study, method, gene_id: str, targets=None) -> tupl
     return gene_id, obs, pred
 
 
+def fit_final_one(study: Study, method, gene_id: str, targets=None):
+    """(gene_id, estimator fit on every individual, or None when the method has nothing to learn
+    from for this gene)."""
+    expr, cov = targets if targets is not None else study_targets(study)
+    X = method.features(StudyCohort(study), gene_id)
+    if not method.usable(X):
+        return gene_id, None
+    everyone = np.ones(len(study.sample_ids), dtype=bool)
+    y = expr.loc[gene_id].to_numpy(dtype=np.float64)
+    y = residualise(transform_in_fold(y, everyone, study.normalise), cov, everyone)  # prepare --normalise
+    return gene_id, method.estimator(method.options.seed).fit(X, y)
+
+
+WORK = {"cv": cross_validate_one, "final": fit_final_one}
+
+
 def _rebuild(study_path: str, record: dict):
     key = (study_path, record["key"])
     if key not in _WORKER:
@@ -51,9 +68,9 @@ def _rebuild(study_path: str, record: dict):
     return _WORKER[key]
 
 
-def _worker_gene(study_path: str, record: dict, gene_id: str):
+def _worker_gene(kind: str, study_path: str, record: dict, gene_id: str):
     study, method, targets = _rebuild(study_path, record)
-    return cross_validate_one(study, method, gene_id, targets)
+    return WORK[kind](study, method, gene_id, targets)
 
 
 def _init_worker() -> None:
@@ -69,34 +86,36 @@ def _init_worker() -> None:
 
 
 def run_genes(study: Study, method, record: dict, genes: list[str], *, engine: str = "local", jobs: int = 1,
-              ray_address: str | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(gene_id, observed, predicted) for every gene of ``genes``, as they finish."""
+              ray_address: str | None = None, kind: str = "cv") -> Iterator[tuple]:
+    """For every gene of ``genes``, as they finish: ``(gene_id, observed, predicted)`` of the
+    cross-validation (``kind="cv"``), or ``(gene_id, estimator or None)`` of the fit on every
+    individual (``kind="final"``)."""
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}", hint="use --engine local or --engine ray")
     if jobs < 1:
         raise InputError(f"--jobs {jobs} must be at least 1")
     if engine == "ray":
-        yield from _ray_genes(study, record, genes, ray_address=ray_address)
+        yield from _ray_genes(kind, study, record, genes, ray_address=ray_address)
     elif jobs == 1:
         targets = study_targets(study)
         for gene_id in genes:
-            yield cross_validate_one(study, method, gene_id, targets)
+            yield WORK[kind](study, method, gene_id, targets)
     else:
-        yield from _pool_genes(study, record, genes, jobs)
+        yield from _pool_genes(kind, study, record, genes, jobs)
 
 
-def _pool_genes(study: Study, record: dict, genes: list[str], jobs: int):
+def _pool_genes(kind: str, study: Study, record: dict, genes: list[str], jobs: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = [pool.submit(_worker_gene, str(study.path), record, g) for g in genes]
+        futures = [pool.submit(_worker_gene, kind, str(study.path), record, g) for g in genes]
         for fut in as_completed(futures):
             yield fut.result()
 
 
-def _ray_genes(study: Study, record: dict, genes: list[str], *, ray_address: str | None):
+def _ray_genes(kind: str, study: Study, record: dict, genes: list[str], *, ray_address: str | None):
     try:
         import ray
     except ImportError:
@@ -110,7 +129,7 @@ def _ray_genes(study: Study, record: dict, genes: list[str], *, ray_address: str
         started = True
     try:
         task = ray.remote(num_cpus=1, max_retries=2)(_ray_task)
-        pending = [task.remote(str(study.path.resolve()), record, g) for g in genes]
+        pending = [task.remote(kind, str(study.path.resolve()), record, g) for g in genes]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -119,6 +138,6 @@ def _ray_genes(study: Study, record: dict, genes: list[str], *, ray_address: str
             ray.shutdown()
 
 
-def _ray_task(study_path: str, record: dict, gene_id: str):
+def _ray_task(kind: str, study_path: str, record: dict, gene_id: str):
     _init_worker()
-    return _worker_gene(study_path, record, gene_id)
+    return _worker_gene(kind, study_path, record, gene_id)

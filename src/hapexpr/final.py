@@ -24,16 +24,13 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
-from hapexpr.cohort import StudyCohort
-from hapexpr.crossval import options_key, residualise, study_targets
+from hapexpr.crossval import options_key, study_targets
+from hapexpr.engines import run_genes
 from hapexpr.errors import StudyError
 from hapexpr.fit_records import fitted_or_default
 from hapexpr.io.atomic import atomic_dir, study_lock, write_json
 from hapexpr.methods.base import Method
 from hapexpr.methods.registry import build
-from hapexpr.normalise import transform_in_fold
 from hapexpr.progress import console, track_genes
 from hapexpr.study import Study, gene_file_name
 
@@ -62,11 +59,12 @@ def final_method(study: Study, name: str, options: dict | None = None) -> Method
 
 
 def fit_final(study_path, name: str, *, options: dict | None = None, overwrite: bool = False,
-              progress: bool = True) -> Path:
+              progress: bool = True, engine: str = "local", jobs: int = 1, ray_address: str | None = None) -> Path:
     """Fit ``name`` on every individual of every gene; returns ``models/<name>/final``.
 
     A final fit already complete with the same options is kept; one made with other options is
-    refused unless ``overwrite``.
+    refused unless ``overwrite``. ``engine``/``jobs``: where the per-gene fits run
+    (:mod:`hapexpr.engines`; estimators come back to this process, which writes them).
     """
     study = Study.open(study_path)
     m = final_method(study, name, options)
@@ -89,21 +87,17 @@ def fit_final(study_path, name: str, *, options: dict | None = None, overwrite: 
         root.mkdir(parents=True, exist_ok=True)
         write_json(state, {**record, "key": key, "complete": False})
         m.prepare(study, progress=progress)
-        expr, cov = study_targets(study)
-        everyone = np.ones(len(study.sample_ids), dtype=bool)
-        cohort = StudyCohort(study)
+        cov = study_targets(study)[1]
         todo = [g for g in study.gene_ids if not _done(study, m.fit_name, g, key)]
         start, no_model = time.time(), []
-        for gene_id in track_genes(todo, f"fit-final {m.fit_name}", enabled=progress):
-            X = m.features(cohort, gene_id)
-            if not m.usable(X):
+        results = run_genes(study, m, {**record, "key": key}, todo, engine=engine, jobs=jobs,
+                            ray_address=ray_address, kind="final")
+        for gene_id, est in track_genes(results, f"fit-final {m.fit_name}", enabled=progress, total=len(todo)):
+            if est is None:
                 no_model.append(gene_id)
                 continue
-            y_raw = expr.loc[gene_id].to_numpy(dtype=np.float64)
-            y = residualise(transform_in_fold(y_raw, everyone, study.normalise), cov, everyone)  # prepare --normalise
-            est = m.estimator(m.options.seed).fit(X, y)
             info = {"format": FINAL_FORMAT, "method": m.name, "name": m.fit_name, "gene_id": gene_id, "key": key,
-                    "options": m.options.to_dict(), "n_samples": int(len(y)),
+                    "options": m.options.to_dict(), "n_samples": len(study.sample_ids),
                     "residualised_on": "intercept" if cov is None else f"intercept + {cov.shape[1]} covariates",
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             with atomic_dir(gene_dir(study, m.fit_name, gene_id)) as d:
