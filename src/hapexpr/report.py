@@ -238,7 +238,7 @@ def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, compar
             "individuals. Each dot is a gene; box = quartiles, line = median, diamond = mean.")),
         _best_genes_section(metrics, summary, predictions),
         _ceiling_section(metrics, has_truth),
-        _statistics_section(metrics, read_per_gene(study), methods),
+        _statistics_section(metrics, read_per_gene(study), methods, {provenance.reference, provenance.primary}),
         _explain_section(study, explain),
         _per_gene_section(study, metrics, methods, has_truth),
         _provenance_section(study, provenance, methods),
@@ -399,18 +399,19 @@ def _with_significant(comparisons: pd.DataFrame, per_gene: pd.DataFrame | None) 
     return comparisons.merge(significant_pairs(per_gene), on=["method_a", "method_b"], how="left")
 
 
-def _key_pair(per_gene: pd.DataFrame, methods: list[str]) -> tuple[str, str]:
-    """The pair drawn: nt-transformer against elastic-net when both exist, else the first pair
-    in report order."""
+def _key_pair(per_gene: pd.DataFrame, methods: list[str], key: set[str]) -> tuple[str, str]:
+    """The pair drawn: the first method against the field's reference when both exist (``key``,
+    from the registry), else the first pair in report order."""
     pairs = list(per_gene[["method_a", "method_b"]].drop_duplicates().itertuples(index=False, name=None))
     for a, b in pairs:
-        if {a, b} == {"nt-transformer", "elastic-net"}:
+        if {a, b} == key:
             return a, b
     rank = {m: i for i, m in enumerate(methods)}
     return min(pairs, key=lambda p: (min(rank.get(p[0], 99), rank.get(p[1], 99)), max(rank.get(p[0], 99), rank.get(p[1], 99))))
 
 
-def _statistics_section(metrics: pd.DataFrame, per_gene: pd.DataFrame | None, methods: list[str]) -> str:
+def _statistics_section(metrics: pd.DataFrame, per_gene: pd.DataFrame | None, methods: list[str],
+                        key: set[str]) -> str:
     parts = []
     if "h2_cis" in metrics.columns and metrics["h2_cis"].notna().any():
         strata = h2_strata(metrics)
@@ -425,7 +426,7 @@ def _statistics_section(metrics: pd.DataFrame, per_gene: pd.DataFrame | None, me
                              "average; dotted lines are the stratum borders. Stratifying by an estimate made on "
                              "the same people slightly favours the high stratum (shared noise)."))
     if per_gene is not None and not per_gene.empty:
-        a, b = _key_pair(per_gene, methods)
+        a, b = _key_pair(per_gene, methods, key)
         pair = per_gene[(per_gene["method_a"] == a) & (per_gene["method_b"] == b)].sort_values(["q", "gene_id"], kind="stable")
         shown = pair.head(MAX_INTERVAL_GENES)
         parts.append(f"<h3>Per-gene paired test: {_e(a)} against {_e(b)}</h3>" + _figure(

@@ -164,7 +164,7 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False) -> LoadedMo
         )
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     # A masked LM (NT, DNABERT-style) or else a causal LM (HyenaDNA-, GPT-style DNA models).
     model = None
     for auto in (AutoModelForMaskedLM, AutoModelForCausalLM):
@@ -184,15 +184,17 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False) -> LoadedMo
 
 
 def _from_pretrained(auto, path: Path, kwargs: dict):
+    """``auto.from_pretrained`` from the directory only (never the hub), SDPA attention if the
+    model has it."""
     try:
-        return auto.from_pretrained(str(path), attn_implementation="sdpa", **kwargs)
+        return auto.from_pretrained(str(path), local_files_only=True, attn_implementation="sdpa", **kwargs)
     except ImportError:
-        return auto.from_pretrained(str(path), **kwargs)
+        return auto.from_pretrained(str(path), local_files_only=True, **kwargs)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise
         # Custom (remote) code may not declare SDPA support; use its own attention then.
-        return auto.from_pretrained(str(path), **kwargs)
+        return auto.from_pretrained(str(path), local_files_only=True, **kwargs)
 
 
 def weights_sha256(encoder) -> str:
