@@ -30,18 +30,21 @@ def main() -> None:
     ap.add_argument("--bins", type=int, default=32)
     ap.add_argument("--snps", type=int, default=2, help="SNPs (one at a time) per window")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="seconds: the tiny model's sizes, one 600 bp window")
     args = ap.parse_args()
+    if args.smoke:
+        args.layer, args.windows, args.snps = 1, "600", 1
 
     import torch
     from transformers import EsmModel
 
     from hapexpr.embed import pooling
-    from hapexpr.embed.checkpoints import LoadedModel, nt_v1_config
+    from hapexpr.embed.checkpoints import TINY_SIZES, LoadedModel, nt_v1_config
     from hapexpr.embed.engine import Embedder
     from hapexpr.embed.tokenizer import NTTokenizer
 
     torch.manual_seed(args.seed)
-    config = nt_v1_config()
+    config = nt_v1_config(**(TINY_SIZES if args.smoke else {}))
     t0 = time.time()
     model = EsmModel(config, add_pooling_layer=False).eval()
     n_layers = int(config.num_hidden_layers)
@@ -49,7 +52,7 @@ def main() -> None:
     model.encoder.layer = model.encoder.layer[: args.layer]
     loaded = LoadedModel(encoder=model, tokenizer=NTTokenizer(), name="nt-500m-architecture-random",
                          tiny=False, n_layers=n_layers, max_tokens=1000, dim=int(config.hidden_size))
-    print(f"NT-500M architecture (hidden {config.hidden_size}, {n_layers} layers, "
+    print(f"{'tiny sizes of the ' if args.smoke else ''}NT-500M architecture (hidden {config.hidden_size}, {n_layers} layers, "
           f"{config.num_attention_heads} heads), random init, layer {args.layer} of {n_layers}; "
           f"built in {time.time() - t0:.0f} s")
     rng = np.random.default_rng(args.seed)
@@ -93,6 +96,7 @@ def main() -> None:
     other = np.array([r[3] for r in rows]) / np.array([r[6] for r in rows])
     print(f"\nmean over SNPs: SNP change / float16 rounding = {own.mean():.1f} in the SNP's bin, "
           f"{other.mean():.2f} in the other bins (median bin)")
+    print(f"RATIO snp_change_over_float16_rounding {own.mean():.1f}")
 
 
 if __name__ == "__main__":

@@ -202,3 +202,20 @@ def test_multi_gene_batches_mix_genes_with_pairs_of_each():
     assert len(batches) == 5  # 40 chunks of <= 8 rows, 8 chunks a batch
     assert all(len(torch.unique(genes[b])) >= 4 for b in batches)
     assert all(torch.bincount(genes[b]).max() >= 2 for b in batches)
+
+
+# ---- 4. float16 storage benchmark
+
+
+def test_bench_float16_smoke():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_float16.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    ratio = float(done.stdout.strip().splitlines()[-1].split()[-1])
+    assert ratio > 10  # one SNP moves its bin far more than float16 rounding does
