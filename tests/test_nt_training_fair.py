@@ -159,6 +159,18 @@ def test_fit_records_layers_seeds_and_choices(study_copy):
     choices = pd.read_csv(d / "choices.tsv", sep="\t", dtype={"gene_id": str})
     assert set(choices.fingerprint) <= set(fps) and set(choices.layer) <= {1, 2}
     assert len(choices) == genes.nunique() * choices.fold.nunique()
+    # the candidates axis holds each store's features of the same people, in --fingerprints order
+    from hapexpr.cohort import StudyCohort
+    from hapexpr.methods.nt_transformer import NTTransformer as Method
+    from hapexpr.methods.nt_transformer import NTTransformerOptions
+    from hapexpr.study import Study
+
+    study = Study.open(study_copy)
+    cohort, gene = StudyCohort(study), study.gene_ids[0]
+    both = Method(NTTransformerOptions(fingerprints=fps)).bind(study).features(cohort, gene)
+    for c, fp in enumerate(fps):
+        one = Method(NTTransformerOptions(fingerprint=fp)).bind(study).features(cohort, gene)
+        np.testing.assert_array_equal(both[:, c], one)
 
 
 # ---- 5. several seeds

@@ -127,26 +127,27 @@ class NTTransformer(EmbeddingMethod):
         if fingerprint in stores:
             self._store, self._embedder = stores[fingerprint], embedders.get(fingerprint)
 
-    def features(self, cohort, gene_id: str) -> np.ndarray:
-        """(samples, 2, bins, dim), or with ``fingerprints`` (samples, candidates, 2, bins, dim):
-        the same people's binned embeddings from each candidate store."""
+    def haplotype_features(self, gene: GeneData, sequences: list[bytes]) -> np.ndarray:
+        """(unique, bins, dim) binned embeddings; with ``fingerprints`` (unique, candidates,
+        bins, dim): the same sequences' embeddings from each candidate store."""
         fps = self.resolved.get("fingerprints")
         if not fps:
-            return super().features(cohort, gene_id)
+            return self.embeddings(gene, sequences)[0]
         per = []
         for fp in fps:
             self._use_store(fp)
-            per.append(np.asarray(super().features(cohort, gene_id), dtype=np.float32))
+            per.append(np.asarray(self.embeddings(gene, sequences)[0], dtype=np.float32))
         self._use_store(fps[0])
         if len({x.shape for x in per}) != 1:
-            raise InputError(f"the --fingerprints stores give {gene_id} features of different shapes "
+            raise InputError(f"the --fingerprints stores give {gene.gene_id} embeddings of different shapes "
                              f"({', '.join(str(x.shape[1:]) for x in per)})",
                              hint="choose among stores of one model (e.g. layers) with the same bins")
         return np.stack(per, axis=1)
 
-    def haplotype_features(self, gene: GeneData, sequences: list[bytes]) -> np.ndarray:
-        """(unique, bins, dim) binned embeddings."""
-        return self.embeddings(gene, sequences)[0]
+    def people_features(self, per_hap: np.ndarray, hap_index: np.ndarray) -> np.ndarray:
+        """(samples, 2, bins, dim), or (samples, candidates, 2, bins, dim) with ``fingerprints``."""
+        X = per_hap[np.asarray(hap_index, dtype=np.int64)]
+        return np.moveaxis(X, 2, 1) if X.ndim == 5 else X
 
     def estimator(self, seed: int):
         from hapexpr.estimators.nt_transformer import NTTransformerModel  # torch
