@@ -21,8 +21,13 @@ import torch
 from torch import nn
 
 from hapexpr.errors import HapexprError
-from hapexpr.estimators.nt_network import InputScaling, NTTransformer, NTTransformerConfig, check_features, fit_input_scaling
-
+from hapexpr.estimators.nt_network import (
+    InputScaling,
+    NTTransformer,
+    NTTransformerConfig,
+    check_features,
+    fit_input_scaling,
+)
 
 EPOCH_SELECTION = ("kfold", "split")
 

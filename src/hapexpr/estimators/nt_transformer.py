@@ -15,12 +15,11 @@ Import this module lazily (it imports torch at the top).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from hapexpr.errors import InputError, StudyError
 from hapexpr.estimators.nt_network import (  # noqa: F401  (input_scaling: re-exported)
@@ -32,7 +31,12 @@ from hapexpr.estimators.nt_network import (  # noqa: F401  (input_scaling: re-ex
     fit_input_scaling,
     input_scaling,
 )
-from hapexpr.estimators.nt_training import TrainConfig, fit_with_epoch_selection, inner_cv, predict_batched
+from hapexpr.estimators.nt_training import (
+    TrainConfig,
+    fit_with_epoch_selection,
+    inner_cv,
+    predict_batched,
+)
 from hapexpr.io.atomic import atomic_path, write_json
 
 CHECKPOINT_FORMAT = "hapexpr.nt-transformer/2"

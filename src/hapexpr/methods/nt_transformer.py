@@ -18,13 +18,18 @@ import numpy as np
 import pandas as pd
 
 from hapexpr.cohort import StudyCohort
-from hapexpr.crossval import cross_validate_gene, residualise, study_targets, write_predictions
+from hapexpr.crossval import (
+    cross_validate_gene,
+    residualise,
+    study_targets,
+    write_predictions,
+)
 from hapexpr.embed.store import open_embeddings
 from hapexpr.errors import InputError
-from hapexpr.methods.embedding import EmbeddingMethod, EmbeddingOptions
-from hapexpr.methods.base import option
-from hapexpr.methods.registry import register
 from hapexpr.io.atomic import atomic_open
+from hapexpr.methods.base import option
+from hapexpr.methods.embedding import EmbeddingMethod, EmbeddingOptions
+from hapexpr.methods.registry import register
 from hapexpr.progress import console, track_genes
 from hapexpr.study import GeneData
 
@@ -167,7 +172,10 @@ class NTTransformer(EmbeddingMethod):
             if self.options.seeds == 1 and not self.options.fingerprints:
                 return None
             return self._fit_per_gene_recorded(study, run, progress=progress)
-        from hapexpr.estimators.nt_training import choose_holdout_genes, multi_gene_fold  # torch
+        from hapexpr.estimators.nt_training import (  # torch
+            choose_holdout_genes,
+            multi_gene_fold,
+        )
 
         o, name = self.options, self.fit_name
         config = self.train_config()
@@ -218,7 +226,7 @@ class NTTransformer(EmbeddingMethod):
             y = expr.loc[gene_id].to_numpy(dtype=np.float64)
             fitted: list = []
 
-            def make(s: int):
+            def make(s: int, fitted: list = fitted):
                 est = self.estimator(s)
                 fitted.append(est)
                 return est
