@@ -199,12 +199,14 @@ def test_multi_gene_shared_scaling_makes_a_heldout_persons_input_their_own():
     X_by, y_by = {g: v[0] for g, v in genes.items()}, {g: v[1] for g, v in genes.items()}
     train = np.arange(80) < 60
     config = replace(FAST, max_epochs=4, batch_size=64, genes_per_batch=4)
-    fit, pred = fit_multi_gene(X_by, y_by, train, holdout_genes=["G3"], config=config, seed=0)
+    fit, pred = fit_multi_gene(X_by, y_by, train, holdout_genes=["G3"], config=config, seed=0,
+                               shared_scaling=True)
     assert fit.input_scaling["G3"] is fit.input_scaling["G0"]  # one scaling for every gene
     # a held-out gene's prediction for one person depends on that person's embeddings only,
     # not on the other individuals of that gene (per-gene scaling made it depend on them)
     X_moved = dict(X_by, G3=np.where(train[:, None, None, None], X_by["G3"] + 5.0, X_by["G3"]))
-    _, pred2 = fit_multi_gene(X_moved, y_by, train, holdout_genes=["G3"], config=config, seed=0)
+    _, pred2 = fit_multi_gene(X_moved, y_by, train, holdout_genes=["G3"], config=config, seed=0,
+                              shared_scaling=True)
     np.testing.assert_array_equal(pred2["G3"][~train], pred["G3"][~train])
     assert fit.history["n_train"] == 3 * 60 and fit.history["epoch_selection"] == "kfold"
 

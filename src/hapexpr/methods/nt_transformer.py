@@ -49,8 +49,8 @@ class NTTransformerOptions(EmbeddingOptions):
     fingerprints: tuple[str, ...] | None = option(
         None, "Comma-separated embedding stores (e.g. layers of one model) to choose from per gene and fold "
         "by inner CV on the training individuals; choices in models/NAME/choices.tsv.")
-    shared_scaling: bool = option(True, "With multi_gene: input scaling pooled over the trained genes "
-                                  "(else each gene's own).")
+    shared_scaling: bool = option(False, "With multi_gene: input scaling pooled over the trained genes "
+                                  "(default: each gene's own; shared measured worse, docs/nt-transformer.md).")
 
     def __post_init__(self) -> None:
         if self.epoch_selection not in ("kfold", "split"):
