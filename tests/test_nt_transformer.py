@@ -138,20 +138,22 @@ def test_save_load_round_trip_is_safetensors_and_json(tmp_path):
     from safetensors.numpy import load_file
 
     X, y, _ = cohort(4, n=100)
-    m = NTTransformerModel(train_config=replace(FAST, max_epochs=5), seed=1).fit(X[:80], y[:80])
+    m = NTTransformerModel(train_config=replace(FAST, max_epochs=5), seed=1, n_seeds=2).fit(X[:80], y[:80])
     m.save(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
     raw = (tmp_path / "ckpt" / "model.safetensors").read_bytes()
     (header_len,) = struct.unpack("<Q", raw[:8])  # safetensors: u64 header size, JSON header
     header = json.loads(raw[8 : 8 + header_len])
-    assert header["__metadata__"]["format"] == "hapexpr.nt-transformer/1"
+    assert header["__metadata__"]["format"] == "hapexpr.nt-transformer/2"
     tensors = load_file(tmp_path / "ckpt" / "model.safetensors")  # independent reader
     np.testing.assert_array_equal(tensors["scaling.input_mean"], m.input_mean_)
     meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert meta["model_config"]["bins"] == 8 and meta["train_config"]["pairwise_weight"] == FAST.pairwise_weight
     assert meta["target_scaling"]["mean"] == m.y_mean_
-    assert meta["metrics"]["n_train"] + meta["metrics"]["n_val"] == 80
+    assert meta["metrics"]["n_train"] == 80 and meta["metrics"]["n_val"] == 0  # refit on all of them
+    assert meta["seeds"] == [1, 1 + 1000] and "model1.head.weight" in tensors
     loaded = NTTransformerModel.load(tmp_path / "ckpt")
+    assert np.array_equal(loaded.predict_seeds(X[80:]), m.predict_seeds(X[80:]))
     assert np.array_equal(loaded.predict(X[80:]), m.predict(X[80:]))
 
 

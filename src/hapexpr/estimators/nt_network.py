@@ -114,21 +114,62 @@ class NTTransformer(nn.Module):
 # input scaling (training statistics only)
 
 
-def input_scaling(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-(bin, dim) mean and scale of (samples, haplotypes, bins, dim) training embeddings.
+SCALE_FLOOR = 0.1
+"""Default floor of a (bin, dim) scale, as a fraction of the typical (median) scale of the
+person-to-person variation over every (bin, dim) of the training data."""
+
+
+@dataclass(frozen=True)
+class InputScaling:
+    """Per-(bin, dim) standardisation of (samples, haplotypes, bins, dim) embeddings, with the
+    range of the standardised training values to clip new inputs to.
+
+    mean, scale, lo, hi: (bins, dim) float32. ``apply`` computes ``(X - mean) / scale`` and,
+    with ``clip``, clips each (bin, dim) to [lo, hi], the range the training haplotypes took
+    there: a value never seen in training (a variant only a held-out person carries) then
+    cannot push the model outside the inputs it was fitted on.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    clip: bool = True
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        Z = (X - self.mean) / self.scale
+        return np.clip(Z, self.lo, self.hi) if self.clip else Z
+
+
+def fit_input_scaling(X: np.ndarray, *, floor: float = SCALE_FLOOR, clip: bool = True) -> InputScaling:
+    """:class:`InputScaling` from (samples, haplotypes, bins, dim) training embeddings (rows of
+    several genes may be concatenated: the statistics are then shared across those genes).
 
     Statistics are per bin, not only per dim: the embedding of a bin varies far more between
     bins (different sequence) than between people (a few variants), so per-dim scaling would
-    leave the person-to-person signal tiny. Bins where every haplotype is identical get scale 1
-    (their centred values are exactly 0) instead of amplifying float32 rounding.
-    Returns ``(mean, scale)``, each (bins, dim) float32.
+    leave the person-to-person signal tiny. But a bin where only one rare carrier differs has
+    a tiny sd there, so that carrier's standardised value would be 20-150 (measured on real
+    cohorts); every scale is therefore floored at ``floor`` times the median sd over all
+    (bin, dim) with any variation (bins where every haplotype is identical, up to float32
+    rounding, take the floor as well; their centred training values are exactly 0).
     """
     flat = X.reshape(-1, X.shape[-2], X.shape[-1]).astype(np.float64)
     mean = flat.mean(axis=0)
     sd = flat.std(axis=0)
-    floor = 1e-5 * max(float(np.abs(mean).max(initial=0.0)), 1e-12)
-    scale = np.where(sd > floor, sd, 1.0)
-    return mean.astype(np.float32), scale.astype(np.float32)
+    rounding = 1e-5 * max(float(np.abs(mean).max(initial=0.0)), 1e-12)
+    varying = sd > rounding
+    typical = float(np.median(sd[varying])) if varying.any() else 1.0
+    scale = np.maximum(np.where(varying, sd, 0.0), floor * typical) if floor > 0 else np.where(varying, sd, 1.0)
+    Z = (flat - mean) / scale
+    Z[:, ~varying] = 0.0
+    return InputScaling(mean.astype(np.float32), scale.astype(np.float32), Z.min(axis=0).astype(np.float32),
+                        Z.max(axis=0).astype(np.float32), clip)
+
+
+def input_scaling(X: np.ndarray, *, floor: float = SCALE_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, scale)``, each (bins, dim) float32, of :func:`fit_input_scaling`."""
+    s = fit_input_scaling(X, floor=floor)
+    return s.mean, s.scale
 
 
 def check_features(X: np.ndarray, *, bins: int | None = None, dim: int | None = None) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -21,7 +21,15 @@ import torch
 from torch import nn
 
 from hapexpr.errors import HapexprError
-from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig, check_features, input_scaling
+from hapexpr.estimators.nt_network import (
+    InputScaling,
+    NTTransformer,
+    NTTransformerConfig,
+    check_features,
+    fit_input_scaling,
+)
+
+EPOCH_SELECTION = ("kfold", "split")
 
 
 @dataclass(frozen=True)
@@ -30,9 +38,23 @@ class TrainConfig:
 
     pairwise_weight: weight of the pairwise term (see :func:`expression_loss`; default justified
         in docs/nt-transformer.md).
-    val_fraction: share of the training individuals held out for early stopping.
+    epoch_selection: ``"kfold"`` (default): the number of epochs is chosen by ``inner_folds``-fold
+        cross-validation over the training individuals (early stopping in each inner fold, the
+        epoch that minimises the mean inner validation curve), then the model is refit on ALL
+        training individuals for that many epochs (:func:`fit_with_epoch_selection`).
+        ``"split"``: the old, ~4x faster way: one seeded ``val_fraction`` inner split, early
+        stopping on it and its best weights kept, so only 1 - val_fraction of the training
+        individuals ever take a gradient step.
+    val_fraction: share of the training individuals held out for early stopping (``"split"``).
     swap_haplotypes: randomly swap the two haplotypes of each training example (phase order is
         arbitrary); predictions always average both orders.
+    scale_floor: input scales per (bin, dim) are at least this fraction of the typical scale
+        (:func:`hapexpr.estimators.nt_network.fit_input_scaling`).
+    clip_inputs: clip standardised inputs to the range the training haplotypes took per
+        (bin, dim).
+    genes_per_batch: multi-gene mode: each mini-batch holds ``batch_size // genes_per_batch``
+        individuals of each of ``genes_per_batch`` genes, so every batch mixes genes and the
+        within-gene pairwise term has pairs to work on; 0 draws rows at random.
     """
 
     lr: float = 2e-3
@@ -40,9 +62,14 @@ class TrainConfig:
     max_epochs: int = 60
     batch_size: int = 64
     patience: int = 5
+    epoch_selection: str = "kfold"
+    inner_folds: int = 4
     val_fraction: float = 0.2
     pairwise_weight: float = 1.0
     swap_haplotypes: bool = True
+    scale_floor: float = 0.1
+    clip_inputs: bool = True
+    genes_per_batch: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -52,6 +79,12 @@ class TrainConfig:
             raise ValueError(f"pairwise_weight must be >= 0, got {self.pairwise_weight}")
         if self.max_epochs < 1 or self.batch_size < 2 or self.patience < 1:
             raise ValueError("max_epochs and patience must be >= 1 and batch_size >= 2")
+        if self.epoch_selection not in EPOCH_SELECTION:
+            raise ValueError(f"epoch_selection must be one of {EPOCH_SELECTION}, got {self.epoch_selection!r}")
+        if self.inner_folds < 2:
+            raise ValueError(f"inner_folds must be >= 2, got {self.inner_folds}")
+        if self.scale_floor < 0 or self.genes_per_batch < 0:
+            raise ValueError("scale_floor and genes_per_batch must be >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,6 +193,7 @@ def train_model(
     config: TrainConfig,
     gene_index: np.ndarray | None = None,
     val_mask: np.ndarray | None = None,
+    epochs: int | None = None,
 ) -> dict:
     """Train ``model`` in place with AdamW on (samples, 2, bins, dim) scaled inputs X and
     (samples,) standardised targets y; stop early on an inner validation split of these rows
@@ -168,14 +202,20 @@ def train_model(
     gene_index: (samples,) int, multi-gene mode (the model must have ``n_genes`` > 0); the
         pairwise term then pairs rows of the same gene only.
     val_mask: (samples,) bool validation rows; default a seeded ``val_fraction`` of the rows.
+    epochs: train on ALL rows for exactly this many epochs, without validation or early
+        stopping, and keep the final weights (the refit of :func:`fit_with_epoch_selection`).
     Returns the history: per-epoch ``train_loss``/``val_loss``, ``best_epoch``, ``epochs_run``,
     ``best_val_loss``, ``n_train``, ``n_val``, ``val_index`` and ``seconds``.
     """
     start_time = time.perf_counter()
     n = len(X)
-    if n < 4:
+    if epochs is not None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        val_mask = np.zeros(n, dtype=bool)
+    elif n < 4:
         raise ValueError(f"need at least 4 training rows for an inner validation split, got {n}")
-    if val_mask is None:
+    elif val_mask is None:
         val_mask = inner_split(n, val_fraction=config.val_fraction, seed=config.seed)
     train_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
     x_all = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
@@ -195,12 +235,11 @@ def train_model(
         optimizer = _adamw(model, config)
         x_val, y_val, g_val = rows(torch.as_tensor(val_rows))
         train_t = torch.as_tensor(train_rows)
-        for epoch in range(config.max_epochs):
+        for epoch in range(config.max_epochs if epochs is None else epochs):
             model.train()
-            order = train_t[torch.randperm(len(train_t), generator=gen)]
             total = 0.0
-            for start in range(0, len(order), config.batch_size):
-                xb, yb, gb = rows(order[start : start + config.batch_size])
+            for batch in _batches(train_t, None if g_all is None else g_all[train_t], config, gen):
+                xb, yb, gb = rows(batch)
                 if config.swap_haplotypes:
                     swap = torch.rand(len(xb), generator=gen) < 0.5
                     xb = torch.where(swap[:, None, None, None], xb.flip(1), xb)
@@ -209,26 +248,36 @@ def train_model(
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(xb)
+            history["train_loss"].append(total / len(train_t))
+            if epochs is not None:
+                continue
             model.eval()
             with torch.no_grad():
                 val_loss = float(loss_of(_forward_sym(model, x_val, g_val), y_val, g_val))
-            history["train_loss"].append(total / len(order))
             history["val_loss"].append(val_loss)
             if val_loss < best_val:
                 best_val, best_epoch = val_loss, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             elif epoch - best_epoch >= config.patience:
                 break
-        if best_state is None:
+        if epochs is not None:
+            if not np.isfinite(history["train_loss"]).all():
+                raise HapexprError(
+                    "nt-transformer training diverged (the training loss was not finite)",
+                    hint="lower the learning rate (TrainConfig.lr) or check the embeddings for extreme values",
+                )
+            best_epoch, best_val = epochs - 1, float("nan")
+        elif best_state is None:
             raise HapexprError(
                 "nt-transformer training diverged (the validation loss was never finite)",
                 hint="lower the learning rate (TrainConfig.lr) or check the embeddings for extreme values",
             )
-        model.load_state_dict(best_state)
+        else:
+            model.load_state_dict(best_state)
         model.eval()
     history.update(
         best_epoch=best_epoch,
-        epochs_run=len(history["val_loss"]),
+        epochs_run=len(history["train_loss"]),
         best_val_loss=best_val,
         n_train=len(train_rows),
         n_val=len(val_rows),
@@ -236,6 +285,114 @@ def train_model(
         seconds=time.perf_counter() - start_time,
     )
     return history
+
+
+def _batches(rows: torch.Tensor, genes: torch.Tensor | None, config: TrainConfig,
+             gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """One epoch's mini-batches of ``rows`` (a shuffled order drawn from ``gen``).
+
+    Per-gene or ``genes_per_batch = 0``: consecutive slices of a random permutation. Multi-gene:
+    each gene's rows are shuffled and cut into chunks of ``batch_size // genes_per_batch``;
+    the chunks are shuffled and each batch joins ``genes_per_batch`` of them, so a batch mixes
+    genes and holds several individuals of each (pairs for the within-gene pairwise term).
+    """
+    if genes is None or config.genes_per_batch == 0:
+        order = rows[torch.randperm(len(rows), generator=gen)]
+        for start in range(0, len(order), config.batch_size):
+            yield order[start : start + config.batch_size]
+        return
+    per_gene = max(2, config.batch_size // config.genes_per_batch)
+    chunks = []
+    for g in torch.unique(genes).tolist():
+        mine = rows[genes == g]
+        mine = mine[torch.randperm(len(mine), generator=gen)]
+        chunks.extend(mine.split(per_gene))
+    order = torch.randperm(len(chunks), generator=gen).tolist()
+    for start in range(0, len(order), config.genes_per_batch):
+        yield torch.cat([chunks[i] for i in order[start : start + config.genes_per_batch]])
+
+
+def inner_folds(groups: np.ndarray, k: int, *, seed: int) -> np.ndarray:
+    """(rows,) int inner fold of each row: the distinct ``groups`` (individuals) are dealt into
+    ``k`` folds in a seeded random order, so all rows of an individual share a fold."""
+    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    k = min(k, len(uniq))
+    fold_of = np.empty(len(uniq), dtype=np.int64)
+    fold_of[np.random.default_rng(seed).permutation(len(uniq))] = np.arange(len(uniq)) % k
+    return fold_of[inverse]
+
+
+def inner_cv(
+    make_model: Callable[[], nn.Module],
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    config: TrainConfig,
+    gene_index: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+) -> dict:
+    """K-fold cross-validation of the number of epochs over the given (training) rows.
+
+    Each of ``config.inner_folds`` folds in turn is the validation set of a fresh model
+    (``make_model()``) trained with early stopping on the other folds. A fold's validation curve
+    that stopped early is carried forward at its last value (beyond the stop it had risen
+    ``patience`` epochs in a row). ``epochs`` = 1 + argmin of the mean curve over folds.
+    groups: (rows,) individual of each row (multi-gene rows of one person share a fold);
+        default every row its own.
+    Returns ``epochs``, ``cv_loss`` (the mean curve's minimum), ``mean_val_loss`` (the mean
+    curve), ``best_epochs`` (each fold's own best epoch count) and ``fold`` ((rows,) inner fold).
+    """
+    groups = np.arange(len(X)) if groups is None else np.asarray(groups)
+    fold = inner_folds(groups, config.inner_folds, seed=config.seed)
+    curves, best = [], []
+    for j in np.unique(fold):
+        hist = train_model(make_model(), X, y, config=config, gene_index=gene_index, val_mask=fold == j)
+        curves.append(hist["val_loss"])
+        best.append(hist["best_epoch"] + 1)
+    length = max(len(c) for c in curves)
+    padded = np.array([c + [c[-1]] * (length - len(c)) for c in curves])
+    mean_curve = padded.mean(axis=0)
+    return {"epochs": int(np.argmin(mean_curve)) + 1, "cv_loss": float(mean_curve.min()),
+            "mean_val_loss": mean_curve.tolist(), "best_epochs": best, "fold": fold}
+
+
+def fit_with_epoch_selection(
+    make_model: Callable[[], nn.Module],
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    config: TrainConfig,
+    gene_index: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    cv: dict | None = None,
+) -> tuple[nn.Module, dict]:
+    """A trained model and its history, by ``config.epoch_selection``.
+
+    ``"kfold"``: :func:`inner_cv` (or the given ``cv`` result) chooses the number of epochs,
+    then a fresh model is trained on ALL rows for that many epochs. The history then has
+    ``n_train`` = all rows, ``n_val`` = 0, ``epoch_selection``, ``chosen_epochs``,
+    ``inner_folds``, ``inner_best_epochs``, ``inner_val_loss`` and ``cv_loss``.
+    ``"split"``: :func:`train_model` with its inner validation split (over individuals when
+    ``groups`` is given) and the best epoch's weights.
+    """
+    if config.epoch_selection == "split":
+        val_mask = None
+        if groups is not None:
+            uniq = np.unique(groups)
+            val_people = uniq[inner_split(len(uniq), val_fraction=config.val_fraction, seed=config.seed)]
+            val_mask = np.isin(groups, val_people)
+        model = make_model()
+        history = train_model(model, X, y, config=config, gene_index=gene_index, val_mask=val_mask)
+        history.update(epoch_selection="split", cv_loss=history["best_val_loss"])
+        return model, history
+    start = time.perf_counter()
+    cv = cv or inner_cv(make_model, X, y, config=config, gene_index=gene_index, groups=groups)
+    model = make_model()
+    history = train_model(model, X, y, config=config, gene_index=gene_index, epochs=cv["epochs"])
+    history.update(epoch_selection="kfold", chosen_epochs=cv["epochs"], inner_folds=int(cv["fold"].max()) + 1,
+                   inner_best_epochs=cv["best_epochs"], inner_val_loss=cv["mean_val_loss"], cv_loss=cv["cv_loss"],
+                   seconds=time.perf_counter() - start)
+    return model, history
 
 
 def _adamw(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -261,7 +418,11 @@ class MultiGeneFit:
     """A shared-weight model over several genes (output of :func:`fit_multi_gene`).
 
     trained_genes: genes with a learned output scale/offset (index = position in this list).
-    input_scaling: gene -> (mean, scale), each (bins, dim), from that gene's training individuals.
+    input_scaling: gene -> :class:`InputScaling`. Per gene (the default): each gene's own
+        training individuals (held-out genes' embeddings, never their expression). Shared
+        (``shared_scaling=True``): one scaling, per (bin, dim) pooled over the training
+        individuals of every trained gene, used for every gene, held-out ones included; it
+        measured worse on the motif cohort (docs/nt-transformer.md).
     target_scaling: trained gene -> (mean, sd) of its training individuals' expression.
     heldout_scale: sd used to map held-out genes' standardised predictions back (median of the
         trained genes' sd; no held-out gene's expression is used).
@@ -269,7 +430,7 @@ class MultiGeneFit:
 
     model: nn.Module
     trained_genes: list[str]
-    input_scaling: dict[str, tuple[np.ndarray, np.ndarray]]
+    input_scaling: dict[str, InputScaling]
     target_scaling: dict[str, tuple[float, float]]
     heldout_scale: float
     history: dict
@@ -281,9 +442,9 @@ class MultiGeneFit:
         Held-out genes use scale 1 and offset 0 on the standardised scale, then the neutral
         ``heldout_scale`` and mean 0: only their ranking (Pearson/Spearman r) is meaningful.
         """
-        mean, scale = self.input_scaling[gene]
-        X = check_features(X, bins=mean.shape[0], dim=mean.shape[1])
-        Xs = (X - mean) / scale
+        scaling = self.input_scaling[gene]
+        X = check_features(X, bins=scaling.mean.shape[0], dim=scaling.mean.shape[1])
+        Xs = scaling.apply(X)
         if gene in self.target_scaling:
             g = np.full(len(X), self.trained_genes.index(gene), dtype=np.int64)
             z = predict_batched(self.model, Xs, batch_size=self.batch_size, gene=g)
@@ -301,6 +462,7 @@ def train_multi_gene(
     holdout_genes: Sequence[str] = (),
     config: TrainConfig | None = None,
     seed: int = 0,
+    shared_scaling: bool = False,
     **model_kwargs,
 ) -> MultiGeneFit:
     """Fit one shared model on the training individuals of every gene not in ``holdout_genes``.
@@ -308,8 +470,12 @@ def train_multi_gene(
     X_by_gene: gene -> (samples, 2, bins, dim) embeddings of ALL individuals (study order; same
         bins and dim for every gene); y_by_gene: gene -> (samples,) expression.
     train_idx: indices (or a bool mask) of the training individuals; only their rows of the
-        trained genes are used for fitting, early stopping and scaling. Held-out genes' ``y`` is
-        never read; their inputs are scaled with their own training individuals' embeddings.
+        trained genes are used for fitting, epoch selection and scaling. Held-out genes' ``y``
+        is never read, nor (with shared scaling) their embeddings until prediction.
+    Each trained gene's target is standardised with its training individuals' mean and sd;
+    mini-batches mix ``config.genes_per_batch`` genes with several individuals each; the
+    pairwise loss pairs individuals of the same gene; epochs are chosen as in
+    :func:`fit_with_epoch_selection`, with inner folds over individuals shared by all genes.
     model_kwargs: NTTransformerConfig fields (d_model, n_layers, ...).
     """
     config = replace(config or TrainConfig(batch_size=256), seed=seed)
@@ -320,35 +486,37 @@ def train_multi_gene(
         raise ValueError("every gene is held out; nothing to train on")
     n_samples = len(X_by_gene[genes[0]])
     train_idx = np.flatnonzero(_as_mask(train_idx, n_samples))
-    # the inner validation split is over individuals, shared by all genes
-    val_people = train_idx[inner_split(len(train_idx), val_fraction=config.val_fraction, seed=seed)]
 
-    scaling, target, xs, ys, gs, vs = {}, {}, [], [], [], []
-    for gene in genes:
-        X = check_features(X_by_gene[gene])[train_idx]
-        scaling[gene] = input_scaling(X)
-        if gene in holdout:
-            continue
+    X_train = {g: check_features(X_by_gene[g])[train_idx] for g in (trained if shared_scaling else genes)}
+    if shared_scaling:
+        shared = fit_input_scaling(np.concatenate([X_train[g] for g in trained]), floor=config.scale_floor,
+                                   clip=config.clip_inputs)
+        scaling = {g: shared for g in genes}
+    else:
+        scaling = {g: fit_input_scaling(X_train[g], floor=config.scale_floor, clip=config.clip_inputs)
+                   for g in genes}
+    target, xs, ys, gs, people = {}, [], [], [], []
+    for i, gene in enumerate(trained):
         y = np.asarray(y_by_gene[gene], dtype=np.float64)[train_idx]
         sd = float(y.std())
         target[gene] = (float(y.mean()), sd if sd > 0 else 1.0)
-        xs.append((X - scaling[gene][0]) / scaling[gene][1])
+        xs.append(scaling[gene].apply(X_train[gene]))
         ys.append((y - target[gene][0]) / target[gene][1])
-        gs.append(np.full(len(train_idx), trained.index(gene), dtype=np.int64))
-        vs.append(np.isin(train_idx, val_people))
-    bins, dim = scaling[genes[0]][0].shape
+        gs.append(np.full(len(train_idx), i, dtype=np.int64))
+        people.append(train_idx)
+    bins, dim = scaling[genes[0]].mean.shape
     model_config = NTTransformerConfig(dim_in=dim, bins=bins, n_genes=len(trained), **model_kwargs)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = NTTransformer(model_config)
-    history = train_model(
-        model,
-        np.concatenate(xs),
-        np.concatenate(ys),
-        config=config,
-        gene_index=np.concatenate(gs),
-        val_mask=np.concatenate(vs),
+
+    def make_model() -> NTTransformer:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return NTTransformer(model_config)
+
+    model, history = fit_with_epoch_selection(
+        make_model, np.concatenate(xs), np.concatenate(ys), config=config,
+        gene_index=np.concatenate(gs), groups=np.concatenate(people),
     )
+    history["shared_scaling"] = shared_scaling
     return MultiGeneFit(
         model=model,
         trained_genes=trained,

@@ -18,13 +18,20 @@ import numpy as np
 import pandas as pd
 
 from hapexpr.cohort import StudyCohort
-from hapexpr.crossval import residualise, study_targets, write_predictions
+from hapexpr.crossval import (
+    cross_validate_gene,
+    residualise,
+    study_targets,
+    write_predictions,
+)
+from hapexpr.embed.store import open_embeddings
 from hapexpr.errors import InputError
+from hapexpr.io.atomic import atomic_open
 from hapexpr.methods.base import option
 from hapexpr.methods.embedding import EmbeddingMethod, EmbeddingOptions
 from hapexpr.methods.registry import register
 from hapexpr.normalise import transform_in_fold
-from hapexpr.progress import console
+from hapexpr.progress import console, track_genes
 from hapexpr.study import GeneData
 
 
@@ -36,8 +43,24 @@ class NTTransformerOptions(EmbeddingOptions):
     n_layers: int = option(1, "Transformer layers.")
     multi_gene: bool = option(False, "One model shared across genes (reported as NAME and NAME-heldout).")
     holdout_genes: float = option(0.0, "With multi_gene: fraction of genes never trained on.")
+    epoch_selection: str = option("kfold", "kfold: epochs chosen by inner K-fold CV, then refit on all training "
+                                  "individuals; split: one 20% early-stopping split (faster, trains on 80%).")
+    inner_folds: int = option(4, "Inner folds of --epoch-selection kfold (and of the --fingerprints choice).")
+    seeds: int = option(1, "Models per fold (seeds); predictions are their mean, per-seed r in models/NAME/seeds.tsv.")
+    fingerprints: tuple[str, ...] | None = option(
+        None, "Comma-separated embedding stores (e.g. layers of one model) to choose from per gene and fold "
+        "by inner CV on the training individuals; choices in models/NAME/choices.tsv.")
+    shared_scaling: bool = option(False, "With multi_gene: input scaling pooled over the trained genes "
+                                  "(default: each gene's own; shared measured worse, docs/nt-transformer.md).")
 
     def __post_init__(self) -> None:
+        if self.epoch_selection not in ("kfold", "split"):
+            raise InputError(f"epoch_selection must be kfold or split, got {self.epoch_selection!r}")
+        if self.inner_folds < 2 or self.seeds < 1:
+            raise InputError(f"inner_folds must be >= 2 and seeds >= 1, got {self.inner_folds}, {self.seeds}")
+        if self.fingerprints is not None and (self.multi_gene or self.fingerprint is not None):
+            raise InputError("fingerprints chooses among stores per gene; it cannot be combined with "
+                             "multi_gene or fingerprint", hint="drop --fingerprint / --multi-gene")
         if not 0.0 <= self.holdout_genes < 1.0:
             raise InputError(f"holdout_genes must be in [0, 1), got {self.holdout_genes}")
         if self.holdout_genes and not self.multi_gene:
@@ -71,21 +94,72 @@ class NTTransformer(EmbeddingMethod):
 
         o = self.options
         given = {k: v for k, v in (("pairwise_weight", o.pairwise_weight), ("max_epochs", o.max_epochs)) if v is not None}
-        return TrainConfig(seed=o.seed if seed is None else seed, **given)
+        return TrainConfig(seed=o.seed if seed is None else seed, epoch_selection=o.epoch_selection,
+                           inner_folds=o.inner_folds, **given)
 
     def resolve(self, study) -> dict:
-        # Every training setting the fit depends on, so a change of a default refits.
-        return {**super().resolve(study), "train": dataclasses.asdict(self.train_config())}
+        # Every training setting the fit depends on, so a change of a default refits; the
+        # embedding store(s) and their layer(s).
+        out = {**super().resolve(study), "train": dataclasses.asdict(self.train_config())}
+        if self.options.fingerprints:
+            stores = [open_embeddings(study.path, fingerprint=f) for f in self.options.fingerprints]
+            fps = [st.fingerprint for st in stores]
+            if len(set(fps)) != len(fps):
+                raise InputError(f"--fingerprints names one store twice ({', '.join(self.options.fingerprints)})")
+            self._stores = {st.fingerprint: st for st in stores}
+            out.update(fingerprint=fps[0], fingerprints=fps, layers=[st.info.get("layer") for st in stores])
+        else:
+            out["layers"] = [open_embeddings(study.path, fingerprint=out["fingerprint"]).info.get("layer")]
+        return out
+
+    def models_used(self) -> list[dict]:
+        fps = self.resolved.get("fingerprints") or [self.resolved["fingerprint"]]
+        used = []
+        for fp in fps:
+            self._use_store(fp)
+            used += [{**u, "layer": self.store.info.get("layer")} for u in super().models_used()]
+        self._use_store(fps[0])
+        return used
+
+    def _use_store(self, fingerprint: str) -> None:
+        """Point :attr:`store` (and the on-request embedder) at one of the candidate stores."""
+        stores = self.__dict__.setdefault("_stores", {})
+        embedders = self.__dict__.setdefault("_embedders", {})
+        current = getattr(self, "_store", None)
+        if current is not None:
+            stores.setdefault(current.fingerprint, current)
+            embedders[current.fingerprint] = getattr(self, "_embedder", None)
+        self.resolved["fingerprint"] = fingerprint
+        if fingerprint in stores:
+            self._store, self._embedder = stores[fingerprint], embedders.get(fingerprint)
 
     def haplotype_features(self, gene: GeneData, sequences: list[bytes]) -> np.ndarray:
-        """(unique, bins, dim) binned embeddings."""
-        return self.embeddings(gene, sequences)[0]
+        """(unique, bins, dim) binned embeddings; with ``fingerprints`` (unique, candidates,
+        bins, dim): the same sequences' embeddings from each candidate store."""
+        fps = self.resolved.get("fingerprints")
+        if not fps:
+            return self.embeddings(gene, sequences)[0]
+        per = []
+        for fp in fps:
+            self._use_store(fp)
+            per.append(np.asarray(self.embeddings(gene, sequences)[0], dtype=np.float32))
+        self._use_store(fps[0])
+        if len({x.shape for x in per}) != 1:
+            raise InputError(f"the --fingerprints stores give {gene.gene_id} embeddings of different shapes "
+                             f"({', '.join(str(x.shape[1:]) for x in per)})",
+                             hint="choose among stores of one model (e.g. layers) with the same bins")
+        return np.stack(per, axis=1)
+
+    def people_features(self, per_hap: np.ndarray, hap_index: np.ndarray) -> np.ndarray:
+        """(samples, 2, bins, dim), or (samples, candidates, 2, bins, dim) with ``fingerprints``."""
+        X = per_hap[np.asarray(hap_index, dtype=np.int64)]
+        return np.moveaxis(X, 2, 1) if X.ndim == 5 else X
 
     def estimator(self, seed: int):
         from hapexpr.estimators.nt_transformer import NTTransformerModel  # torch
 
         return NTTransformerModel(d_model=self.options.d_model, n_layers=self.options.n_layers,
-                                  train_config=self.train_config(), seed=seed)
+                                  train_config=self.train_config(), seed=seed, n_seeds=self.options.seeds)
 
     def load_estimator(self, directory: Path):
         from hapexpr.estimators.nt_transformer import NTTransformerModel  # torch
@@ -93,10 +167,16 @@ class NTTransformer(EmbeddingMethod):
         return NTTransformerModel.load(directory)
 
     def fit_study(self, study, run, *, progress: bool) -> pd.DataFrame | None:
-        """Multi-gene mode: one shared-weight model per outer fold over every gene."""
+        """Multi-gene mode: one shared-weight model per outer fold over every gene. Per gene with
+        several seeds or candidate stores: the usual per-gene loop, plus the side files."""
         if not self.options.multi_gene:
-            return None
-        from hapexpr.estimators.nt_training import choose_holdout_genes, multi_gene_fold  # torch
+            if self.options.seeds == 1 and not self.options.fingerprints:
+                return None
+            return self._fit_per_gene_recorded(study, run, progress=progress)
+        from hapexpr.estimators.nt_training import (  # torch
+            choose_holdout_genes,
+            multi_gene_fold,
+        )
 
         o, name = self.options, self.fit_name
         config = self.train_config()
@@ -113,7 +193,7 @@ class NTTransformer(EmbeddingMethod):
             test, train = folds == k, folds != k
             y_res = {g: residualise(transform_in_fold(y, train, study.normalise), cov, train) for g, y in y_raw.items()}
             preds = multi_gene_fold(X, y_res, train, test, heldout, config=config, seed=o.seed + int(k),
-                                    d_model=o.d_model, n_layers=o.n_layers)
+                                    d_model=o.d_model, n_layers=o.n_layers, shared_scaling=o.shared_scaling)
             for g in study.gene_ids:
                 observed[g][test] = y_res[g][test]
                 predicted[g][test] = preds[g]
@@ -128,3 +208,60 @@ class NTTransformer(EmbeddingMethod):
         console.print(f"{name}: {len(study.gene_ids) - len(heldout)} genes trained, {len(heldout)} held out, "
                       f"{time.time() - start:.1f} s")
         return new
+
+    def _fit_per_gene_recorded(self, study, run, *, progress: bool) -> pd.DataFrame:
+        """The per-gene CV loop (:func:`cross_validate_gene`, as ``fit_per_gene`` runs it), with
+        each fold's estimator kept to record, per gene: each seed's out-of-fold Pearson r
+        (``models/NAME/seeds.tsv``) and each fold's chosen store, layer and number of epochs
+        (``models/NAME/choices.tsv``)."""
+        expr, cov = study_targets(study)
+        folds = study.folds
+        cohort = StudyCohort(study)
+        seed = self.options.seed
+        start = time.time()
+        fps = self.resolved.get("fingerprints") or [self.resolved["fingerprint"]]
+        layers = self.resolved.get("layers") or [None] * len(fps)
+        todo = [g for g in study.gene_ids if not run.done(g)]
+        for gene_id in track_genes(todo, f"fit {run.method}", enabled=progress):
+            X = self.features(cohort, gene_id)
+            y = expr.loc[gene_id].to_numpy(dtype=np.float64)
+            fitted: list = []
+
+            def make(s: int, fitted: list = fitted):
+                est = self.estimator(s)
+                fitted.append(est)
+                return est
+
+            obs, pred = cross_validate_gene(X, y, cov, folds, make, seed=seed, normalise=study.normalise)
+            per_seed = np.full((self.options.seeds, len(y)), np.nan)
+            choices = []
+            for k, est in zip(np.unique(folds), fitted):
+                test = folds == k
+                per_seed[:, test] = est.predict_seeds(X[test])
+                c = est.candidate_ or 0
+                choices.append({"gene_id": gene_id, "fold": int(k), "fingerprint": fps[c], "layer": layers[c],
+                                "epochs": est.history_.get("chosen_epochs", est.history_.get("best_epoch", -1) + 1)})
+            seeds = pd.DataFrame({"gene_id": gene_id,
+                                  "seed": [s - fitted[0].seed + seed for s in fitted[0].seeds_],
+                                  "pearson_r": [_pearson(obs, p) for p in per_seed]})
+            with atomic_open(run.gene_path(gene_id, ".seeds.tsv")) as fh:
+                seeds.to_csv(fh, sep="\t", index=False, float_format="%.6g")
+            with atomic_open(run.gene_path(gene_id, ".choices.tsv")) as fh:
+                pd.DataFrame(choices).to_csv(fh, sep="\t", index=False)
+            run.save_gene(gene_id, obs, pred)
+        for suffix in (".seeds.tsv", ".choices.tsv"):
+            parts = [pd.read_csv(run.gene_path(g, suffix), sep="\t", dtype={"gene_id": str})
+                     for g in study.gene_ids if run.gene_path(g, suffix).exists()]
+            if parts:
+                with atomic_open(run.dir / suffix.lstrip(".")) as fh:
+                    pd.concat(parts, ignore_index=True).to_csv(fh, sep="\t", index=False, float_format="%.6g")
+        rows = run.finish({"seconds": round(time.time() - start, 2)})
+        console.print(f"{run.method}: {rows['gene_id'].nunique()} genes, {self.options.seeds} seed(s) per fold, "
+                      f"{time.time() - start:.1f} s; per-seed r in {run.dir / 'seeds.tsv'}")
+        return rows
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
