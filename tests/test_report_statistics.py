@@ -49,3 +49,22 @@ def test_report_shows_intervals_q_values_and_strata(study_copy):
     # read back from disk (no re-evaluation), the page keeps the per-gene columns of comparisons
     page2 = write_report(study_copy, overwrite=True).read_text()
     assert "genes a better (q &lt; 0.05)" in page2[page2.index('<h2 id="comparisons">'):]
+
+
+def test_the_report_shows_the_seed_spread(study_copy):
+    """A fit with seeds.tsv (``fit --seeds N``) gets a seed-spread table: the per-gene SD of r
+    across seeds, computed here independently."""
+    from hapexpr.report import seed_spread
+
+    study = Study.open(study_copy)
+    _write_predictions(study_copy, {"nt-transformer": 0.8, "elastic-net": 1.2})
+    rng = np.random.default_rng(0)
+    seeds = pd.DataFrame([{"gene_id": g, "seed": s, "pearson_r": rng.normal(0.3, 0.05)}
+                          for g in study.gene_ids for s in range(3)])
+    (study_copy / "models" / "nt-transformer").mkdir(parents=True)
+    seeds.to_csv(study_copy / "models" / "nt-transformer" / "seeds.tsv", sep="\t", index=False)
+    table = seed_spread(study, ["nt-transformer", "elastic-net"])
+    assert list(table["method"]) == ["nt-transformer"] and int(table["seeds"].iloc[0]) == 3
+    want = seeds.groupby("gene_id")["pearson_r"].std(ddof=1)
+    assert abs(table["mean SD across seeds"].iloc[0] - want.mean()) < 1e-12
+    assert "Seed spread" in write_report(study_copy).read_text()

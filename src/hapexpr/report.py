@@ -238,7 +238,8 @@ def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, compar
             "individuals. Each dot is a gene; box = quartiles, line = median, diamond = mean.")),
         _best_genes_section(metrics, summary, predictions),
         _ceiling_section(metrics, has_truth),
-        _statistics_section(metrics, read_per_gene(study), methods, {provenance.reference, provenance.primary}),
+        _statistics_section(metrics, read_per_gene(study), methods, {provenance.reference, provenance.primary},
+                            seed_spread(study, methods)),
         _explain_section(study, explain),
         _per_gene_section(study, metrics, methods, has_truth),
         _provenance_section(study, provenance, methods),
@@ -393,6 +394,23 @@ def read_per_gene(study: Study) -> pd.DataFrame | None:
     return pd.read_csv(path, sep="\t", dtype={"method_a": str, "method_b": str, "gene_id": str})
 
 
+def seed_spread(study: Study, methods: list[str]) -> pd.DataFrame:
+    """Per fit trained with several seeds (``models/<name>/seeds.tsv``, written by ``fit
+    --seeds N``): genes, seeds, mean per-gene r of a single seed, and the mean and largest
+    per-gene SD of r across seeds (how much a gene's r depends on the seed)."""
+    rows = []
+    for m in methods:
+        path = study.path / "models" / m / "seeds.tsv"
+        if not path.exists():
+            continue
+        df = pd.read_csv(path, sep="\t", dtype={"gene_id": str})
+        sd = df.groupby("gene_id")["pearson_r"].std(ddof=1)
+        rows.append({"method": m, "genes": int(df["gene_id"].nunique()), "seeds": int(df["seed"].nunique()),
+                     "mean r (one seed)": float(df["pearson_r"].mean()), "mean SD across seeds": float(sd.mean()),
+                     "max SD across seeds": float(sd.max())})
+    return pd.DataFrame(rows)
+
+
 def _with_significant(comparisons: pd.DataFrame, per_gene: pd.DataFrame | None) -> pd.DataFrame:
     if per_gene is None or per_gene.empty:
         return comparisons
@@ -411,8 +429,13 @@ def _key_pair(per_gene: pd.DataFrame, methods: list[str], key: set[str]) -> tupl
 
 
 def _statistics_section(metrics: pd.DataFrame, per_gene: pd.DataFrame | None, methods: list[str],
-                        key: set[str]) -> str:
+                        key: set[str], seeds: pd.DataFrame) -> str:
     parts = []
+    if not seeds.empty:
+        parts.append("<h3>Seed spread</h3>" + _table(seeds, left=("method",), fmts={
+            "mean r (one seed)": ".3f", "mean SD across seeds": ".3f", "max SD across seeds": ".3f"})
+            + "<p class=\"muted\">Fits trained with several seeds per fold (<code>fit --seeds N</code>): the "
+            "spread of each gene's out-of-fold r across seeds; the fit's own predictions average the seeds.</p>")
     if "h2_cis" in metrics.columns and metrics["h2_cis"].notna().any():
         strata = h2_strata(metrics)
         strata = strata.set_index("method").loc[[m for m in methods if m in set(strata["method"])]].reset_index()
