@@ -14,19 +14,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hapexpr.estimators.nt_network import (
+from hapexpr.estimators.nt_network import (  # noqa: E402
     NTTransformer,
     NTTransformerConfig,
     fit_input_scaling,
 )
-from hapexpr.estimators.nt_training import (
+from hapexpr.estimators.nt_training import (  # noqa: E402
     TrainConfig,
     _batches,
     fit_multi_gene,
     inner_cv,
     inner_folds,
 )
-from hapexpr.estimators.nt_transformer import NTTransformerModel
+from hapexpr.estimators.nt_transformer import NTTransformerModel  # noqa: E402
 
 FAST = TrainConfig(max_epochs=12, patience=3, batch_size=64)
 
