@@ -292,3 +292,22 @@ def test_heritability_strata_and_ratio_in_the_summary():
     assert s.ratio_to_h2_cis == pytest.approx(np.mean([0.2, 0.3, 0.5, 0.6]) / np.mean(np.sqrt([0.1, 0.15, 0.4, 0.5])))
     st = h2_strata(metrics).set_index("stratum")
     assert st.loc["0.05-0.2", "ratio"] == pytest.approx(0.25 / np.mean(np.sqrt([0.1, 0.15])))
+
+
+def test_printed_summary_keeps_to_the_reference_pairs_when_there_are_many(capsys):
+    """Past MAX_PRINTED_PAIRS pairs only those with the reference method are printed (all are in
+    comparisons.tsv), so the summary stays within a screen."""
+    from hapexpr.evaluate import MAX_PRINTED_PAIRS, print_summary
+
+    methods = [f"m{i}" for i in range(6)]
+    pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
+    assert len(pairs) > MAX_PRINTED_PAIRS
+    comparisons = pd.DataFrame({"method_a": [a for a, _ in pairs], "method_b": [b for _, b in pairs], "n_genes": 5,
+                                "a_wins": 3, "b_wins": 2, "mean_diff": 0.01, "wilcoxon_p": 0.5, "wilcoxon_q": 0.6})
+    summary = pd.DataFrame({"method": methods, "genes": 5, "mean_r": 0.1, "median_r": 0.1, "frac_r_below_0": 0.2})
+    print_summary(summary, comparisons, reference="m3")
+    captured = capsys.readouterr()
+    out = (captured.out + captured.err).split("Paired comparisons")[1]
+    assert "5 of 15 pairs" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("m")]
+    assert len(rows) == 5 and all("m3" in r[:2] for r in rows)

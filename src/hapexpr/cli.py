@@ -23,7 +23,7 @@ from hapexpr.explain import explain_gene
 from hapexpr.export import export_predictdb as export
 from hapexpr.final import fit_final
 from hapexpr.fit import run_fit
-from hapexpr.fit_records import fitted_or_default
+from hapexpr.fit_records import fitted_or_default, reference_fit
 from hapexpr.haplotypes import haplotypes_fasta
 from hapexpr.method_options import add_option_parameters, options_for
 from hapexpr.methods import methods
@@ -195,7 +195,7 @@ def _fit(
 def evaluate(study: Annotated[Path, typer.Argument(help="Study directory.")]) -> None:
     """Per-gene correlations across held-out individuals -> STUDY/metrics.tsv, and a summary."""
     _, summary, comparisons = evaluate_study(study)
-    print_summary(summary, comparisons)
+    print_summary(summary, comparisons, reference=reference_fit(Study.open(study), summary["method"]))
 
 
 @app.command("run")

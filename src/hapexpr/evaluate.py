@@ -506,8 +506,13 @@ _LABELS = {"mean_r": "mean r", "median_r": "median", "frac_r_below_0": "r<0", "n
 _NOT_PRINTED = ("genes_h2_stratum", "mean_r_heritable", "mean_ceiling_heritable")
 
 
-def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame) -> None:
-    """The summary and comparisons as two compact tables (one line per method / pair)."""
+MAX_PRINTED_PAIRS = 8
+
+
+def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, *, reference: str | None = None) -> None:
+    """The summary and comparisons as two compact tables (one line per method / pair). With more
+    than ``MAX_PRINTED_PAIRS`` pairs only those with ``reference`` (the field's baseline) are
+    printed, so the summary fits a screen; comparisons.tsv holds them all."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -527,8 +532,15 @@ def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame) -> None:
         console.print(f"null: expected r and r<0 share of a ridge on each gene's cis variants under permuted "
                       f"expression; q<.05: genes at BH q < 0.05; r/√h2: mean r over mean sqrt(h2cis) (HE "
                       f"regression, genes with h2cis >= 0.05); mean r by estimated h2cis ({counts}).", style="dim")
+    title = "Paired comparisons on common genes (wins; Wilcoxon p, BH q; genes better at bootstrap q<.05)"
+    if len(comparisons) > MAX_PRINTED_PAIRS and reference is not None:
+        shown = comparisons[(comparisons["method_a"] == reference) | (comparisons["method_b"] == reference)]
+        if len(shown):
+            title = (f"Paired comparisons with {reference} ({len(shown)} of {len(comparisons)} pairs; all in "
+                     "comparisons.tsv): wins; Wilcoxon p, BH q; genes better at bootstrap q<.05")
+            comparisons = shown
     if not comparisons.empty:
-        t2 = Table(title="Paired comparisons on common genes (wins; Wilcoxon p, BH q; genes better at bootstrap q<.05)",
+        t2 = Table(title=title,
                    box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         extra = [c for c in ("a_better_q05", "b_better_q05") if c in comparisons]
         for col in ["method_a", "method_b", "n_genes", "a_wins", "b_wins", "mean_diff", "wilcoxon_p", "wilcoxon_q", *extra]:

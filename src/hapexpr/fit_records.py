@@ -78,3 +78,17 @@ def fitted_or_default(study: Study, name: str) -> Method:
         cls, options = default
         return build(cls.name, options, fit_name=name).bind(study)
     return load_fitted(study, name)
+
+
+def reference_fit(study: Study, names) -> str | None:
+    """Among the fits ``names``, the first (by name) whose method is the field's reference
+    (``Method.reference``: the elastic net), or None."""
+    refs = []
+    for name in sorted(set(names)):
+        try:
+            record = fit_record(study, name)
+        except StudyError:
+            continue
+        if record.get("method") in registry.method_names() and registry.get(record["method"]).reference:
+            refs.append(name)
+    return refs[0] if refs else None

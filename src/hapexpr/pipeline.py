@@ -21,6 +21,7 @@ from hapexpr.embed import run_embed
 from hapexpr.errors import InputError
 from hapexpr.evaluate import evaluate_study, print_summary
 from hapexpr.fit import run_fit
+from hapexpr.fit_records import reference_fit
 from hapexpr.methods import registry
 from hapexpr.prepare import fingerprint_file, prepare_study
 from hapexpr.report import write_report
@@ -177,7 +178,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
     if config.evaluate:
         say("[evaluate]")
         _, summary, comparisons = evaluate_study(study)
-        print_summary(summary, comparisons)
+        print_summary(summary, comparisons, reference=reference_fit(Study.open(study), summary["method"]))
     if config.report:
         index = study / "report" / "index.html"
         preds = study / "predictions.tsv"
