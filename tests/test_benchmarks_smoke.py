@@ -72,3 +72,33 @@ def test_bench_elastic_net_smoke(tmp_path):
     out = run_smoke("bench_elastic_net.py", tmp_path)
     assert re.search(r"\d+(\.\d+)?x", out), out
     assert out.rstrip().endswith("ok")
+
+
+def test_bench_accuracy_smoke(tmp_path):
+    """The accuracy benchmark's smoke cohort without the transformer and tiny-NT fits (the cheap
+    methods, CPU seconds): the per-architecture table, the winners and the targets are printed, and
+    the TSV's mean r is the mean of metrics.tsv's per-gene r over every gene of the study."""
+    import pandas as pd
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "TMPDIR": str(tmp_path)}
+    methods = "elastic-net,elastic-net-window,ridge-probe-kmer,stack"
+    done = subprocess.run([sys.executable, str(BENCH / "bench_accuracy.py"), "--smoke", "--methods", methods,
+                           "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "acc.tsv")],
+                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    out = done.stdout
+    assert done.returncode == 0, f"exited {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}"
+    assert re.search(r"^\| method \| genes \| mean_r \| ratio \|", out, re.M), out
+    assert re.search(r"^\| additive \| 4 \| [\d.]+ \| \S+ \|", out, re.M), out
+    assert re.search(r"^- additive: elastic-net ratio to ceiling = \S+ \(target >= 0.85\).* -> (MET|NOT MET)$", out, re.M), out
+    assert re.search(r"^- distal: NOT RUN$", out, re.M), out
+    table = pd.read_csv(tmp_path / "acc.tsv", sep="\t")
+    assert sorted(table["method"]) == sorted(methods.split(","))
+    assert (table["genes"] == 4).all(), table
+    metrics = pd.read_csv(tmp_path / "w" / "additive_s1" / "study" / "metrics.tsv", sep="\t")
+    for method, row in table.set_index("method").iterrows():
+        r = metrics.loc[metrics["method"] == method, "pearson_r"].fillna(0.0)
+        assert row["mean_r"] == pytest.approx(r.sum() / 4, abs=1e-6), method  # genes without a model count as 0
+    en = table.set_index("method").loc["elastic-net"]
+    assert 0.0 <= en["explain_prec"] <= 1.0 and en["explain_genes"] == 1
+    assert out.rstrip().endswith("ok")
