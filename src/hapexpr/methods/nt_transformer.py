@@ -45,7 +45,7 @@ class NTTransformerOptions(EmbeddingOptions):
     holdout_genes: float = option(0.0, "With multi_gene: fraction of genes never trained on.")
     epoch_selection: str = option("kfold", "kfold: epochs chosen by inner K-fold CV, then refit on all training "
                                   "individuals; split: one 20% early-stopping split (faster, trains on 80%).")
-    inner_folds: int = option(4, "Inner folds of --epoch-selection kfold (and of the --fingerprints choice).")
+    epoch_folds: int = option(4, "Inner folds of --epoch-selection kfold (and of the --fingerprints choice).")
     seeds: int = option(1, "Models per fold (seeds); predictions are their mean, per-seed r in models/NAME/seeds.tsv.")
     fingerprints: tuple[str, ...] | None = option(
         None, "Comma-separated embedding stores (e.g. layers of one model) to choose from per gene and fold "
@@ -56,8 +56,8 @@ class NTTransformerOptions(EmbeddingOptions):
     def __post_init__(self) -> None:
         if self.epoch_selection not in ("kfold", "split"):
             raise InputError(f"epoch_selection must be kfold or split, got {self.epoch_selection!r}")
-        if self.inner_folds < 2 or self.seeds < 1:
-            raise InputError(f"inner_folds must be >= 2 and seeds >= 1, got {self.inner_folds}, {self.seeds}")
+        if self.epoch_folds < 2 or self.seeds < 1:
+            raise InputError(f"epoch_folds must be >= 2 and seeds >= 1, got {self.epoch_folds}, {self.seeds}")
         if self.fingerprints is not None and (self.multi_gene or self.fingerprint is not None):
             raise InputError("fingerprints chooses among stores per gene; it cannot be combined with "
                              "multi_gene or fingerprint", hint="drop --fingerprint / --multi-gene")
@@ -95,7 +95,7 @@ class NTTransformer(EmbeddingMethod):
         o = self.options
         given = {k: v for k, v in (("pairwise_weight", o.pairwise_weight), ("max_epochs", o.max_epochs)) if v is not None}
         return TrainConfig(seed=o.seed if seed is None else seed, epoch_selection=o.epoch_selection,
-                           inner_folds=o.inner_folds, **given)
+                           inner_folds=o.epoch_folds, **given)
 
     def resolve(self, study) -> dict:
         # Every training setting the fit depends on, so a change of a default refits; the
