@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -70,8 +69,15 @@ from hapexpr.study import Study
 
 HAPEXPR = [sys.executable, "-m", "hapexpr.cli"]
 ARCHITECTURES = ("additive", "motif", "cis-interaction", "rare", "distal", "mixed")
-METHODS = ("elastic-net", "elastic-net-window", "ridge-probe", "ridge-probe-kmer", "nt-transformer",
-           "nt-transformer-multi", "stack")
+METHODS = (
+    "elastic-net",
+    "elastic-net-window",
+    "ridge-probe",
+    "ridge-probe-kmer",
+    "nt-transformer",
+    "nt-transformer-multi",
+    "stack",
+)
 # Methods that see only the sequence window (the distal target compares the +-1 Mb elastic net with them).
 WINDOW_LIMITED = ("elastic-net-window", "ridge-probe", "ridge-probe-kmer", "nt-transformer", "nt-transformer-multi")
 EXPLAINED = ("elastic-net", "ridge-probe")
@@ -110,12 +116,31 @@ def fit_commands(study: Path, fps: dict[str, str], args) -> dict[str, list[str]]
         "elastic-net": ["fit", s, "--method", "elastic-net", "--final"],
         "elastic-net-window": ["fit", s, "--method", "elastic-net", "--cis-window", "0", "--final"],
         "ridge-probe": ["fit", s, "--method", "ridge-probe", "--fingerprint", fps["tiny"], "--final"],
-        "ridge-probe-kmer": ["fit", s, "--method", "ridge-probe", "--name", "ridge-probe-kmer",
-                             "--fingerprint", fps[args.kmer]],
+        "ridge-probe-kmer": [
+            "fit",
+            s,
+            "--method",
+            "ridge-probe",
+            "--name",
+            "ridge-probe-kmer",
+            "--fingerprint",
+            fps[args.kmer],
+        ],
         "nt-transformer": ["fit", s, "--method", "nt-transformer", "--fingerprint", fps["tiny"], *nt_extra],
-        "nt-transformer-multi": ["fit", s, "--method", "nt-transformer", "--multi-gene", "--holdout-genes",
-                                 str(args.holdout_genes), "--name", "nt-transformer-multi",
-                                 "--fingerprint", fps["tiny"], *nt_extra],
+        "nt-transformer-multi": [
+            "fit",
+            s,
+            "--method",
+            "nt-transformer",
+            "--multi-gene",
+            "--holdout-genes",
+            str(args.holdout_genes),
+            "--name",
+            "nt-transformer-multi",
+            "--fingerprint",
+            fps["tiny"],
+            *nt_extra,
+        ],
     }
 
 
@@ -126,15 +151,48 @@ def run_cohort(arch: str, seed: int, args, work: Path, methods: list[str]) -> tu
     log.parent.mkdir(parents=True, exist_ok=True)
     secs = {}
     if not (cohort / "truth.tsv").exists():
-        secs["simulate"] = run([*HAPEXPR, "simulate", "--out", str(cohort), "--individuals", str(args.individuals),
-                                "--genes", str(args.genes), "--window", str(args.window), "--seed", str(seed),
-                                "--architecture", arch, "--overwrite"], log)
+        secs["simulate"] = run(
+            [
+                *HAPEXPR,
+                "simulate",
+                "--out",
+                str(cohort),
+                "--individuals",
+                str(args.individuals),
+                "--genes",
+                str(args.genes),
+                "--window",
+                str(args.window),
+                "--seed",
+                str(seed),
+                "--architecture",
+                arch,
+                "--overwrite",
+            ],
+            log,
+        )
     if not (study / "study.json").exists():
-        secs["prepare"] = run([*HAPEXPR, "prepare", "--vcf", str(cohort / "genotypes.vcf.gz"),
-                               "--fasta", str(cohort / "reference.fa"), "--genes", str(cohort / "genes.gtf"),
-                               "--expression", str(cohort / "expression.bed.gz"),
-                               "--covariates", str(cohort / "covariates.tsv"), "--window", str(args.window),
-                               "--out", str(study)], log)
+        secs["prepare"] = run(
+            [
+                *HAPEXPR,
+                "prepare",
+                "--vcf",
+                str(cohort / "genotypes.vcf.gz"),
+                "--fasta",
+                str(cohort / "reference.fa"),
+                "--genes",
+                str(cohort / "genes.gtf"),
+                "--expression",
+                str(cohort / "expression.bed.gz"),
+                "--covariates",
+                str(cohort / "covariates.tsv"),
+                "--window",
+                str(args.window),
+                "--out",
+                str(study),
+            ],
+            log,
+        )
     models = {"tiny"} if any(m in methods for m in ("ridge-probe", "nt-transformer", "nt-transformer-multi")) else set()
     models |= {args.kmer} if "ridge-probe-kmer" in methods else set()
     for model in sorted(models):
@@ -211,8 +269,15 @@ def explain_precision(cohort: Path, study: Path, n_genes: int, log: Path, method
             eff = pd.read_csv(dest, sep="\t", dtype={"variant_id": str}).dropna(subset=["mean_effect"])
             k = len(causal[gene])
             top = eff.reindex(eff["mean_effect"].abs().sort_values(ascending=False).index).head(k)
-            out.append({"method": method, "gene_id": gene, "k": k, "k_in_window": int(eff["variant_id"].isin(causal[gene]).sum()),
-                        "precision": len(set(top["variant_id"]) & causal[gene]) / k})
+            out.append(
+                {
+                    "method": method,
+                    "gene_id": gene,
+                    "k": k,
+                    "k_in_window": int(eff["variant_id"].isin(causal[gene]).sum()),
+                    "precision": len(set(top["variant_id"]) & causal[gene]) / k,
+                }
+            )
     return out
 
 
@@ -268,13 +333,21 @@ def architecture_table(arch: str, runs: list[dict]) -> tuple[pd.DataFrame, pd.Da
         u = on_unseen[on_unseen["method"] == method]
         e = expl[expl["method"] == method]
         held = f"{method}-heldout"
-        row = {"architecture": arch, "method": method, "genes": int(s["genes"]), "mean_r": s["mean_r"],
-               "mean_r_heritable": s.get("mean_r_heritable", np.nan), "ceiling": s.get("mean_ceiling_heritable", np.nan),
-               "ratio": s.get("ratio_to_ceiling", np.nan),
-               "heldout_genes": int(summary.loc[held, "genes"]) if held in summary.index else 0,
-               "heldout_r": summary.loc[held, "mean_r"] if held in summary.index else np.nan,
-               "unseen_n": len(u), "unseen_r": pooled_r(u),
-               "explain_genes": len(e), "explain_prec": e["precision"].mean() if len(e) else np.nan}
+        row = {
+            "architecture": arch,
+            "method": method,
+            "genes": int(s["genes"]),
+            "mean_r": s["mean_r"],
+            "mean_r_heritable": s.get("mean_r_heritable", np.nan),
+            "ceiling": s.get("mean_ceiling_heritable", np.nan),
+            "ratio": s.get("ratio_to_ceiling", np.nan),
+            "heldout_genes": int(summary.loc[held, "genes"]) if held in summary.index else 0,
+            "heldout_r": summary.loc[held, "mean_r"] if held in summary.index else np.nan,
+            "unseen_n": len(u),
+            "unseen_r": pooled_r(u),
+            "explain_genes": len(e),
+            "explain_prec": e["precision"].mean() if len(e) else np.nan,
+        }
         row.update(_vs(comparisons, method, "elastic-net"))
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("mean_r", ascending=False, ignore_index=True)
@@ -303,8 +376,10 @@ def _vs(comparisons: pd.DataFrame, a: str, b: str) -> dict:
     """Mean r(a) - r(b) and the paired Wilcoxon p from compare()'s (alphabetical) rows."""
     if a == b:
         return {"diff_vs_en": 0.0, "p_vs_en": np.nan}
-    row = comparisons[((comparisons["method_a"] == a) & (comparisons["method_b"] == b))
-                      | ((comparisons["method_a"] == b) & (comparisons["method_b"] == a))]
+    row = comparisons[
+        ((comparisons["method_a"] == a) & (comparisons["method_b"] == b))
+        | ((comparisons["method_a"] == b) & (comparisons["method_b"] == a))
+    ]
     if row.empty:
         return {"diff_vs_en": np.nan, "p_vs_en": np.nan}
     row = row.iloc[0]
@@ -326,8 +401,18 @@ def fmt(x, nd=3) -> str:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    cols = ["method", "genes", "mean_r", "ratio", "heldout_r", "unseen_r", "unseen_n", "explain_prec",
-            "diff_vs_en", "p_vs_en"]
+    cols = [
+        "method",
+        "genes",
+        "mean_r",
+        "ratio",
+        "heldout_r",
+        "unseen_r",
+        "unseen_n",
+        "explain_prec",
+        "diff_vs_en",
+        "p_vs_en",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join(fmt(r[c]) if c != "method" else r[c] for c in cols) + " |")
@@ -335,8 +420,11 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def winners(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> str:
-    lines = ["| architecture | genes | ceiling | winner | winner mean r | runner-up | margin | p (winner vs runner-up) "
-             "| elastic-net mean r | winner - elastic-net | p (winner vs elastic-net) |", "|" + "---|" * 11]
+    lines = [
+        "| architecture | genes | ceiling | winner | winner mean r | runner-up | margin | p (winner vs runner-up) "
+        "| elastic-net mean r | winner - elastic-net | p (winner vs elastic-net) |",
+        "|" + "---|" * 11,
+    ]
     for arch, (t, comp) in tables.items():
         # Methods with a mean over fewer genes (the multi-gene fit's trained genes) are not ranked
         # against means over every gene; their paired difference is in the per-method table.
@@ -345,9 +433,11 @@ def winners(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> str:
         en = t[t["method"] == "elastic-net"]
         en_r = en["mean_r"].iloc[0] if len(en) else np.nan
         margin, p2 = pair(comp, best["method"], second["method"]) if second is not None else (np.nan, np.nan)
-        lines.append(f"| {arch} | {best['genes']} | {fmt(best['ceiling'])} | {best['method']} | {fmt(best['mean_r'])} | "
-                     f"{second['method'] if second is not None else '-'} | {fmt(margin)} | {fmt(p2)} | {fmt(en_r)} | "
-                     f"{fmt(best['diff_vs_en'])} | {fmt(best['p_vs_en'])} |")
+        lines.append(
+            f"| {arch} | {best['genes']} | {fmt(best['ceiling'])} | {best['method']} | {fmt(best['mean_r'])} | "
+            f"{second['method'] if second is not None else '-'} | {fmt(margin)} | {fmt(p2)} | {fmt(en_r)} | "
+            f"{fmt(best['diff_vs_en'])} | {fmt(best['p_vs_en'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -362,10 +452,14 @@ def targets(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], genes_per_coho
     if "additive" in tables:
         t, comp = tables["additive"]
         ratio = get(t, "elastic-net", "ratio")
-        above = [m for m in t["method"] if m != "elastic-net" and (d := pair(comp, m, "elastic-net"))[0] > 0 and d[1] < ALPHA]
+        above = [
+            m for m in t["method"] if m != "elastic-net" and (d := pair(comp, m, "elastic-net"))[0] > 0 and d[1] < ALPHA
+        ]
         met = ratio >= 0.85 and not above
-        out.append(f"additive: elastic-net ratio to ceiling = {fmt(ratio)} (target >= 0.85); methods above it with "
-                   f"paired p < {ALPHA}: {', '.join(above) or 'none'} -> {'MET' if met else 'NOT MET'}")
+        out.append(
+            f"additive: elastic-net ratio to ceiling = {fmt(ratio)} (target >= 0.85); methods above it with "
+            f"paired p < {ALPHA}: {', '.join(above) or 'none'} -> {'MET' if met else 'NOT MET'}"
+        )
     else:
         out.append("additive: NOT RUN")
     if "cis-interaction" in tables:
@@ -374,8 +468,10 @@ def targets(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], genes_per_coho
             d, p = pair(comp, "nt-transformer", "elastic-net")
             dw, pw = pair(comp, "nt-transformer", "elastic-net-window")
             met = d > 0 and p < ALPHA
-            out.append(f"cis-interaction: nt-transformer - elastic-net mean r = {fmt(d)} (Wilcoxon p = {fmt(p)}); "
-                       f"vs elastic-net-window {fmt(dw)} (p = {fmt(pw)}) -> {'MET' if met else 'NOT MET'}")
+            out.append(
+                f"cis-interaction: nt-transformer - elastic-net mean r = {fmt(d)} (Wilcoxon p = {fmt(p)}); "
+                f"vs elastic-net-window {fmt(dw)} (p = {fmt(pw)}) -> {'MET' if met else 'NOT MET'}"
+            )
         else:
             out.append("cis-interaction: NOT RUN (no nt-transformer fit)")
     else:
@@ -386,11 +482,13 @@ def targets(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], genes_per_coho
         u_multi, u_en = get(t, "nt-transformer-multi", "unseen_r"), t.attrs.get("unseen_r_en_on_multi_genes", np.nan)
         big = genes_per_cohort["motif"] >= 200
         met = held > 0.1 and u_multi > u_en
-        out.append(f"motif ({genes_per_cohort['motif']} genes per cohort{'' if big else ', FEWER THAN the 200 the target asks'}): "
-                   f"nt-transformer-multi held-out-gene mean r = {fmt(held)} (target > 0.1) over "
-                   f"{int(get(t, 'nt-transformer-multi', 'heldout_genes'))} held-out genes; unseen-variant carriers r = "
-                   f"{fmt(u_multi)} vs elastic-net {fmt(u_en)} on the same {int(get(t, 'nt-transformer-multi', 'unseen_n'))} "
-                   f"(gene, person) pairs -> {('MET' if met else 'NOT MET') if big else ('would be MET' if met else 'would be NOT MET') + ' (size below target)'}")
+        out.append(
+            f"motif ({genes_per_cohort['motif']} genes per cohort{'' if big else ', FEWER THAN the 200 the target asks'}): "
+            f"nt-transformer-multi held-out-gene mean r = {fmt(held)} (target > 0.1) over "
+            f"{int(get(t, 'nt-transformer-multi', 'heldout_genes'))} held-out genes; unseen-variant carriers r = "
+            f"{fmt(u_multi)} vs elastic-net {fmt(u_en)} on the same {int(get(t, 'nt-transformer-multi', 'unseen_n'))} "
+            f"(gene, person) pairs -> {('MET' if met else 'NOT MET') if big else ('would be MET' if met else 'would be NOT MET') + ' (size below target)'}"
+        )
     else:
         out.append("motif: NOT RUN (no multi-gene transformer fit)")
     if "distal" in tables:
@@ -402,10 +500,12 @@ def targets(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], genes_per_coho
         st = get(t, "stack", "mean_r")
         ds, ps = pair(comp, "stack", "elastic-net")
         recovers = st >= 0.9 * en and not (ds < 0 and ps < ALPHA)
-        out.append(f"distal: elastic-net mean r = {fmt(en)}; its margin over each window-limited method: {detail} "
-                   f"-> {'MET' if beats else 'NOT MET'} (all margins > 0 with p < {ALPHA}); stack mean r = {fmt(st)} "
-                   f"(stack - elastic-net = {fmt(ds)}, p = {fmt(ps)}) -> recovers it: "
-                   f"{'MET' if recovers else 'NOT MET'} (stack >= 0.9 x elastic-net and not significantly below)")
+        out.append(
+            f"distal: elastic-net mean r = {fmt(en)}; its margin over each window-limited method: {detail} "
+            f"-> {'MET' if beats else 'NOT MET'} (all margins > 0 with p < {ALPHA}); stack mean r = {fmt(st)} "
+            f"(stack - elastic-net = {fmt(ds)}, p = {fmt(ps)}) -> recovers it: "
+            f"{'MET' if recovers else 'NOT MET'} (stack >= 0.9 x elastic-net and not significantly below)"
+        )
     else:
         out.append("distal: NOT RUN")
     return out
@@ -420,16 +520,26 @@ def main() -> int:
     ap.add_argument("--genes", type=int, default=20)
     ap.add_argument("--window", type=int, default=6000)
     ap.add_argument("--methods", default=",".join(METHODS), help="subset of: " + ",".join(METHODS))
-    ap.add_argument("--stack-base", default="elastic-net,elastic-net-window,ridge-probe,ridge-probe-kmer",
-                    help="fits the stack combines (it refits each 25 times per gene, so the per-gene "
-                         "transformer is left out by default)")
+    ap.add_argument(
+        "--stack-base",
+        default="elastic-net,elastic-net-window,ridge-probe,ridge-probe-kmer",
+        help="fits the stack combines (it refits each 25 times per gene, so the per-gene "
+        "transformer is left out by default)",
+    )
     ap.add_argument("--kmer", default="kmer:4", help="the k-mer embedder of ridge-probe-kmer")
     ap.add_argument("--holdout-genes", type=float, default=0.25)
     ap.add_argument("--explain-genes", type=int, default=2, help="heritable genes explained per cohort")
-    ap.add_argument("--nt-max-epochs", type=int, default=None,
-                    help="cap the transformer's epochs (smoke mode only uses this; default: the method's own)")
-    ap.add_argument("--no-run", action="store_true",
-                    help="run nothing: tabulate the cohorts of --workdir that are complete (evaluated), skip the rest")
+    ap.add_argument(
+        "--nt-max-epochs",
+        type=int,
+        default=None,
+        help="cap the transformer's epochs (smoke mode only uses this; default: the method's own)",
+    )
+    ap.add_argument(
+        "--no-run",
+        action="store_true",
+        help="run nothing: tabulate the cohorts of --workdir that are complete (evaluated), skip the rest",
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="keep cohorts, studies and logs here (resumes)")
     ap.add_argument("--out", type=Path, default=None, help="TSV of the per-architecture, per-method rows")
     args = ap.parse_args()
@@ -447,8 +557,11 @@ def main() -> int:
         tmp = tempfile.TemporaryDirectory(prefix="bench_accuracy_")
         args.workdir = Path(tmp.name)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(f"bench_accuracy: {len(archs)} architectures x seeds {seeds}: {args.individuals} people x {args.genes} genes, "
-          f"window {args.window}; methods {', '.join(methods)}; workdir {args.workdir}", flush=True)
+    print(
+        f"bench_accuracy: {len(archs)} architectures x seeds {seeds}: {args.individuals} people x {args.genes} genes, "
+        f"window {args.window}; methods {', '.join(methods)}; workdir {args.workdir}",
+        flush=True,
+    )
     tables, failed = {}, []
     for arch in archs:
         runs = []
@@ -466,8 +579,12 @@ def main() -> int:
                 print(f"FAILED {arch} seed {seed}: {e}", flush=True)
                 continue
             runs.append({"seed": seed, "study": study, "explain": expl})
-            print(f"{arch} seed {seed}: {time.perf_counter() - t0:.0f} s ("
-                  + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + ")", flush=True)
+            print(
+                f"{arch} seed {seed}: {time.perf_counter() - t0:.0f} s ("
+                + ", ".join(f"{k} {v:.0f}" for k, v in secs.items())
+                + ")",
+                flush=True,
+            )
         if runs:
             tables[arch] = architecture_table(arch, runs)
             print(f"\n### {arch} ({len(runs)} seeds x {args.genes} genes, {args.individuals} people)\n", flush=True)

@@ -57,8 +57,12 @@ def simulate_dosages(n_people: int, n_variants: int, seed: int) -> np.ndarray:
     length = max(20_000, n_variants * 1_200)  # ~1 common variant per kb at these settings
     for attempt in range(5):
         ts = msprime.sim_ancestry(
-            samples=n_people, sequence_length=length, recombination_rate=1e-8,
-            population_size=10_000, ploidy=2, random_seed=seed + 1 + 1000 * attempt,
+            samples=n_people,
+            sequence_length=length,
+            recombination_rate=1e-8,
+            population_size=10_000,
+            ploidy=2,
+            random_seed=seed + 1 + 1000 * attempt,
         )
         ts = msprime.sim_mutations(ts, rate=1.5e-8, random_seed=seed + 1, model=msprime.BinaryMutationModel())
         haps = ts.genotype_matrix()  # (variants, haplotypes)
@@ -133,7 +137,9 @@ def run_size(n_people, n_variants, n_genes, n_folds, seed):
                 t_base.append(t_ours[-1])
                 continue
             t0 = time.perf_counter()
-            predict, alpha = baseline_fit(X[tr], y[tr], kept=model.kept_, grid=model.lambdas_, inner_folds=model.inner_folds_)
+            predict, alpha = baseline_fit(
+                X[tr], y[tr], kept=model.kept_, grid=model.lambdas_, inner_folds=model.inner_folds_
+            )
             t_base.append(time.perf_counter() - t0)
             pred_base[te] = predict(X[te])
             fits += 1
@@ -141,8 +147,12 @@ def run_size(n_people, n_variants, n_genes, n_folds, seed):
         r_ours.append(pearson(pred_ours, y))
         r_base.append(pearson(pred_base, y))
     return dict(
-        t_ours=float(np.mean(t_ours)), t_base=float(np.mean(t_base)),
-        r_ours=np.array(r_ours), r_base=np.array(r_base), same_lambda=same_lambda, fits=fits,
+        t_ours=float(np.mean(t_ours)),
+        t_base=float(np.mean(t_base)),
+        r_ours=np.array(r_ours),
+        r_base=np.array(r_base),
+        same_lambda=same_lambda,
+        fits=fits,
     )
 
 
@@ -164,8 +174,23 @@ def glmnet_worker(src: str, dst: str) -> None:
         # covariance updates when n > p else naive (glmnet's own rule), alpha 0.5, flmin 1 =
         # user penalties, thresh 1e-7, isd 0 (inputs already standardised), intercept, maxit 1e5.
         lmu, a0, ca, ia, nin, _, _, _, jerr = elnet(
-            1 if n > p else 2, 0.5, np.asfortranarray(X), yy.astype(np.float64), np.ones(n),
-            np.zeros(1, np.int32), np.ones(p), bounds, p + 1, 1.0, grid, 1e-7, p, len(grid), 0, 1, 100000,
+            1 if n > p else 2,
+            0.5,
+            np.asfortranarray(X),
+            yy.astype(np.float64),
+            np.ones(n),
+            np.zeros(1, np.int32),
+            np.ones(p),
+            bounds,
+            p + 1,
+            1.0,
+            grid,
+            1e-7,
+            p,
+            len(grid),
+            0,
+            1,
+            100000,
         )
         if jerr != 0:
             raise RuntimeError(f"glmnet elnet error {jerr}")
@@ -194,8 +219,10 @@ def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: 
 
     from hapexpr.models.elastic_net import ElasticNetModel
 
-    print(f"# {n_people} people x {n_variants} variants (msprime, MAF > 1%), 10 inner folds, 100 penalties, "
-          f"alpha 0.5; glmnet: python-glmnet elnet via {python}, thresh 1e-7")
+    print(
+        f"# {n_people} people x {n_variants} variants (msprime, MAF > 1%), 10 inner folds, 100 penalties, "
+        f"alpha 0.5; glmnet: python-glmnet elnet via {python}, thresh 1e-7"
+    )
     cols = f"{'gene':>4} {'h2':>4} {'hapexpr_s':>9} {'glmnet_s':>8} {'ratio':>6} {'cpu s':>11} {'cpu ratio':>9} "
     cols += f"{'full grid s':>13} " if full_grid else ""
     print(cols + f"{'walked':>6} {'best':>9} {'r_hapexpr':>9} {'r_glmnet':>8} {'|dr|':>7} {'max|db|':>8}")
@@ -243,17 +270,22 @@ def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: 
             line += f"{c:>5.2f}/{float(ref['cpu']):<5.2f} {float(ref['cpu']) / c:>8.1f}x "
             line += f"{full_s:>6.2f}/{full_c:<6.2f} " if full_grid else ""
             walked = int(np.isfinite(model.cv_mse_).sum())
-            print(line + f"{walked:>6} {model.best_index_:>4}/{int(ref['best']):<4} {model.cv_r_:>9.4f} {r_glm:>8.4f} "
-                  f"{dr:>7.4f} {db:>8.1e}", flush=True)
+            print(
+                line + f"{walked:>6} {model.best_index_:>4}/{int(ref['best']):<4} {model.cv_r_:>9.4f} {r_glm:>8.4f} "
+                f"{dr:>7.4f} {db:>8.1e}",
+                flush=True,
+            )
     mean_o, mean_g = float(np.mean(t_ours)), float(np.mean(t_glm))
     tail = ""
     if full_grid:
         fw, fc = np.mean(t_full, axis=0)
         tail = f", full grid {fw:.2f} s ({mean_g / fw:.2f}x; CPU {fc:.2f} s, {np.mean(c_glm) / fc:.2f}x)"
     cpu_o, cpu_g = float(np.mean(c_ours)), float(np.mean(c_glm))
-    print(f"mean per gene: hapexpr {mean_o:.2f} s, glmnet {mean_g:.2f} s, ratio {mean_g / mean_o:.1f}x{tail}; "
-          f"CPU hapexpr {cpu_o:.2f} s, glmnet {cpu_g:.2f} s, ratio {cpu_g / cpu_o:.1f}x; "
-          f"max |dr| {max(drs):.4f}")
+    print(
+        f"mean per gene: hapexpr {mean_o:.2f} s, glmnet {mean_g:.2f} s, ratio {mean_g / mean_o:.1f}x{tail}; "
+        f"CPU hapexpr {cpu_o:.2f} s, glmnet {cpu_g:.2f} s, ratio {cpu_g / cpu_o:.1f}x; "
+        f"max |dr| {max(drs):.4f}"
+    )
     ok = max(drs) <= 0.01
     print("ok" if ok else "FAILED: out-of-fold r differs by more than 0.01")
     return ok
@@ -281,9 +313,13 @@ def main(argv=None) -> int:
     if args.glmnet:
         import sklearn.linear_model  # import once, outside the timed fits
 
-        print(f"# {platform.node()} {_cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-              f"BLAS threads {os.environ['OMP_NUM_THREADS']}")
-        ok = run_glmnet(args.glmnet, args.individuals or 358, args.variants, args.glmnet_genes, args.seed, args.full_grid)
+        print(
+            f"# {platform.node()} {_cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+            f"BLAS threads {os.environ['OMP_NUM_THREADS']}"
+        )
+        ok = run_glmnet(
+            args.glmnet, args.individuals or 358, args.variants, args.glmnet_genes, args.seed, args.full_grid
+        )
         return 0 if ok else 1
     args.individuals = args.individuals or 290
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -292,19 +328,26 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=Warning, module="sklearn")
     import sklearn.linear_model  # noqa: F401  (import once, outside the timed fits)
 
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, BLAS threads {os.environ['OMP_NUM_THREADS']}")
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, BLAS threads {os.environ['OMP_NUM_THREADS']}"
+    )
     print(f"# {args.individuals} people, {args.folds} outer folds, 10 inner folds, 100 penalties, alpha 0.5")
-    print(f"{'variants':>8} {'genes':>5} {'hapexpr_s':>10} {'sklearn_s':>10} {'speed ratio':>11} "
-          f"{'r_hapexpr':>9} {'r_sklearn':>9} {'mean|dr|':>8} {'max|dr|':>8} {'same_lambda':>11}")
+    print(
+        f"{'variants':>8} {'genes':>5} {'hapexpr_s':>10} {'sklearn_s':>10} {'speed ratio':>11} "
+        f"{'r_hapexpr':>9} {'r_sklearn':>9} {'mean|dr|':>8} {'max|dr|':>8} {'same_lambda':>11}"
+    )
     ok = True
     for p, n_genes in zip(sizes, genes):
         res = run_size(args.individuals, p, n_genes, args.folds, args.seed)
         ratio = res["t_base"] / res["t_ours"]
         dr = np.abs(res["r_ours"] - res["r_base"])
-        print(f"{p:>8} {n_genes:>5} {res['t_ours']:>10.4f} {res['t_base']:>10.4f} {ratio:>10.1f}x "
-              f"{res['r_ours'].mean():>9.4f} {res['r_base'].mean():>9.4f} {dr.mean():>8.4f} {dr.max():>8.4f} "
-              f"{res['same_lambda']:>5}/{res['fits']:<5}", flush=True)
+        print(
+            f"{p:>8} {n_genes:>5} {res['t_ours']:>10.4f} {res['t_base']:>10.4f} {ratio:>10.1f}x "
+            f"{res['r_ours'].mean():>9.4f} {res['r_base'].mean():>9.4f} {dr.mean():>8.4f} {dr.max():>8.4f} "
+            f"{res['same_lambda']:>5}/{res['fits']:<5}",
+            flush=True,
+        )
         if dr.mean() > 0.01:
             print(f"FAIL: out-of-fold r differs by {dr.mean():.4f} > 0.01 at {p} variants")
             ok = False

@@ -58,9 +58,17 @@ def make_study(root: Path, *, individuals: int, genes: int, window: int, seed: i
     if not (cohort / "truth.tsv").exists():
         simulate_cohort(cohort, individuals=individuals, genes=genes, window=window, seed=seed, overwrite=True)
     if not (study / "study.json").exists():
-        prepare_study(vcf=cohort / "genotypes.vcf.gz", fasta=cohort / "reference.fa", genes=cohort / "genes.gtf",
-                      expression=cohort / "expression.bed.gz", covariates=cohort / "covariates.tsv",
-                      window=window, out=study, overwrite=True, progress=False)
+        prepare_study(
+            vcf=cohort / "genotypes.vcf.gz",
+            fasta=cohort / "reference.fa",
+            genes=cohort / "genes.gtf",
+            expression=cohort / "expression.bed.gz",
+            covariates=cohort / "covariates.tsv",
+            window=window,
+            out=study,
+            overwrite=True,
+            progress=False,
+        )
     shutil.rmtree(study / "embeddings", ignore_errors=True)  # every run embeds from scratch
     return study
 
@@ -147,8 +155,9 @@ def plain_loop(study: Path, ckpt: Path, batch: int) -> tuple[float, dict, int, i
 
     s = Study.open(study)
     tokenizer = AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
-    model = EsmModel.from_pretrained(str(ckpt), local_files_only=True, add_pooling_layer=False,
-                                     attn_implementation="sdpa").eval()
+    model = EsmModel.from_pretrained(
+        str(ckpt), local_files_only=True, add_pooling_layer=False, attn_implementation="sdpa"
+    ).eval()
     limit = model.config.max_position_embeddings - 2  # ESM numbers positions from pad_id + 1
     span = min(s.window, K * (limit - 1))
     # The inputs: each person's two window sequences, built before the clock starts.
@@ -156,8 +165,11 @@ def plain_loop(study: Path, ckpt: Path, batch: int) -> tuple[float, dict, int, i
     for gene_id in s.gene_ids:
         gene = s.gene(gene_id)
         lo = max(0, gene.tss_offset - span // 2)
-        inputs[gene_id] = (lo, gene.tss_offset, [gene.sequence(i, h)[lo : lo + span].decode()
-                                                 for i in range(len(gene.hap_index)) for h in (0, 1)])
+        inputs[gene_id] = (
+            lo,
+            gene.tss_offset,
+            [gene.sequence(i, h)[lo : lo + span].decode() for i in range(len(gene.hap_index)) for h in (0, 1)],
+        )
     out, n_seq, n_tok = {}, 0, 0
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -167,8 +179,11 @@ def plain_loop(study: Path, ckpt: Path, batch: int) -> tuple[float, dict, int, i
                 ids = []
                 for seq in flat[b : b + batch]:
                     one = tokenizer(seq)["input_ids"]
-                    ids.append(_fit_context(one, tokenizer.convert_ids_to_tokens(one), lo, tss, limit)
-                               if len(one) > limit else one)
+                    ids.append(
+                        _fit_context(one, tokenizer.convert_ids_to_tokens(one), lo, tss, limit)
+                        if len(one) > limit
+                        else one
+                    )
                 x, m = _pad(ids, tokenizer.pad_token_id)
                 hidden = model(input_ids=x, attention_mask=m).last_hidden_state
                 keep = m.clone()
@@ -235,7 +250,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8, help="hapexpr embed --batch-size (and the bare pass)")
     ap.add_argument("--plain-batch", type=int, default=1, help="sequences per forward in the plain loop")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for every side")
-    ap.add_argument("--repeats", type=int, default=3, help="time hapexpr and the bare pass this many times, keep the best")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="time hapexpr and the bare pass this many times, keep the best"
+    )
     ap.add_argument("--profile", action="store_true", help="print a cProfile of run_embed even under target")
     ap.add_argument("--workdir", type=Path, default=None, help="keep (and reuse) the cohort and study here")
     ap.add_argument("--seed", type=int, default=1)
@@ -250,8 +267,10 @@ def main(argv=None) -> int:
     transformers.utils.logging.disable_progress_bar()
     from hapexpr.embed.checkpoints import save_tiny
 
-    print(f"# {platform.node()}, {os.cpu_count()} cores, python {platform.python_version()}, torch "
-          f"{torch.__version__}, transformers {transformers.__version__}, {args.threads} torch thread(s)")
+    print(
+        f"# {platform.node()}, {os.cpu_count()} cores, python {platform.python_version()}, torch "
+        f"{torch.__version__}, transformers {transformers.__version__}, {args.threads} torch thread(s)"
+    )
     print(f"# command: {' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.workdir or scratch)
@@ -259,8 +278,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         study = make_study(root, individuals=args.individuals, genes=args.genes, window=args.window, seed=args.seed)
         ckpt = save_tiny(Path(scratch) / "tiny-checkpoint", seed=0)
-        print(f"# study {study}: {args.individuals} people x {args.genes} genes, {args.window} bp windows "
-              f"({time.perf_counter() - t0:.1f} s to simulate + prepare, not timed below)", flush=True)
+        print(
+            f"# study {study}: {args.individuals} people x {args.genes} genes, {args.window} bp windows "
+            f"({time.perf_counter() - t0:.1f} s to simulate + prepare, not timed below)",
+            flush=True,
+        )
 
         # Bare pass first: it pays the one-time imports (transformers' ESM modules) for both.
         # The machine is shared, so each of the two short timings is the best of --repeats.
@@ -271,30 +293,45 @@ def main(argv=None) -> int:
             shutil.rmtree(study / "embeddings", ignore_errors=True)
             runs.append(timed_run_embed(study, args.batch_size))
         t_h, summary = min(runs, key=lambda r: r[0])
-        print(f"# hapexpr embed runs {', '.join(f'{t:.2f}' for t, _ in runs)} s; bare forward runs "
-              f"{', '.join(f'{t:.2f}' for t, _, _ in bare)} s (best of {args.repeats} used)")
+        print(
+            f"# hapexpr embed runs {', '.join(f'{t:.2f}' for t, _ in runs)} s; bare forward runs "
+            f"{', '.join(f'{t:.2f}' for t, _, _ in bare)} s (best of {args.repeats} used)"
+        )
         t_p, plain, n_all, tok_all = plain_loop(study, ckpt, args.plain_batch)
         worst = check_agreement(study, plain)
 
         needed, unique = summary["needed"], summary["unique"]
         if summary["computed"] != n_unique or n_all != needed:
-            print(f"FAIL: counts disagree (hapexpr computed {summary['computed']}, bare pass {n_unique}; "
-                  f"plain loop {n_all}, needed {needed})")
+            print(
+                f"FAIL: counts disagree (hapexpr computed {summary['computed']}, bare pass {n_unique}; "
+                f"plain loop {n_all}, needed {needed})"
+            )
             return 1
         overhead = t_h / t_b - 1
-        print(f"dedup: {needed:,} person-haplotypes, {unique:,} distinct sequences -> dedup factor {needed / unique:.1f}x")
-        print(f"hapexpr embed : {t_h:8.2f} s  {needed / t_h:9.1f} person-haplotypes/s  "
-              f"{unique / t_h:7.1f} distinct/s  {tok_unique / t_h:10,.0f} tokens/s (distinct tokens computed)")
-        print(f"plain loop    : {t_p:8.2f} s  {n_all / t_p:9.1f} person-haplotypes/s  "
-              f"{'':>18}  {tok_all / t_p:10,.0f} tokens/s  (batch {args.plain_batch}, no dedup)")
-        print(f"bare forward  : {t_b:8.2f} s  on the {n_unique:,} distinct sequences, {tok_unique / t_b:,.0f} tokens/s "
-              f"(batch {args.batch_size})")
+        print(
+            f"dedup: {needed:,} person-haplotypes, {unique:,} distinct sequences -> dedup factor {needed / unique:.1f}x"
+        )
+        print(
+            f"hapexpr embed : {t_h:8.2f} s  {needed / t_h:9.1f} person-haplotypes/s  "
+            f"{unique / t_h:7.1f} distinct/s  {tok_unique / t_h:10,.0f} tokens/s (distinct tokens computed)"
+        )
+        print(
+            f"plain loop    : {t_p:8.2f} s  {n_all / t_p:9.1f} person-haplotypes/s  "
+            f"{'':>18}  {tok_all / t_p:10,.0f} tokens/s  (batch {args.plain_batch}, no dedup)"
+        )
+        print(
+            f"bare forward  : {t_b:8.2f} s  on the {n_unique:,} distinct sequences, {tok_unique / t_b:,.0f} tokens/s "
+            f"(batch {args.batch_size})"
+        )
         print(f"agreement: max |plain - stored| mean embedding = {worst:.2e} over {n_all:,} person-haplotypes")
         ok = worst <= 1e-2
         if not ok:
             print("FAIL: the plain loop's embeddings differ from hapexpr's store (atol 1e-2)")
-        print(f"RATIO embed plain_loop/hapexpr = {t_p / t_h:.1f}x (person-haplotypes/s), "
-              f"dedup {needed / unique:.1f}x, pipeline overhead over bare forward {overhead * 100:.1f}%", flush=True)
+        print(
+            f"RATIO embed plain_loop/hapexpr = {t_p / t_h:.1f}x (person-haplotypes/s), "
+            f"dedup {needed / unique:.1f}x, pipeline overhead over bare forward {overhead * 100:.1f}%",
+            flush=True,
+        )
         if not args.smoke and overhead > OVERHEAD_TARGET:
             print(f"FAIL: pipeline overhead {overhead * 100:.1f}% > {OVERHEAD_TARGET * 100:.0f}% (profile follows)")
             ok = False

@@ -29,8 +29,14 @@ import time
 import numpy as np
 
 # Dense bf16 peak (FLOP/s) by device name; SXM figures from NVIDIA's datasheets.
-PEAKS = {"H200": 989.4e12, "H100 SXM": 989.4e12, "H100 80GB HBM3": 989.4e12, "H100 PCIe": 756.0e12,
-         "H100 NVL": 835.0e12, "A100": 312.0e12}
+PEAKS = {
+    "H200": 989.4e12,
+    "H100 SXM": 989.4e12,
+    "H100 80GB HBM3": 989.4e12,
+    "H100 PCIe": 756.0e12,
+    "H100 NVL": 835.0e12,
+    "A100": 312.0e12,
+}
 TARGET_MFU = 0.40
 WINDOW = 5994  # 999 6-mers + <cls> = 1,000 tokens
 
@@ -71,8 +77,11 @@ def main() -> int:
     batch = 4 if args.smoke else args.batch_size
     repeats = 1 if args.smoke else args.repeats
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    print(f"# device {name}, torch {torch.__version__}, model NT-500M v1 architecture{' (tiny sizes)' if sizes else ''}, "
-          f"random weights, {n_seq} windows of {WINDOW} bp, batch {batch}", flush=True)
+    print(
+        f"# device {name}, torch {torch.__version__}, model NT-500M v1 architecture{' (tiny sizes)' if sizes else ''}, "
+        f"random weights, {n_seq} windows of {WINDOW} bp, batch {batch}",
+        flush=True,
+    )
 
     from transformers import EsmForMaskedLM
 
@@ -127,19 +136,26 @@ def main() -> int:
         print("FAIL: the pipeline's embeddings differ from the bare forward pass")
         return 1
     fpt = flops_per_token(config, 1000)
-    print(f"hapexpr Embedder.compute: {t_hapexpr:8.3f} s  {tokens / t_hapexpr:12,.0f} tokens/s  "
-          f"{n_seq / t_hapexpr:8.1f} windows/s")
-    print(f"bare bf16 forward       : {t_bare:8.3f} s  {tokens / t_bare:12,.0f} tokens/s  "
-          f"{n_seq / t_bare:8.1f} windows/s")
+    print(
+        f"hapexpr Embedder.compute: {t_hapexpr:8.3f} s  {tokens / t_hapexpr:12,.0f} tokens/s  "
+        f"{n_seq / t_hapexpr:8.1f} windows/s"
+    )
+    print(
+        f"bare bf16 forward       : {t_bare:8.3f} s  {tokens / t_bare:12,.0f} tokens/s  {n_seq / t_bare:8.1f} windows/s"
+    )
     print(f"# encoder parameters {n_params / 1e6:.1f} M; model FLOPs per token {fpt / 1e9:.2f} GFLOP")
-    print(f"RATIO embed_gpu bare/hapexpr = {t_hapexpr / t_bare:.2f}x time "
-          f"(pipeline overhead {100 * (t_hapexpr / t_bare - 1):.1f}%)")
+    print(
+        f"RATIO embed_gpu bare/hapexpr = {t_hapexpr / t_bare:.2f}x time "
+        f"(pipeline overhead {100 * (t_hapexpr / t_bare - 1):.1f}%)"
+    )
     peak = peak_flops(name, args.peak_tflops)
     if device == "cuda" and peak:
         for label, t in (("hapexpr", t_hapexpr), ("bare", t_bare)):
             achieved = tokens * fpt / t
-            print(f"MFU {label}: {achieved / 1e12:.1f} TFLOP/s = {100 * achieved / peak:.1f}% of {peak / 1e12:.0f} "
-                  f"TFLOP/s dense bf16 ({name})")
+            print(
+                f"MFU {label}: {achieved / 1e12:.1f} TFLOP/s = {100 * achieved / peak:.1f}% of {peak / 1e12:.0f} "
+                f"TFLOP/s dense bf16 ({name})"
+            )
         if tokens * fpt / t_hapexpr / peak < TARGET_MFU:
             print(f"FAIL: hapexpr MFU below {TARGET_MFU:.0%}")
             return 1

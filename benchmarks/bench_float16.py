@@ -50,11 +50,20 @@ def main() -> None:
     n_layers = int(config.num_hidden_layers)
     # keep only the layers below the one we read: the rest cannot change its hidden state
     model.encoder.layer = model.encoder.layer[: args.layer]
-    loaded = LoadedModel(encoder=model, tokenizer=NTTokenizer(), name="nt-500m-architecture-random",
-                         tiny=False, n_layers=n_layers, max_tokens=1000, dim=int(config.hidden_size))
-    print(f"{'tiny sizes of the ' if args.smoke else ''}NT-500M architecture (hidden {config.hidden_size}, {n_layers} layers, "
-          f"{config.num_attention_heads} heads), random init, layer {args.layer} of {n_layers}; "
-          f"built in {time.time() - t0:.0f} s")
+    loaded = LoadedModel(
+        encoder=model,
+        tokenizer=NTTokenizer(),
+        name="nt-500m-architecture-random",
+        tiny=False,
+        n_layers=n_layers,
+        max_tokens=1000,
+        dim=int(config.hidden_size),
+    )
+    print(
+        f"{'tiny sizes of the ' if args.smoke else ''}NT-500M architecture (hidden {config.hidden_size}, {n_layers} layers, "
+        f"{config.num_attention_heads} heads), random init, layer {args.layer} of {n_layers}; "
+        f"built in {time.time() - t0:.0f} s"
+    )
     rng = np.random.default_rng(args.seed)
     rows = []
     for window in [int(w) for w in args.windows.split(",")]:
@@ -80,22 +89,39 @@ def main() -> None:
         for i, b in enumerate(snp_bins, start=1):
             change = np.linalg.norm(v[i] - v[0], axis=-1) / norm[0]  # (bins,)
             other = np.delete(np.arange(args.bins), b)
-            rows.append((window, b, change[b], float(np.median(change[other])), float(change[other].min()),
-                         fp16[0, b], float(fp16[0].mean())))
-        print(f"window {window} bp ({len(seqs)} sequences, {seconds:.0f} s): |v| per bin median "
-              f"{np.median(norm):.3g}, max |v_i| {np.abs(v).max():.3g}; rounding relative to |v|, mean over "
-              f"bins: float16 {fp16.mean():.2e} (max {fp16.max():.2e}), bfloat16 {bf16.mean():.2e}, "
-              f"float16 with per-vector scale {scaled16.mean():.2e}")
+            rows.append(
+                (
+                    window,
+                    b,
+                    change[b],
+                    float(np.median(change[other])),
+                    float(change[other].min()),
+                    fp16[0, b],
+                    float(fp16[0].mean()),
+                )
+            )
+        print(
+            f"window {window} bp ({len(seqs)} sequences, {seconds:.0f} s): |v| per bin median "
+            f"{np.median(norm):.3g}, max |v_i| {np.abs(v).max():.3g}; rounding relative to |v|, mean over "
+            f"bins: float16 {fp16.mean():.2e} (max {fp16.max():.2e}), bfloat16 {bf16.mean():.2e}, "
+            f"float16 with per-vector scale {scaled16.mean():.2e}"
+        )
     print("\nper SNP: relative change |v_alt - v_ref| / |v_ref| against float16 rounding |fp16(v) - v| / |v|")
-    print(f"{'window':>6} {'snp bin':>7} {'own bin':>9} {'other bins (median)':>20} {'other bins (min)':>17} "
-          f"{'fp16 own bin':>12} {'fp16 mean':>10} {'own/fp16':>9} {'median other/fp16':>18}")
+    print(
+        f"{'window':>6} {'snp bin':>7} {'own bin':>9} {'other bins (median)':>20} {'other bins (min)':>17} "
+        f"{'fp16 own bin':>12} {'fp16 mean':>10} {'own/fp16':>9} {'median other/fp16':>18}"
+    )
     for w, b, own, med, mn, r_own, r_mean in rows:
-        print(f"{w:>6} {b:>7} {own:>9.2e} {med:>20.2e} {mn:>17.2e} {r_own:>12.2e} {r_mean:>10.2e} "
-              f"{own / r_own:>9.1f} {med / r_mean:>18.2f}")
+        print(
+            f"{w:>6} {b:>7} {own:>9.2e} {med:>20.2e} {mn:>17.2e} {r_own:>12.2e} {r_mean:>10.2e} "
+            f"{own / r_own:>9.1f} {med / r_mean:>18.2f}"
+        )
     own = np.array([r[2] for r in rows]) / np.array([r[5] for r in rows])
     other = np.array([r[3] for r in rows]) / np.array([r[6] for r in rows])
-    print(f"\nmean over SNPs: SNP change / float16 rounding = {own.mean():.1f} in the SNP's bin, "
-          f"{other.mean():.2f} in the other bins (median bin)")
+    print(
+        f"\nmean over SNPs: SNP change / float16 rounding = {own.mean():.1f} in the SNP's bin, "
+        f"{other.mean():.2f} in the other bins (median bin)"
+    )
     print(f"RATIO snp_change_over_float16_rounding {own.mean():.1f}")
 
 

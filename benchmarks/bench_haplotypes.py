@@ -80,8 +80,9 @@ def gene_regions(cohort: Path, window: int) -> list[tuple[str, int, int]]:
     return regions
 
 
-def hapexpr_haplotypes(cohort: Path, regions, *, keep_genes: int, keep_samples: int,
-                       digests: bool = False) -> tuple[float, list, list[str], int, dict | None]:
+def hapexpr_haplotypes(
+    cohort: Path, regions, *, keep_genes: int, keep_samples: int, digests: bool = False
+) -> tuple[float, list, list[str], int, dict | None]:
     """Build every (sample, haplotype) sequence of every region with hapexpr.
 
     Returns seconds, for the first ``keep_genes`` regions the (keep_samples, 2) nested list of
@@ -119,11 +120,16 @@ def hapexpr_haplotypes(cohort: Path, regions, *, keep_genes: int, keep_samples: 
             t1 = time.perf_counter()
             if check is None:
                 shape = (len(regions), len(per_person), 2)
-                check = dict(digest=np.zeros((*shape, 16), np.uint8), length=np.zeros(shape, np.int64),
-                             indel=np.zeros(shape, bool), skipped=np.zeros(shape, bool))
+                check = dict(
+                    digest=np.zeros((*shape, 16), np.uint8),
+                    length=np.zeros(shape, np.int64),
+                    indel=np.zeros(shape, bool),
+                    skipped=np.zeros(shape, bool),
+                )
             is_indel = np.array([len(r) != len(a) for r, a in zip(variants.ref, variants.alt)], dtype=bool)
-            dig = np.frombuffer(b"".join(hashlib.blake2b(b, digest_size=16).digest() for b in built),
-                                np.uint8).reshape(len(built), 16)
+            dig = np.frombuffer(b"".join(hashlib.blake2b(b, digest_size=16).digest() for b in built), np.uint8).reshape(
+                len(built), 16
+            )
             check["digest"][g] = dig[index]
             check["length"][g] = np.array([len(b) for b in built])[index]
             check["indel"][g] = np.array([bool((h.applied & is_indel).any()) for h in haps])[index]
@@ -160,7 +166,9 @@ def bcftools_loop(cohort: Path, regions, samples: list[str], expected, tmp: Path
                 t0 = time.perf_counter()
                 done = subprocess.run(
                     ["bcftools", "consensus", "-H", f"{h}pIu", "-s", sample, "-f", str(region_fa), str(vcf)],
-                    check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    check=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
                 )
                 seq = _fasta_body(done.stdout)
                 t_consensus += time.perf_counter() - t0
@@ -168,8 +176,14 @@ def bcftools_loop(cohort: Path, regions, samples: list[str], expected, tmp: Path
                 if seq != expected[g][s][h - 1]:
                     mismatches += 1
                     first_bad = first_bad or f"{chrom}:{start}-{end} {sample}_{h}"
-    return dict(t_faidx=t_faidx, t_consensus=t_consensus, windows=len(regions), calls=calls,
-                mismatches=mismatches, first_bad=first_bad)
+    return dict(
+        t_faidx=t_faidx,
+        t_consensus=t_consensus,
+        windows=len(regions),
+        calls=calls,
+        mismatches=mismatches,
+        first_bad=first_bad,
+    )
 
 
 # Run by --gvl-python in GenVarLoader's own interpreter (a separate venv: genvarloader pins
@@ -245,8 +259,11 @@ def genvarloader_haplotypes(gvl_python: Path, cohort: Path, regions, samples: li
     (tmp / "samples.txt").write_text("\n".join(samples) + "\n")
     (tmp / "gvl_run.py").write_text(GVL_SCRIPT)
     with open(tmp / "gvl.log", "w") as log:
-        done = subprocess.run([str(gvl_python), str(tmp / "gvl_run.py"), str(tmp), str(tmp / "samples.txt")],
-                              stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            [str(gvl_python), str(tmp / "gvl_run.py"), str(tmp), str(tmp / "samples.txt")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     if done.returncode != 0:
         tail = (tmp / "gvl.log").read_text()[-3000:]
         raise RuntimeError(f"GenVarLoader script exited {done.returncode}:\n{tail}")
@@ -256,7 +273,9 @@ def genvarloader_haplotypes(gvl_python: Path, cohort: Path, regions, samples: li
     return res
 
 
-def compare_genvarloader(args, window: int, cohort: Path, regions, samples, t_ours: float, check: dict, root: Path) -> tuple[bool, float]:
+def compare_genvarloader(
+    args, window: int, cohort: Path, regions, samples, t_ours: float, check: dict, root: Path
+) -> tuple[bool, float]:
     """GenVarLoader vs hapexpr on every (gene, sample, haplotype); prints timings, agreement, ratio."""
     import numpy as np
 
@@ -264,30 +283,39 @@ def compare_genvarloader(args, window: int, cohort: Path, regions, samples, t_ou
         gvl = genvarloader_haplotypes(args.gvl_python, cohort, regions, samples, Path(tmp))
     t_total = gvl["write"] + gvl["open"] + gvl["read"]
     n_seq = check["length"].size
-    print(f"GenVarLoader {gvl['version']} (own venv, up to {gvl['threads']} threads): write {gvl['write']:.2f} s "
-          f"(VCF -> dataset), open {gvl['open']:.2f} s, read {gvl['read']:.2f} s (all {n_seq:,} haplotypes, "
-          f"ragged); together {t_total:.2f} s, {gvl['cpu']:.2f} s CPU in its process (import {gvl['imp']:.1f} s not counted)",
-          flush=True)
+    print(
+        f"GenVarLoader {gvl['version']} (own venv, up to {gvl['threads']} threads): write {gvl['write']:.2f} s "
+        f"(VCF -> dataset), open {gvl['open']:.2f} s, read {gvl['read']:.2f} s (all {n_seq:,} haplotypes, "
+        f"ragged); together {t_total:.2f} s, {gvl['cpu']:.2f} s CPU in its process (import {gvl['imp']:.1f} s not counted)",
+        flush=True,
+    )
     same = (gvl["digest"] == check["digest"]).all(axis=-1) & (gvl["length"] == check["length"])
     indel, skipped = check["indel"], check["skipped"]
     plain = ~indel & ~skipped
-    print(f"agreement with hapexpr (blake2b-128 of every sequence + length): {int(same.sum()):,} of {n_seq:,} identical; "
-          f"no indel applied and no ALT skipped: {int(same[plain].sum()):,} of {int(plain.sum()):,}; "
-          f"with an indel applied: {int(same[indel].sum()):,} of {int(indel.sum()):,}; "
-          f"with an overlapping ALT skipped (bcftools rule): {int(same[skipped].sum()):,} of {int(skipped.sum()):,}")
+    print(
+        f"agreement with hapexpr (blake2b-128 of every sequence + length): {int(same.sum()):,} of {n_seq:,} identical; "
+        f"no indel applied and no ALT skipped: {int(same[plain].sum()):,} of {int(plain.sum()):,}; "
+        f"with an indel applied: {int(same[indel].sum()):,} of {int(indel.sum()):,}; "
+        f"with an overlapping ALT skipped (bcftools rule): {int(same[skipped].sum()):,} of {int(skipped.sum()):,}"
+    )
     ok = bool(same[plain].all())
     if not same.all():
         bad = np.argwhere(~same)
         g, s, h = bad[0]
         chrom, start, end = regions[g]
-        print(f"{'FAIL' if not ok else 'differ'}: {len(bad):,} sequences differ; first {chrom}:{start}-{end} "
-              f"{samples[s]} hap {h + 1}: hapexpr {check['length'][g, s, h]:,} bp, GenVarLoader "
-              f"{gvl['length'][g, s, h]:,} bp (indel applied {bool(indel[g, s, h])}, ALT skipped {bool(skipped[g, s, h])})")
+        print(
+            f"{'FAIL' if not ok else 'differ'}: {len(bad):,} sequences differ; first {chrom}:{start}-{end} "
+            f"{samples[s]} hap {h + 1}: hapexpr {check['length'][g, s, h]:,} bp, GenVarLoader "
+            f"{gvl['length'][g, s, h]:,} bp (indel applied {bool(indel[g, s, h])}, ALT skipped {bool(skipped[g, s, h])})"
+        )
     else:
         print(f"identical: all {n_seq:,} GenVarLoader sequences equal hapexpr's (blake2b-128 and length)")
     ratio, ratio_read = t_total / t_ours, gvl["read"] / t_ours
-    print(f"RATIO window={window} genvarloader/hapexpr = {ratio:.2f}x (write+open+read {t_total:.2f} s "
-          f"vs hapexpr {t_ours:.2f} s); read only: {ratio_read:.2f}x", flush=True)
+    print(
+        f"RATIO window={window} genvarloader/hapexpr = {ratio:.2f}x (write+open+read {t_total:.2f} s "
+        f"vs hapexpr {t_ours:.2f} s); read only: {ratio_read:.2f}x",
+        flush=True,
+    )
     return ok, ratio
 
 
@@ -297,17 +325,24 @@ def run_window(args, root: Path, window: int) -> tuple[bool, float]:
     t_sim = time.perf_counter() - t0
     regions = gene_regions(cohort, window)
     n_bp = sum(e - s + 1 for _, s, e in regions)
-    print(f"\n## window {window:,} bp: {args.individuals} people x {len(regions)} genes, regions of "
-          f"{n_bp / len(regions):,.0f} bp on average (window + prepare's indel margin); "
-          f"cohort {cohort} ({t_sim:.1f} s to simulate or reuse)", flush=True)
+    print(
+        f"\n## window {window:,} bp: {args.individuals} people x {len(regions)} genes, regions of "
+        f"{n_bp / len(regions):,.0f} bp on average (window + prepare's indel margin); "
+        f"cohort {cohort} ({t_sim:.1f} s to simulate or reuse)",
+        flush=True,
+    )
 
     nb_genes = len(regions) if args.bcftools_genes is None else min(args.bcftools_genes, len(regions))
     nb_samples = args.individuals if args.bcftools_samples is None else min(args.bcftools_samples, args.individuals)
     t_ours, seqs, samples, n_unique, check = hapexpr_haplotypes(
-        cohort, regions, keep_genes=nb_genes, keep_samples=nb_samples, digests=args.gvl_python is not None)
+        cohort, regions, keep_genes=nb_genes, keep_samples=nb_samples, digests=args.gvl_python is not None
+    )
     n_seq = len(regions) * len(samples) * 2
-    print(f"hapexpr: {n_seq:,} sequences ({n_unique:,} distinct built) in {t_ours:.2f} s "
-          f"= {n_seq / t_ours:,.0f} haplotypes/s", flush=True)
+    print(
+        f"hapexpr: {n_seq:,} sequences ({n_unique:,} distinct built) in {t_ours:.2f} s "
+        f"= {n_seq / t_ours:,.0f} haplotypes/s",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         res = bcftools_loop(cohort, regions[:nb_genes], samples[:nb_samples], seqs, Path(tmp))
@@ -316,21 +351,32 @@ def run_window(args, root: Path, window: int) -> tuple[bool, float]:
     per_call = res["t_consensus"] / res["calls"]
     t_full = len(regions) * per_window + n_seq * per_call
     extrapolated = res["calls"] < n_seq
-    print(f"bcftools loop: {res['calls']:,} consensus calls on {res['windows']} windows x {nb_samples} samples x 2 "
-          f"in {t_measured:.1f} s ({per_call * 1e3:.1f} ms per call, {per_window * 1e3:.1f} ms per faidx)", flush=True)
+    print(
+        f"bcftools loop: {res['calls']:,} consensus calls on {res['windows']} windows x {nb_samples} samples x 2 "
+        f"in {t_measured:.1f} s ({per_call * 1e3:.1f} ms per call, {per_window * 1e3:.1f} ms per faidx)",
+        flush=True,
+    )
     if res["mismatches"]:
-        print(f"FAIL: {res['mismatches']} of {res['calls']} bcftools sequences differ from hapexpr's "
-              f"(first: {res['first_bad']})")
+        print(
+            f"FAIL: {res['mismatches']} of {res['calls']} bcftools sequences differ from hapexpr's "
+            f"(first: {res['first_bad']})"
+        )
         return False, 0.0
     print(f"identical: all {res['calls']:,} bcftools sequences equal hapexpr's, byte for byte")
-    how = (f"EXTRAPOLATED to {n_seq:,} calls from the measured {res['calls']:,} "
-           f"({len(regions)} x {per_window * 1e3:.1f} ms faidx + {n_seq:,} x {per_call * 1e3:.1f} ms consensus)"
-           if extrapolated else "measured on the whole cohort")
+    how = (
+        f"EXTRAPOLATED to {n_seq:,} calls from the measured {res['calls']:,} "
+        f"({len(regions)} x {per_window * 1e3:.1f} ms faidx + {n_seq:,} x {per_call * 1e3:.1f} ms consensus)"
+        if extrapolated
+        else "measured on the whole cohort"
+    )
     if extrapolated:
         print(f"bcftools loop, whole cohort: {t_full:.1f} s {how}")
     ratio = t_full / t_ours
-    print(f"RATIO window={window} bcftools_loop/hapexpr = {ratio:.1f}x "
-          f"(hapexpr {t_ours:.2f} s, bcftools {t_full:.1f} s, {how.split(' (')[0]})", flush=True)
+    print(
+        f"RATIO window={window} bcftools_loop/hapexpr = {ratio:.1f}x "
+        f"(hapexpr {t_ours:.2f} s, bcftools {t_full:.1f} s, {how.split(' (')[0]})",
+        flush=True,
+    )
     if args.gvl_python is not None:
         gvl_ok, gvl_ratio = compare_genvarloader(args, window, cohort, regions, samples, t_ours, check, root)
         args.gvl_ratios[window] = gvl_ratio
@@ -345,14 +391,26 @@ def main(argv=None) -> int:
     ap.add_argument("--individuals", type=int, default=290)
     ap.add_argument("--genes", type=int, default=100)
     ap.add_argument("--windows", default="6000,196608", help="window sizes in bp, comma-separated")
-    ap.add_argument("--bcftools-genes", type=int, default=None,
-                    help="run the bcftools loop on the first N genes only and extrapolate (default: all)")
-    ap.add_argument("--bcftools-samples", type=int, default=None,
-                    help="run the bcftools loop on the first N samples only and extrapolate (default: all)")
+    ap.add_argument(
+        "--bcftools-genes",
+        type=int,
+        default=None,
+        help="run the bcftools loop on the first N genes only and extrapolate (default: all)",
+    )
+    ap.add_argument(
+        "--bcftools-samples",
+        type=int,
+        default=None,
+        help="run the bcftools loop on the first N samples only and extrapolate (default: all)",
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="keep (and reuse) the simulated cohorts here")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--gvl-python", type=Path, default=None,
-                    help="also run GenVarLoader with this interpreter (a venv with genvarloader installed)")
+    ap.add_argument(
+        "--gvl-python",
+        type=Path,
+        default=None,
+        help="also run GenVarLoader with this interpreter (a venv with genvarloader installed)",
+    )
     args = ap.parse_args(argv)
     args.gvl_ratios = {}
     if args.smoke:
@@ -376,8 +434,10 @@ def main(argv=None) -> int:
                 print(f"FAIL: speed ratio {ratio:.1f} < {TARGET:.0f} at window {window}")
                 ok = False
             if agreed and not args.smoke and window in args.gvl_ratios and args.gvl_ratios[window] < 1.0:
-                print(f"FAIL: GenVarLoader faster than hapexpr at window {window} "
-                      f"(ratio {args.gvl_ratios[window]:.2f} < 1)")
+                print(
+                    f"FAIL: GenVarLoader faster than hapexpr at window {window} "
+                    f"(ratio {args.gvl_ratios[window]:.2f} < 1)"
+                )
                 ok = False
     print("ok" if ok else "FAILED")
     return 0 if ok else 1

@@ -61,9 +61,24 @@ def measure(cmd: list[str], log: Path) -> dict:
 
 def stage_commands(cohort: Path, study: Path, window: int) -> dict[str, list[str]]:
     return {
-        "prepare": [*HAPEXPR, "prepare", "--vcf", str(cohort / "genotypes.vcf.gz"), "--fasta", str(cohort / "reference.fa"),
-                    "--genes", str(cohort / "genes.gtf"), "--expression", str(cohort / "expression.bed.gz"),
-                    "--covariates", str(cohort / "covariates.tsv"), "--window", str(window), "--out", str(study)],
+        "prepare": [
+            *HAPEXPR,
+            "prepare",
+            "--vcf",
+            str(cohort / "genotypes.vcf.gz"),
+            "--fasta",
+            str(cohort / "reference.fa"),
+            "--genes",
+            str(cohort / "genes.gtf"),
+            "--expression",
+            str(cohort / "expression.bed.gz"),
+            "--covariates",
+            str(cohort / "covariates.tsv"),
+            "--window",
+            str(window),
+            "--out",
+            str(study),
+        ],
         "embed": [*HAPEXPR, "embed", str(study), "--model", "tiny"],
         "fit elastic-net": [*HAPEXPR, "fit", str(study), "--method", "elastic-net"],
         "fit ridge-probe": [*HAPEXPR, "fit", str(study), "--method", "ridge-probe"],
@@ -91,8 +106,23 @@ def run_config(root: Path, people: int, genes: int, window: int, seed: int) -> d
     shutil.rmtree(study, ignore_errors=True)  # every stage from scratch
     result = {"people": people, "genes": genes, "window": window, "seed": seed, "stages": {}}
     if not (cohort / "truth.tsv").exists():
-        sim = measure([*HAPEXPR, "simulate", "--out", str(cohort), "--individuals", str(people), "--genes", str(genes),
-                       "--window", str(window), "--seed", str(seed)], log)
+        sim = measure(
+            [
+                *HAPEXPR,
+                "simulate",
+                "--out",
+                str(cohort),
+                "--individuals",
+                str(people),
+                "--genes",
+                str(genes),
+                "--window",
+                str(window),
+                "--seed",
+                str(seed),
+            ],
+            log,
+        )
         result["simulate"] = sim
         if sim["rc"]:
             raise SystemExit(f"FAIL: hapexpr simulate exited {sim['rc']} (log {log})")
@@ -105,8 +135,10 @@ def run_config(root: Path, people: int, genes: int, window: int, seed: int) -> d
         if m["rc"]:
             raise SystemExit(f"FAIL: {name} exited {m['rc']} (log {log})")
     total = sum(m["wall_s"] for m in result["stages"].values())
-    print(f"{'total':<16} {total:>9.1f} {sum(m['cpu_s'] for m in result['stages'].values()):>9.1f} "
-          f"{max(m['rss_gb'] for m in result['stages'].values()):>8.3f}")
+    print(
+        f"{'total':<16} {total:>9.1f} {sum(m['cpu_s'] for m in result['stages'].values()):>9.1f} "
+        f"{max(m['rss_gb'] for m in result['stages'].values()):>8.3f}"
+    )
     problem = check_predictions(study, people, genes)
     if problem:
         raise SystemExit(f"FAIL: {problem}")
@@ -138,15 +170,22 @@ def summarise(results: list[dict], *, target_genes: int, smoke: bool) -> bool:
             total_at += t_pred
             rss_at = max(rss_at, m_pred)
             growth = (t[-1] / t[0]) / (g[-1] / g[0])
-            print(f"{name:<16} {b:8.3f} s/gene + {a:6.1f} s; time x{t[-1] / t[0]:.1f} for genes x{g[-1] / g[0]:.0f} "
-                  f"(growth/linear {growth:.2f}); EXTRAPOLATED at {target_genes} genes: {t_pred:7.0f} s, {m_pred:.2f} GB")
+            print(
+                f"{name:<16} {b:8.3f} s/gene + {a:6.1f} s; time x{t[-1] / t[0]:.1f} for genes x{g[-1] / g[0]:.0f} "
+                f"(growth/linear {growth:.2f}); EXTRAPOLATED at {target_genes} genes: {t_pred:7.0f} s, {m_pred:.2f} GB"
+            )
         first = sum(s["wall_s"] for s in lo["stages"].values())
         last = sum(s["wall_s"] for s in hi["stages"].values())
-        print(f"RATIO scale total_time {int(g[-1])}/{int(g[0])} genes = {last / first:.1f}x for {g[-1] / g[0]:.0f}x genes "
-              f"(at {people} people)")
-        print(f"EXTRAPOLATED (linear fit, not measured): {people} people x {target_genes} genes through the four stages "
-              f"~ {total_at / 60:.1f} min, peak memory ~ {rss_at:.2f} GB "
-              f"(target {TARGET_SECONDS // 60} min, {TARGET_RSS_GB:.0f} GB)", flush=True)
+        print(
+            f"RATIO scale total_time {int(g[-1])}/{int(g[0])} genes = {last / first:.1f}x for {g[-1] / g[0]:.0f}x genes "
+            f"(at {people} people)"
+        )
+        print(
+            f"EXTRAPOLATED (linear fit, not measured): {people} people x {target_genes} genes through the four stages "
+            f"~ {total_at / 60:.1f} min, peak memory ~ {rss_at:.2f} GB "
+            f"(target {TARGET_SECONDS // 60} min, {TARGET_RSS_GB:.0f} GB)",
+            flush=True,
+        )
         if not smoke and people == 290 and (total_at > TARGET_SECONDS or rss_at > TARGET_RSS_GB):
             print("FAIL: the extrapolated run misses the target")
             ok = False
@@ -162,11 +201,15 @@ def summarise(results: list[dict], *, target_genes: int, smoke: bool) -> bool:
         print(f"\n## growth with people at {genes} genes: {lo['people']} -> {hi['people']} people (x{k:.1f})")
         for name in STAGES:
             a, b = lo["stages"][name], hi["stages"][name]
-            print(f"{name:<16} time x{b['wall_s'] / a['wall_s']:.1f}, peak memory x{b['rss_gb'] / a['rss_gb']:.2f} "
-                  f"({b['wall_s']:.1f} s, {b['rss_gb']:.2f} GB at {hi['people']} people)")
-        print(f"RATIO scale total_time {hi['people']}/{lo['people']} people = "
-              f"{sum(s['wall_s'] for s in hi['stages'].values()) / sum(s['wall_s'] for s in lo['stages'].values()):.1f}x "
-              f"for {k:.1f}x people (at {genes} genes)")
+            print(
+                f"{name:<16} time x{b['wall_s'] / a['wall_s']:.1f}, peak memory x{b['rss_gb'] / a['rss_gb']:.2f} "
+                f"({b['wall_s']:.1f} s, {b['rss_gb']:.2f} GB at {hi['people']} people)"
+            )
+        print(
+            f"RATIO scale total_time {hi['people']}/{lo['people']} people = "
+            f"{sum(s['wall_s'] for s in hi['stages'].values()) / sum(s['wall_s'] for s in lo['stages'].values()):.1f}x "
+            f"for {k:.1f}x people (at {genes} genes)"
+        )
     measured_max = max((max(s["rss_gb"] for s in r["stages"].values()) for r in results), default=0)
     if not smoke and measured_max > TARGET_RSS_GB:
         print(f"FAIL: a stage peaked at {measured_max:.2f} GB > {TARGET_RSS_GB:.0f} GB")
@@ -177,8 +220,11 @@ def summarise(results: list[dict], *, target_genes: int, smoke: bool) -> bool:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="two tiny configurations (seconds to a minute), no target")
-    ap.add_argument("--configs", default="290x20,290x200",
-                    help="PEOPLExGENES, comma-separated; empty: only summarise the results in --workdir")
+    ap.add_argument(
+        "--configs",
+        default="290x20,290x200",
+        help="PEOPLExGENES, comma-separated; empty: only summarise the results in --workdir",
+    )
     ap.add_argument("--genes", type=int, default=None, help="shorthand: one configuration --individuals x --genes")
     ap.add_argument("--individuals", type=int, default=290)
     ap.add_argument("--window", type=int, default=6000)
@@ -201,8 +247,11 @@ def main(argv=None) -> int:
         results = json.loads(store.read_text()) if store.exists() else []
         for people, genes in configs:
             new = run_config(root, people, genes, args.window, args.seed)
-            results = [r for r in results if (r["people"], r["genes"], r["window"], r["seed"])
-                       != (people, genes, args.window, args.seed)] + [new]
+            results = [
+                r
+                for r in results
+                if (r["people"], r["genes"], r["window"], r["seed"]) != (people, genes, args.window, args.seed)
+            ] + [new]
             store.write_text(json.dumps(results, indent=1) + "\n")
         same = [r for r in results if r["window"] == args.window and r["seed"] == args.seed]
         ok = summarise(same, target_genes=args.target_genes, smoke=args.smoke)

@@ -33,9 +33,17 @@ def tiny_cohort(tmp_path_factory) -> Path:
 
 def prepare_args(cohort: Path, out: Path, **extra) -> dict:
     return dict(
-        vcf=cohort / "genotypes.vcf.gz", fasta=cohort / "reference.fa", genes=cohort / "genes.gtf",
-        expression=cohort / "expression.bed.gz", covariates=cohort / "covariates.tsv", out=out,
-        window=2000, folds=5, seed=0, progress=False, **extra,
+        vcf=cohort / "genotypes.vcf.gz",
+        fasta=cohort / "reference.fa",
+        genes=cohort / "genes.gtf",
+        expression=cohort / "expression.bed.gz",
+        covariates=cohort / "covariates.tsv",
+        out=out,
+        window=2000,
+        folds=5,
+        seed=0,
+        progress=False,
+        **extra,
     )
 
 

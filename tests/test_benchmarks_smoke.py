@@ -21,17 +21,29 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run_smoke(script: str, tmp_path: Path, timeout: int = 240) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "TMPDIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp_path,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, f"{script} --smoke exited {done.returncode}:\n{out[-3000:]}"
     return done.stdout
 
 
-@pytest.mark.skipif(shutil.which("bcftools") is None or shutil.which("samtools") is None,
-                    reason="bcftools and samtools are the oracle")
+@pytest.mark.skipif(
+    shutil.which("bcftools") is None or shutil.which("samtools") is None, reason="bcftools and samtools are the oracle"
+)
 def test_bench_haplotypes_smoke(tmp_path):
     out = run_smoke("bench_haplotypes.py", tmp_path)
     assert re.search(r"^identical: all \d+ bcftools sequences equal hapexpr's", out, re.M), out
@@ -80,17 +92,39 @@ def test_bench_accuracy_smoke(tmp_path):
     the TSV's mean r is the mean of metrics.tsv's per-gene r over every gene of the study."""
     import pandas as pd
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "TMPDIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "TMPDIR": str(tmp_path),
+    }
     methods = "elastic-net,elastic-net-window,ridge-probe-kmer,stack"
-    done = subprocess.run([sys.executable, str(BENCH / "bench_accuracy.py"), "--smoke", "--methods", methods,
-                           "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "acc.tsv")],
-                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_accuracy.py"),
+            "--smoke",
+            "--methods",
+            methods,
+            "--workdir",
+            str(tmp_path / "w"),
+            "--out",
+            str(tmp_path / "acc.tsv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=tmp_path,
+    )
     out = done.stdout
     assert done.returncode == 0, f"exited {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}"
     assert re.search(r"^\| method \| genes \| mean_r \| ratio \|", out, re.M), out
     assert re.search(r"^\| additive \| 4 \| [\d.]+ \| \S+ \|", out, re.M), out
-    assert re.search(r"^- additive: elastic-net ratio to ceiling = \S+ \(target >= 0.85\).* -> (MET|NOT MET)$", out, re.M), out
+    assert re.search(
+        r"^- additive: elastic-net ratio to ceiling = \S+ \(target >= 0.85\).* -> (MET|NOT MET)$", out, re.M
+    ), out
     assert re.search(r"^- distal: NOT RUN$", out, re.M), out
     table = pd.read_csv(tmp_path / "acc.tsv", sep="\t")
     assert sorted(table["method"]) == sorted(methods.split(","))

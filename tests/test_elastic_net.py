@@ -228,13 +228,26 @@ def _gene(tss=5_000, window=1_000):
     rng = np.random.default_rng(0)
     geno = rng.integers(0, 2, size=(len(pos), n, 2)).astype(np.int8)
     variants = pd.DataFrame(
-        {"variant_id": [f"v{i}" for i in range(len(pos))], "chrom": "chr1", "pos": pos, "ref": ref,
-         "alt": ["G"] * len(pos)}
+        {
+            "variant_id": [f"v{i}" for i in range(len(pos))],
+            "chrom": "chr1",
+            "pos": pos,
+            "ref": ref,
+            "alt": ["G"] * len(pos),
+        }
     )
     return GeneData(
-        gene_id="G1", chrom="chr1", tss=tss, strand="+", window=window, region_start=1,
-        reference=b"", variants=variants, genotypes=geno,
-        hap_index=np.zeros((n, 2), np.int32), hap_alleles=np.zeros((1, len(pos)), bool),
+        gene_id="G1",
+        chrom="chr1",
+        tss=tss,
+        strand="+",
+        window=window,
+        region_start=1,
+        reference=b"",
+        variants=variants,
+        genotypes=geno,
+        hap_index=np.zeros((n, 2), np.int32),
+        hap_alleles=np.zeros((1, len(pos)), bool),
     )
 
 
@@ -275,11 +288,16 @@ def test_cis_window_comes_from_the_study_and_a_wider_one_is_refused(study_copy):
     info = study.gene_info(gene_id)
     vcf = study.meta["inputs"]["vcf"]["path"]
     region = f"{info['chrom']}:{max(1, int(info['tss']) - 50_000)}-{int(info['tss']) + 50_000}"
-    lines = subprocess.run(["bcftools", "query", "-r", region, "-s", ",".join(study.sample_ids),
-                            "-f", "%POS:%REF:%ALT[\t%GT]\n", vcf],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    want = np.array([[sum(int(a) for a in gt.replace("|", "/").split("/")) for gt in line.split("\t")[1:]]
-                     for line in lines], dtype=np.float64).T
+    lines = subprocess.run(
+        ["bcftools", "query", "-r", region, "-s", ",".join(study.sample_ids), "-f", "%POS:%REF:%ALT[\t%GT]\n", vcf],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    want = np.array(
+        [[sum(int(a) for a in gt.replace("|", "/").split("/")) for gt in line.split("\t")[1:]] for line in lines],
+        dtype=np.float64,
+    ).T
     assert [c.split(":", 1)[1] for c in X.columns] == [line.split("\t")[0] for line in lines]
     np.testing.assert_array_equal(X.to_numpy(), want)
     with pytest.raises(StudyError, match="--cis-window 2000000"):
@@ -305,7 +323,9 @@ def test_benchmark_smoke():
     """The benchmark's smoke mode runs (so the script does not rot) and its checks pass."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_elastic_net.py"), "--smoke"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "speed ratio" in proc.stdout
@@ -324,8 +344,12 @@ def _write_study(root: Path, *, n=150, folds=3, seed=0) -> dict:
     rng = np.random.default_rng(seed)
     samples = [f"S{i:03d}" for i in range(n)]
     (root / "genes").mkdir(parents=True)
-    json.dump({"format_version": 1, "params": {"window": 1000, "folds": folds, "seed": 0}}, open(root / "study.json", "w"))
-    pd.DataFrame({"sample_id": samples, "fold": np.arange(n) % folds}).to_csv(root / "samples.tsv", sep="\t", index=False)
+    json.dump(
+        {"format_version": 1, "params": {"window": 1000, "folds": folds, "seed": 0}}, open(root / "study.json", "w")
+    )
+    pd.DataFrame({"sample_id": samples, "fold": np.arange(n) % folds}).to_csv(
+        root / "samples.tsv", sep="\t", index=False
+    )
     cov = rng.normal(size=(2, n))
     rows, expr, truth = [], {}, {}
     for g, h2 in enumerate([0.6, 0.15, 0.0]):
@@ -335,18 +359,35 @@ def _write_study(root: Path, *, n=150, folds=3, seed=0) -> dict:
         y = simulate / simulate.std() * np.sqrt(h2) + rng.normal(size=n) * np.sqrt(1 - h2) if h2 else rng.normal(size=n)
         expr[gid] = y + 3.0 * cov[0] - 2.0 * cov[1] + 10.0
         geno = np.zeros((20, n, 2), np.int8)
-        geno[:, :, 0] = (X.T >= 1)
-        geno[:, :, 1] = (X.T == 2)
+        geno[:, :, 0] = X.T >= 1
+        geno[:, :, 1] = X.T == 2
         pos = 4_510 + 20 * np.arange(20)
         variants = pd.DataFrame(
-            {"variant_id": [f"rs{g}{j:02d}" if j else "." for j in range(20)], "chrom": "chr2", "pos": pos,
-             "ref": "A", "alt": "T", "in_window": True}
+            {
+                "variant_id": [f"rs{g}{j:02d}" if j else "." for j in range(20)],
+                "chrom": "chr2",
+                "pos": pos,
+                "ref": "A",
+                "alt": "T",
+                "in_window": True,
+            }
         )
-        write_gene(root / "genes" / gene_file_name(gid), GeneData(
-            gene_id=gid, chrom="chr2", tss=5_000, strand="+", window=1_000, region_start=3_000,
-            reference=b"A" * 5000, variants=variants, genotypes=geno,
-            hap_index=np.zeros((n, 2), np.int32), hap_alleles=np.zeros((1, 20), bool),
-        ))
+        write_gene(
+            root / "genes" / gene_file_name(gid),
+            GeneData(
+                gene_id=gid,
+                chrom="chr2",
+                tss=5_000,
+                strand="+",
+                window=1_000,
+                region_start=3_000,
+                reference=b"A" * 5000,
+                variants=variants,
+                genotypes=geno,
+                hap_index=np.zeros((n, 2), np.int32),
+                hap_alleles=np.zeros((1, 20), bool),
+            ),
+        )
         rows.append([gid, f"GENE{g}", "chr2", 5_000, "+", 4_500, 5_499, 20, 1])
         truth[gid] = X
     pd.DataFrame(rows, columns=GENE_COLUMNS).to_csv(root / "genes.tsv", sep="\t", index=False)
@@ -373,12 +414,24 @@ def test_export_writes_the_predictdb_schema_exactly(exported):
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"weights", "extra"}
     cols = lambda t: [(r[1], r[2]) for r in con.execute(f"PRAGMA table_info({t})")]  # noqa: E731
-    assert cols("weights") == [("gene", "TEXT"), ("rsid", "TEXT"), ("varID", "TEXT"), ("ref_allele", "TEXT"),
-                               ("eff_allele", "TEXT"), ("weight", "REAL")]
-    assert cols("extra") == [("gene", "TEXT"), ("genename", "TEXT"), ("n.snps.in.model", "INTEGER"),
-                             ("pred.perf.R2", "REAL"), ("pred.perf.pval", "REAL"), ("pred.perf.qval", "REAL")]
-    extra = pd.read_sql('SELECT * FROM extra', con)
-    weights = pd.read_sql('SELECT * FROM weights', con)
+    assert cols("weights") == [
+        ("gene", "TEXT"),
+        ("rsid", "TEXT"),
+        ("varID", "TEXT"),
+        ("ref_allele", "TEXT"),
+        ("eff_allele", "TEXT"),
+        ("weight", "REAL"),
+    ]
+    assert cols("extra") == [
+        ("gene", "TEXT"),
+        ("genename", "TEXT"),
+        ("n.snps.in.model", "INTEGER"),
+        ("pred.perf.R2", "REAL"),
+        ("pred.perf.pval", "REAL"),
+        ("pred.perf.qval", "REAL"),
+    ]
+    extra = pd.read_sql("SELECT * FROM extra", con)
+    weights = pd.read_sql("SELECT * FROM weights", con)
     con.close()
     assert summary["genes_written"] == len(extra) and summary["weights_written"] == len(weights)
     counts = weights.groupby("gene").size()
@@ -468,7 +521,9 @@ def test_cli_export_predictdb(exported, tmp_path):
 
     root, _, _ = exported
     out = tmp_path / "w.db"
-    res = CliRunner().invoke(app, ["export-predictdb", str(root / "study"), "--out", str(out), "--all-genes", "--cis-window", "0"])
+    res = CliRunner().invoke(
+        app, ["export-predictdb", str(root / "study"), "--out", str(out), "--all-genes", "--cis-window", "0"]
+    )
     assert res.exit_code == 0, res.output
     assert out.exists()
     res = CliRunner().invoke(app, ["export-predictdb", str(root / "study"), "--out", str(out), "--cis-window", "0"])
@@ -502,8 +557,9 @@ def test_export_on_a_prepared_study_agrees_with_fit_final(study_copy, tmp_path):
         got = weights[weights["gene"] == gid]
         assert len(got) == len(nz)
         np.testing.assert_allclose(got["weight"].to_numpy(), est.coef_[nz], rtol=1e-12)
-        assert list(got["varID"]) == [f"{c}_{p}_{r}_{a}" for c, p, r, a in
-                                      zip(*(table[k].to_numpy()[nz] for k in ("chrom", "pos", "ref", "alt")))]
+        assert list(got["varID"]) == [
+            f"{c}_{p}_{r}_{a}" for c, p, r, a in zip(*(table[k].to_numpy()[nz] for k in ("chrom", "pos", "ref", "alt")))
+        ]
         assert list(got["rsid"]) == list(table["variant_id"].to_numpy()[nz])
 
 
@@ -518,7 +574,10 @@ def test_export_maps_ids_to_rsids_and_counts_the_rest(exported, tmp_path):
     weights = pd.read_sql("SELECT * FROM weights", sqlite3.connect(root / "all.db"))
     first = weights["varID"].iloc[0].split("_")
     mapping = tmp_path / "map.tsv"
-    mapping.write_text("chrom\tpos\tref\talt\trsid\n" + f"chr{first[0].removeprefix('chr')}\t{first[1]}\t{first[2]}\t{first[3]}\trs999\n")
+    mapping.write_text(
+        "chrom\tpos\tref\talt\trsid\n"
+        + f"chr{first[0].removeprefix('chr')}\t{first[1]}\t{first[2]}\t{first[3]}\trs999\n"
+    )
     out = tmp_path / "m.db"
     summary = export_predictdb(root / "study", out, options=WINDOW, all_genes=True, rsid_map=mapping)
     got = pd.read_sql("SELECT * FROM weights", sqlite3.connect(out))
@@ -529,8 +588,9 @@ def test_export_maps_ids_to_rsids_and_counts_the_rest(exported, tmp_path):
 def test_strand_ambiguous_snps_are_dropped_on_request():
     from hapexpr.methods.elastic_net import strand_ambiguous
 
-    np.testing.assert_array_equal(strand_ambiguous(["A", "C", "A", "G", "AT"], ["T", "G", "G", "C", "A"]),
-                                  [True, True, False, True, False])
+    np.testing.assert_array_equal(
+        strand_ambiguous(["A", "C", "A", "G", "AT"], ["T", "G", "G", "C", "A"]), [True, True, False, True, False]
+    )
     gene = _gene()
     gene.variants.loc[2, "alt"] = "T"  # v2's REF is a deletion: not a SNP, never ambiguous
     gene.variants.loc[3, ["ref", "alt"]] = ["A", "T"]

@@ -258,8 +258,9 @@ def test_replacing_a_gene_group_keeps_the_index_right(tmp_path):
     # new haplotype set: seqs[2] kept (now row 0), seqs[0..1] gone, one new sequence
     new = [seqs[2], random_seqs(1, 50, seed=13)[0]]
     kept_b, kept_m = cache.index.fetch([bytes(hashes_of(new)[0])], bins=2, dim=4)
-    cache.write_gene("G1", hashes_of(new), np.concatenate([kept_b, np.ones((1, 2, 4))]),
-                     np.concatenate([kept_m, np.ones((1, 4))]))
+    cache.write_gene(
+        "G1", hashes_of(new), np.concatenate([kept_b, np.ones((1, 2, 4))]), np.concatenate([kept_m, np.ones((1, 4))])
+    )
     for c in (cache, EmbeddingCache(tmp_path / "store")):  # in memory and rebuilt from disk
         assert bytes(hashes_of(seqs[:1])[0]) not in c.index
         b, m = c.index.fetch([bytes(h) for h in hashes_of(new)], bins=2, dim=4)
@@ -285,8 +286,9 @@ def test_a_local_causal_dna_language_model_embeds_through_the_same_path(tmp_path
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>")
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=32, n_layer=2, n_head=2,
-                                       pad_token_id=0))
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=32, n_layer=2, n_head=2, pad_token_id=0)
+    )
     model.save_pretrained(tmp_path / "ckpt")
     fast.save_pretrained(tmp_path / "ckpt")
     assert resolve(str(tmp_path / "ckpt")).name == "nucleotide-transformer"

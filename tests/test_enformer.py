@@ -66,8 +66,9 @@ def test_save_then_load_by_path_gives_identical_outputs(tiny, tmp_path):
     loaded = es.load_enformer(tmp_path / "ckpt")
     x = torch.from_numpy(es.one_hot(random_seqs(2, L, seed=2)))
     with torch.inference_mode():
-        np.testing.assert_array_equal(es.tss_outputs(tiny, x, es.tss_bins(L)).numpy(),
-                                      es.tss_outputs(loaded, x, es.tss_bins(L)).numpy())
+        np.testing.assert_array_equal(
+            es.tss_outputs(tiny, x, es.tss_bins(L)).numpy(), es.tss_outputs(loaded, x, es.tss_bins(L)).numpy()
+        )
     # pytorch_model.bin with every alias name (as transformers 4 wrote it) loads the same way
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "config.json").write_text((tmp_path / "ckpt" / "config.json").read_text())

@@ -31,8 +31,18 @@ def _predictions(rng, methods, genes=6, n=40, folds=4):
         obs = rng.normal(size=n)
         for m, noise in methods.items():
             pred = obs + noise * rng.normal(size=n)
-            rows.append(pd.DataFrame({"method": m, "gene_id": f"g{g}", "sample_id": [f"s{i}" for i in range(n)],
-                                      "fold": np.arange(n) % folds, "observed": obs, "predicted": pred}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "method": m,
+                        "gene_id": f"g{g}",
+                        "sample_id": [f"s{i}" for i in range(n)],
+                        "fold": np.arange(n) % folds,
+                        "observed": obs,
+                        "predicted": pred,
+                    }
+                )
+            )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -153,8 +163,19 @@ def test_compare_per_gene_pairs_on_common_genes_with_q_per_pair():
     preds = _predictions(rng, {"good": 0.3, "bad": 3.0}, genes=8, n=60)
     extra = _predictions(rng, {"only": 1.0}, genes=2, n=60)
     per = compare_per_gene(pd.concat([preds, extra], ignore_index=True), n_boot=300, seed=0)
-    assert list(per.columns) == ["method_a", "method_b", "gene_id", "n", "r_a", "r_b", "delta_r", "ci_low",
-                                 "ci_high", "p", "q"]
+    assert list(per.columns) == [
+        "method_a",
+        "method_b",
+        "gene_id",
+        "n",
+        "r_a",
+        "r_b",
+        "delta_r",
+        "ci_low",
+        "ci_high",
+        "p",
+        "q",
+    ]
     gb = per[(per.method_a == "bad") & (per.method_b == "good")]
     assert len(gb) == 8 and (gb.n == 60).all()
     assert (gb.delta_r < 0).all() and (gb.ci_high < 0).all() and (gb.p < 0.05).all()
@@ -194,9 +215,18 @@ def test_printed_summary_fits_a_screen(capsys):
     rows = []
     for m in methods:
         for g in range(20):
-            rows.append({"method": m, "gene_id": f"g{g}", "pearson_r": rng.normal(0.2, 0.2), "pearson_q": rng.uniform(),
-                         "null_r": -0.01, "null_frac_below_0": 0.52, "h2_cis": rng.uniform(0, 0.5),
-                         "ceiling": rng.uniform(0, 0.7)})
+            rows.append(
+                {
+                    "method": m,
+                    "gene_id": f"g{g}",
+                    "pearson_r": rng.normal(0.2, 0.2),
+                    "pearson_q": rng.uniform(),
+                    "null_r": -0.01,
+                    "null_frac_below_0": 0.52,
+                    "h2_cis": rng.uniform(0, 0.5),
+                    "ceiling": rng.uniform(0, 0.7),
+                }
+            )
     metrics = pd.DataFrame(rows)
     comparisons = compare(metrics).assign(a_better_q05=1, b_better_q05=0)
     print_summary(summarise(metrics), comparisons)
@@ -218,8 +248,18 @@ def _study_predictions(study_path, methods):
     for m, (noise, genes) in methods.items():
         for g in study.gene_ids[:genes]:
             obs = residualise(expr.loc[g].to_numpy(float), cov, np.ones(len(study.folds), bool))
-            rows.append(pd.DataFrame({"method": m, "gene_id": g, "sample_id": study.sample_ids, "fold": study.folds,
-                                      "observed": obs, "predicted": obs + noise * rng.normal(size=len(obs))}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "method": m,
+                        "gene_id": g,
+                        "sample_id": study.sample_ids,
+                        "fold": study.folds,
+                        "observed": obs,
+                        "predicted": obs + noise * rng.normal(size=len(obs)),
+                    }
+                )
+            )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -241,7 +281,9 @@ def test_evaluate_study_writes_the_new_tables(study_copy):
     truth = read_truth(Study.open(study_copy))
     np.testing.assert_allclose(her.set_index("gene_id").loc[truth.gene_id, "h2_true"], truth["h2"], atol=1e-6)
     assert {"genes_q05", "null_mean_r", "ratio_to_h2_cis", "mean_r_h2_stratum2"} <= set(summary.columns)
-    assert summary.set_index("method").loc["good", "genes_q05"] == int((metrics.query("method == 'good'").pearson_q < 0.05).sum())
+    assert summary.set_index("method").loc["good", "genes_q05"] == int(
+        (metrics.query("method == 'good'").pearson_q < 0.05).sum()
+    )
 
 
 def test_truth_is_read_from_the_study_only(study_copy):
@@ -267,25 +309,44 @@ def test_genes_missing_individuals_are_handled_row_by_row():
     assert m.loc[("b", "g1"), "n"] == 35 and m.loc[("a", "g1"), "n"] == 40
     assert m.loc[("b", "g1"), "pearson_r"] == pytest.approx(stats.pearsonr(one.observed, one.predicted).statistic)
     assert m.loc[("b", "g1"), "spearman_r"] == pytest.approx(stats.spearmanr(one.observed, one.predicted).statistic)
-    assert m.loc[("a", "g2"), "pearson_p"] == pytest.approx(stats.pearsonr(
-        *preds[(preds.method == "a") & (preds.gene_id == "g2")][["observed", "predicted"]].to_numpy().T).pvalue)
+    assert m.loc[("a", "g2"), "pearson_p"] == pytest.approx(
+        stats.pearsonr(
+            *preds[(preds.method == "a") & (preds.gene_id == "g2")][["observed", "predicted"]].to_numpy().T
+        ).pvalue
+    )
     per = compare_per_gene(preds, n_boot=200, seed=3).set_index("gene_id")
     assert per.loc["g1", "n"] == 35 and per.loc["g0", "n"] == 40
     a = preds[(preds.method == "a") & (preds.gene_id == "g1")].set_index("sample_id").loc[one.sample_id]
     # same individuals, same resamples (the pivot orders individuals by id, so sort both sides)
     order = np.argsort(one.sample_id.to_numpy())
-    ref = paired_bootstrap(*(v[:, order] for v in (a.observed.to_numpy()[None], a.predicted.to_numpy()[None],
-                                                   one.observed.to_numpy()[None], one.predicted.to_numpy()[None])),
-                           bootstrap_weights(35, n_boot=200, seed=3))
-    assert per.loc["g1", "ci_low"] == pytest.approx(ref["ci_low"][0]) and per.loc["g1", "p"] == pytest.approx(ref["p"][0])
+    ref = paired_bootstrap(
+        *(
+            v[:, order]
+            for v in (
+                a.observed.to_numpy()[None],
+                a.predicted.to_numpy()[None],
+                one.observed.to_numpy()[None],
+                one.predicted.to_numpy()[None],
+            )
+        ),
+        bootstrap_weights(35, n_boot=200, seed=3),
+    )
+    assert per.loc["g1", "ci_low"] == pytest.approx(ref["ci_low"][0]) and per.loc["g1", "p"] == pytest.approx(
+        ref["p"][0]
+    )
 
 
 def test_heritability_strata_and_ratio_in_the_summary():
     from hapexpr.evaluate import h2_strata
 
-    metrics = pd.DataFrame({"method": "m", "gene_id": [f"g{i}" for i in range(6)],
-                            "pearson_r": [0.0, np.nan, 0.2, 0.3, 0.5, 0.6],
-                            "h2_cis": [-0.02, 0.01, 0.1, 0.15, 0.4, 0.5]})
+    metrics = pd.DataFrame(
+        {
+            "method": "m",
+            "gene_id": [f"g{i}" for i in range(6)],
+            "pearson_r": [0.0, np.nan, 0.2, 0.3, 0.5, 0.6],
+            "h2_cis": [-0.02, 0.01, 0.1, 0.15, 0.4, 0.5],
+        }
+    )
     s = summarise(metrics).iloc[0]
     assert s.genes_h2_stratum0 == 2 and s.genes_h2_stratum1 == 2 and s.genes_h2_stratum2 == 2
     assert s.mean_r_h2_stratum0 == pytest.approx(0.0) and s.mean_r_h2_stratum2 == pytest.approx(0.55)
@@ -300,10 +361,20 @@ def test_printed_summary_keeps_to_the_reference_pairs_when_there_are_many(capsys
     from hapexpr.evaluate import MAX_PRINTED_PAIRS, print_summary
 
     methods = [f"m{i}" for i in range(6)]
-    pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1 :]]
     assert len(pairs) > MAX_PRINTED_PAIRS
-    comparisons = pd.DataFrame({"method_a": [a for a, _ in pairs], "method_b": [b for _, b in pairs], "n_genes": 5,
-                                "a_wins": 3, "b_wins": 2, "mean_diff": 0.01, "wilcoxon_p": 0.5, "wilcoxon_q": 0.6})
+    comparisons = pd.DataFrame(
+        {
+            "method_a": [a for a, _ in pairs],
+            "method_b": [b for _, b in pairs],
+            "n_genes": 5,
+            "a_wins": 3,
+            "b_wins": 2,
+            "mean_diff": 0.01,
+            "wilcoxon_p": 0.5,
+            "wilcoxon_q": 0.6,
+        }
+    )
     summary = pd.DataFrame({"method": methods, "genes": 5, "mean_r": 0.1, "median_r": 0.1, "frac_r_below_0": 0.2})
     print_summary(summary, comparisons, reference="m3")
     captured = capsys.readouterr()

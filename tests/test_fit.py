@@ -29,10 +29,13 @@ def test_elastic_net_cli_writes_every_individual_once(study_copy):
     r = subprocess.run(["hapexpr", "fit", str(study_copy), "--method", "elastic-net"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     _check_complete(study_copy, "elastic-net")
-    again = subprocess.run(["hapexpr", "fit", str(study_copy), "--method", "elastic-net"], capture_output=True, text=True)
+    again = subprocess.run(
+        ["hapexpr", "fit", str(study_copy), "--method", "elastic-net"], capture_output=True, text=True
+    )
     assert again.returncode == 0 and "nothing to do" in again.stderr
-    other = subprocess.run(["hapexpr", "fit", str(study_copy), "--method", "elastic-net", "--maf", "0.2"],
-                           capture_output=True, text=True)
+    other = subprocess.run(
+        ["hapexpr", "fit", str(study_copy), "--method", "elastic-net", "--maf", "0.2"], capture_output=True, text=True
+    )
     assert other.returncode == 2 and "--overwrite" in other.stderr
 
 
@@ -79,8 +82,9 @@ def test_nt_transformer_per_gene_and_multi_gene_with_held_out_genes(study_copy):
     run_embed(study_copy, model="tiny", bins=8, progress=False)
     run_fit(study_copy, "nt-transformer", options=dict(max_epochs=3), progress=False)
     _check_complete(study_copy, "nt-transformer")
-    run_fit(study_copy, "nt-transformer", options=dict(multi_gene=True, holdout_genes=0.25, max_epochs=3),
-            progress=False)
+    run_fit(
+        study_copy, "nt-transformer", options=dict(multi_gene=True, holdout_genes=0.25, max_epochs=3), progress=False
+    )
     preds = read_predictions(study_copy)
     trained = preds[preds.method == "nt-transformer-multi"]
     held = preds[preds.method == "nt-transformer-multi-heldout"]
@@ -157,8 +161,12 @@ def test_a_killed_parallel_fit_resumes_without_redoing_finished_genes(study_copy
 
     study = Study.open(study_copy)
     oof = study_copy / "models" / "elastic-net-window" / "oof"
-    proc = subprocess.Popen(["hapexpr", "fit", str(study_copy), "--method", "elastic-net", "--cis-window", "0",
-                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        ["hapexpr", "fit", str(study_copy), "--method", "elastic-net", "--cis-window", "0", "--jobs", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(list(oof.glob("*.tsv"))) < 1:
         time.sleep(0.05)
@@ -166,8 +174,11 @@ def test_a_killed_parallel_fit_resumes_without_redoing_finished_genes(study_copy
     proc.wait()
     kept = {p.name: p.stat().st_mtime_ns for p in oof.glob("*.tsv")}
     assert 1 <= len(kept) < len(study.gene_ids)  # killed mid-run
-    r = subprocess.run(["hapexpr", "fit", str(study_copy), "--method", "elastic-net", "--cis-window", "0"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["hapexpr", "fit", str(study_copy), "--method", "elastic-net", "--cis-window", "0"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert all((oof / name).stat().st_mtime_ns == t for name, t in kept.items())
     assert json.loads((oof.parent / "fit.json").read_text())["complete"]

@@ -19,10 +19,7 @@ needs_oracle = pytest.mark.skipif(
     shutil.which("bcftools") is None or shutil.which("samtools") is None,
     reason="bcftools and samtools are the oracle (apt-get install bcftools samtools)",
 )
-HEADER = (
-    "##fileformat=VCFv4.2\n"
-    '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
-)
+HEADER = '##fileformat=VCFv4.2\n##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
 
 
 def write_fasta(path: Path, contigs: dict[str, str], width: int = 60) -> Path:
@@ -52,7 +49,9 @@ def oracle(fasta: Path, vcf: Path, region: str, sample: str, hap: int) -> bytes:
     faidx = subprocess.run(["samtools", "faidx", str(fasta), region], check=True, capture_output=True)
     cons = subprocess.run(
         ["bcftools", "consensus", "-H", f"{hap}pIu", "-s", sample, str(vcf)],
-        input=faidx.stdout, check=True, capture_output=True,
+        input=faidx.stdout,
+        check=True,
+        capture_output=True,
     )
     lines = cons.stdout.split(b"\n")
     assert lines[0].startswith(b">")
@@ -77,10 +76,10 @@ def ours(fasta: Path, vcf: Path, region: str, samples=None) -> dict[str, bytes]:
     reader = VcfReader(vcf, samples=samples)
     variants = reader.fetch(chrom, start, end, reference=reference)
     alleles, index = unique_haplotypes(variants.genotypes)
-    built = build_haplotypes(reference.fetch(chrom, start, end), start, variants.pos, variants.ref, variants.alt, alleles)
-    return {
-        f"{s}_{h + 1}": built[index[i, h]].sequence for i, s in enumerate(reader.samples) for h in range(2)
-    }
+    built = build_haplotypes(
+        reference.fetch(chrom, start, end), start, variants.pos, variants.ref, variants.alt, alleles
+    )
+    return {f"{s}_{h + 1}": built[index[i, h]].sequence for i, s in enumerate(reader.samples) for h in range(2)}
 
 
 def assert_matches_oracle(fasta: Path, vcf: Path, region: str, samples: list[str]) -> None:
@@ -103,7 +102,9 @@ def _case(tmp_path: Path, records: list[tuple], n_samples: int = 3, ref: str = R
         assert ref[pos - 1 : pos - 1 + len(r)].upper() == r.upper(), (pos, r)
     fasta = write_fasta(tmp_path / "ref.fa", {"chr1": ref})
     samples = [f"S{i}" for i in range(n_samples)]
-    vcf = write_vcf(tmp_path / "v.vcf.gz", {"chr1": len(ref)}, samples, [("chr1", p, r, a, g) for p, r, a, g in records])
+    vcf = write_vcf(
+        tmp_path / "v.vcf.gz", {"chr1": len(ref)}, samples, [("chr1", p, r, a, g) for p, r, a, g in records]
+    )
     return fasta, vcf, samples
 
 
@@ -120,11 +121,20 @@ HAND_CASES = {
     "insertion_on_deletion_end": [(5, "ACG", "A", ["1|1", "1|0", "0|1"]), (7, "G", "GAAA", ["1|1", "1|1", "1|0"])],
     "deletion_on_deletion_end": [(5, "ACG", "A", ["1|1", "1|0", "0|1"]), (7, "GTT", "G", ["1|1", "1|1", "1|0"])],
     "snv_after_insertion": [(5, "A", "ACC", ["1|1", "1|0", "0|1"]), (6, "C", "T", ["1|1", "1|1", "1|0"])],
-    "mnp_and_complex": [(5, "ACG", "TTA", ["1|1", "1|0", "0|1"]), (14, "GCTT", "CA", ["1|1", "0|1", "1|0"]),
-                        (20, "C", "GTT", ["1|0", "1|1", "0|1"])],
-    "lowercase_alleles": [(5, "a", "g", ["1|1", "1|0", "0|1"]), (5, "a", "aTT", ["1|1", "1|1", "0|1"]),
-                          (12, "aagc", "a", ["0|1", "1|1", "1|0"])],
-    "insertion_at_first_and_last_base": [(1, "A", "AGG", ["1|1", "1|0", "0|1"]), (40, "A", "ATTT", ["1|0", "1|1", "0|1"])],
+    "mnp_and_complex": [
+        (5, "ACG", "TTA", ["1|1", "1|0", "0|1"]),
+        (14, "GCTT", "CA", ["1|1", "0|1", "1|0"]),
+        (20, "C", "GTT", ["1|0", "1|1", "0|1"]),
+    ],
+    "lowercase_alleles": [
+        (5, "a", "g", ["1|1", "1|0", "0|1"]),
+        (5, "a", "aTT", ["1|1", "1|1", "0|1"]),
+        (12, "aagc", "a", ["0|1", "1|1", "1|0"]),
+    ],
+    "insertion_at_first_and_last_base": [
+        (1, "A", "AGG", ["1|1", "1|0", "0|1"]),
+        (40, "A", "ATTT", ["1|0", "1|1", "0|1"]),
+    ],
     "deletion_past_region_end": [(37, "TGCA", "T", ["1|1", "1|0", "0|1"])],
     "complex_insertion_past_region_end": [(38, "GC", "GTTT", ["1|1", "1|0", "0|1"])],
     "mixed_case_indel_after_snv": [(5, "A", "G", ["1|1", "1|0", "0|1"]), (5, "AcG", "ACGTT", ["1|1", "1|1", "0|1"])],
@@ -141,7 +151,9 @@ def test_hand_cases_match_bcftools(tmp_path, name):
 
 @needs_oracle
 def test_deletion_starting_before_region_is_ignored(tmp_path):
-    fasta, vcf, samples = _case(tmp_path, [(3, "GTACGT", "G", ["1|1", "1|0", "0|1"]), (9, "T", "A", ["1|1", "0|1", "1|0"])])
+    fasta, vcf, samples = _case(
+        tmp_path, [(3, "GTACGT", "G", ["1|1", "1|0", "0|1"]), (9, "T", "A", ["1|1", "0|1", "1|0"])]
+    )
     assert_matches_oracle(fasta, vcf, "chr1:5-30", samples)
     got = ours(fasta, vcf, "chr1:5-30")
     assert got["S0_1"] == REF40[4:8].encode() + b"A" + REF40[9:30].encode()
@@ -151,7 +163,11 @@ def test_deletion_starting_before_region_is_ignored(tmp_path):
 def test_soft_masked_reference_case_is_kept_like_bcftools(tmp_path):
     # build_haplotypes keeps the case it is given; bcftools writes ALT in the case of the base
     ref = REF40[:10] + REF40[10:30].lower() + REF40[30:]
-    records = [(12, "AAGC", "A", ["0|1", "1|1", "1|0"]), (15, "C", "CGG", ["1|1", "1|0", "0|1"]), (20, "C", "T", ["1|1", "1|1", "1|0"])]
+    records = [
+        (12, "AAGC", "A", ["0|1", "1|1", "1|0"]),
+        (15, "C", "CGG", ["1|1", "1|0", "0|1"]),
+        (20, "C", "T", ["1|1", "1|1", "1|0"]),
+    ]
     fasta, vcf, samples = _case(tmp_path, records, ref=ref)
     reader = VcfReader(vcf)
     v = reader.fetch("chr1", 1, 40)
@@ -233,8 +249,20 @@ def test_cli_output_matches_bcftools(tmp_path):
     vcf = write_vcf(tmp_path / "v.vcf.gz", {"chr1": 400}, samples, records)
     out = tmp_path / "haps.fa"
     result = CliRunner().invoke(
-        app, ["haplotypes", "--vcf", str(vcf), "--fasta", str(fasta), "--region", "1:20-380",
-              "--samples", "p4,p1", "--out", str(out)],
+        app,
+        [
+            "haplotypes",
+            "--vcf",
+            str(vcf),
+            "--fasta",
+            str(fasta),
+            "--region",
+            "1:20-380",
+            "--samples",
+            "p4,p1",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     got = read_fasta_records(out.read_bytes())
@@ -289,7 +317,9 @@ def test_offset_of_across_insertions_and_deletions():
 
 
 def test_offset_of_reference_haplotype_is_identity():
-    (hap,) = build_haplotypes(b"ACGTACGT", 11, np.array([13]), np.array(["G"]), np.array(["GA"]), np.zeros((1, 1), bool))
+    (hap,) = build_haplotypes(
+        b"ACGTACGT", 11, np.array([13]), np.array(["G"]), np.array(["GA"]), np.zeros((1, 1), bool)
+    )
     assert hap.sequence == b"ACGTACGT" and not hap.applied.any()
     assert [hap.offset_of(p) for p in range(11, 19)] == list(range(8))
 
@@ -376,8 +406,9 @@ def test_fast_path_equals_the_record_by_record_path():
             pos.append(p + 100), ref.append(r), alt.append(a)  # region starts at 101
         alleles = rng.random((40, len(pos))) < 0.35
         fast = hp.build_haplotypes(reference, 101, pos, ref, alt, alleles)
-        plan_haps = hp.build_haplotypes(reference.lower(), 101, pos, [x.lower() for x in ref],
-                                        [x.lower() for x in alt], alleles)  # lower case: slow path
+        plan_haps = hp.build_haplotypes(
+            reference.lower(), 101, pos, [x.lower() for x in ref], [x.lower() for x in alt], alleles
+        )  # lower case: slow path
         for row, h, slow in zip(alleles, fast, plan_haps):
             assert h.sequence.upper() == slow.sequence.upper()
             assert np.array_equal(h.applied, slow.applied)

@@ -33,8 +33,9 @@ def naive(seq: bytes, k: int, bins: int, tss: int, window: int) -> tuple[np.ndar
 
 def test_frequencies_match_a_plain_count_and_skip_n():
     rng = np.random.default_rng(0)
-    seqs = [bytes(rng.choice(np.frombuffer(b"ACGTN", np.uint8), 300, p=[0.24, 0.24, 0.24, 0.24, 0.04]))
-            for _ in range(5)]
+    seqs = [
+        bytes(rng.choice(np.frombuffer(b"ACGTN", np.uint8), 300, p=[0.24, 0.24, 0.24, 0.24, 0.04])) for _ in range(5)
+    ]
     emb = KmerEmbedder(k=3, bins=6, window=300)
     bins, mean = emb.compute(seqs)
     assert bins.shape == (5, 6, 64) and mean.shape == (5, 64)

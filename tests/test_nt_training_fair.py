@@ -150,8 +150,12 @@ def test_fit_records_layers_seeds_and_choices(study_copy):
     run_embed(study_copy, model="tiny", bins=8, layer=2, progress=False)
     stores = {int(i["layer"]): i["fingerprint"] for i in list_stores(study_copy)}
     fps = (stores[1], stores[2])
-    run_fit(study_copy, "nt-transformer", options=dict(max_epochs=3, seeds=2, fingerprints=fps,
-                                                       epoch_selection="split"), progress=False)
+    run_fit(
+        study_copy,
+        "nt-transformer",
+        options=dict(max_epochs=3, seeds=2, fingerprints=fps, epoch_selection="split"),
+        progress=False,
+    )
     d = study_copy / "models" / "nt-transformer"
     record = json.loads((d / "fit.json").read_text())
     assert record["resolved"]["fingerprints"] == list(fps) and record["resolved"]["layers"] == [1, 2]
@@ -199,14 +203,12 @@ def test_multi_gene_shared_scaling_makes_a_heldout_persons_input_their_own():
     X_by, y_by = {g: v[0] for g, v in genes.items()}, {g: v[1] for g, v in genes.items()}
     train = np.arange(80) < 60
     config = replace(FAST, max_epochs=4, batch_size=64, genes_per_batch=4)
-    fit, pred = fit_multi_gene(X_by, y_by, train, holdout_genes=["G3"], config=config, seed=0,
-                               shared_scaling=True)
+    fit, pred = fit_multi_gene(X_by, y_by, train, holdout_genes=["G3"], config=config, seed=0, shared_scaling=True)
     assert fit.input_scaling["G3"] is fit.input_scaling["G0"]  # one scaling for every gene
     # a held-out gene's prediction for one person depends on that person's embeddings only,
     # not on the other individuals of that gene (per-gene scaling made it depend on them)
     X_moved = dict(X_by, G3=np.where(train[:, None, None, None], X_by["G3"] + 5.0, X_by["G3"]))
-    _, pred2 = fit_multi_gene(X_moved, y_by, train, holdout_genes=["G3"], config=config, seed=0,
-                              shared_scaling=True)
+    _, pred2 = fit_multi_gene(X_moved, y_by, train, holdout_genes=["G3"], config=config, seed=0, shared_scaling=True)
     np.testing.assert_array_equal(pred2["G3"][~train], pred["G3"][~train])
     assert fit.history["n_train"] == 3 * 60 and fit.history["epoch_selection"] == "kfold"
 
@@ -231,9 +233,14 @@ def test_bench_float16_smoke():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_float16.py"), "--smoke"],
-                          check=False, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "bench_float16.py"), "--smoke"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(root / "src")},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     ratio = float(done.stdout.strip().splitlines()[-1].split()[-1])
     assert ratio > 10  # one SNP moves its bin far more than float16 rounding does

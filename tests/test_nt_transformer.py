@@ -220,7 +220,10 @@ def test_method_features_and_estimator(monkeypatch):
     assert est.train_config.pairwise_weight == 0.5
     assert method.fit_name == "nt-transformer"
     multi = NTTransformerMethod(NTTransformerOptions(multi_gene=True))
-    assert multi.fit_name == "nt-transformer-multi" and multi.names() == ["nt-transformer-multi", "nt-transformer-multi-heldout"]
+    assert multi.fit_name == "nt-transformer-multi" and multi.names() == [
+        "nt-transformer-multi",
+        "nt-transformer-multi-heldout",
+    ]
     assert not multi.final
 
 

@@ -10,9 +10,14 @@ from hapexpr.pipeline import FitConfig, PrepareConfig, RunConfig, load_config, r
 def _config(tmp_path, cohort, **extra):
     data = {
         "study": "study",
-        "prepare": {"vcf": str(cohort / "genotypes.vcf.gz"), "fasta": str(cohort / "reference.fa"),
-                    "genes": str(cohort / "genes.gtf"), "expression": str(cohort / "expression.bed.gz"),
-                    "covariates": str(cohort / "covariates.tsv"), "window": 2000},
+        "prepare": {
+            "vcf": str(cohort / "genotypes.vcf.gz"),
+            "fasta": str(cohort / "reference.fa"),
+            "genes": str(cohort / "genes.gtf"),
+            "expression": str(cohort / "expression.bed.gz"),
+            "covariates": str(cohort / "covariates.tsv"),
+            "window": 2000,
+        },
         "embed": False,
         "fit": ["elastic-net"],
         "report": False,
@@ -27,8 +32,13 @@ def test_config_round_trip_and_relative_paths(tmp_path, tiny_cohort):
     cfg = load_config(_config(tmp_path, tiny_cohort))
     assert cfg.study == str((tmp_path / "study").resolve())
     assert cfg.fit == (FitConfig("elastic-net", {}),) and cfg.embed is None
-    again = yaml.safe_load(RunConfig(study="s", prepare=PrepareConfig("a", "b", "c", "d"),
-                                     fit=(FitConfig("stack", {"base": ["elastic-net", "enformer"]}),)).to_yaml())
+    again = yaml.safe_load(
+        RunConfig(
+            study="s",
+            prepare=PrepareConfig("a", "b", "c", "d"),
+            fit=(FitConfig("stack", {"base": ["elastic-net", "enformer"]}),),
+        ).to_yaml()
+    )
     assert again["fit"] == [{"method": "stack", "base": ["elastic-net", "enformer"]}]
 
 

@@ -25,8 +25,9 @@ PICK = ["S0005", "S0011", "S0023", "S0042"]  # study samples that become "new" p
 def make_vcf(src: Path, out: Path, *, samples, rename: dict, drop=(), edit=None, add=()) -> Path:
     """A bgzipped, indexed VCF of ``samples`` (renamed), without the records at ``drop``
     ((chrom, pos) pairs), with ``edit(fields)`` applied to each record and ``add`` lines added."""
-    text = subprocess.run(["bcftools", "view", "-s", ",".join(samples), str(src)],
-                          check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["bcftools", "view", "-s", ",".join(samples), str(src)], check=True, capture_output=True, text=True
+    ).stdout
     lines = []
     for line in text.splitlines():
         if line.startswith("#CHROM"):
@@ -83,13 +84,17 @@ def test_elastic_net_new_people_get_what_the_final_model_gives_their_twins(en_st
 
 def test_missing_study_variants_get_the_study_mean_dosage(en_study, tiny_cohort, tmp_path):
     study = Study.open(en_study)
-    gene_id = next(g for g in study.gene_ids if np.count_nonzero(final_estimator(en_study, "elastic-net", g).coef_) >= 2)
+    gene_id = next(
+        g for g in study.gene_ids if np.count_nonzero(final_estimator(en_study, "elastic-net", g).coef_) >= 2
+    )
     est = final_estimator(en_study, "elastic-net", gene_id)
     weighted = np.flatnonzero(est.coef_)[:2]
     unweighted = np.flatnonzero(est.coef_ == 0)[:1]
     feats = pd.DataFrame([c.split(":") for c in est.columns_], columns=["chrom", "pos", "ref", "alt"])
     drop = [(feats["chrom"][j], int(feats["pos"][j])) for j in [*weighted, *unweighted]]
-    vcf = make_vcf(tiny_cohort / "genotypes.vcf.gz", tmp_path / "m.vcf.gz", samples=PICK, rename=renamed(PICK), drop=drop)
+    vcf = make_vcf(
+        tiny_cohort / "genotypes.vcf.gz", tmp_path / "m.vcf.gz", samples=PICK, rename=renamed(PICK), drop=drop
+    )
     table = predict_new(en_study, "elastic-net", vcf=vcf, out=tmp_path / "p.tsv", progress=False)
     rows = table[table["gene_id"] == gene_id]
     assert (rows["n_study_variants_missing"] == len(weighted)).all()
@@ -213,7 +218,9 @@ def test_sequence_methods_match_the_final_model_and_use_new_variants(method, seq
     if method == "nt-transformer":
         fit_final(seq_study, method, options=dict(max_epochs=3), progress=False)
     gene_new, line, _ = new_snv_line(study, PICK)
-    vcf = make_vcf(tiny_cohort / "genotypes.vcf.gz", tmp_path / "n.vcf.gz", samples=PICK, rename=renamed(PICK), add=[line])
+    vcf = make_vcf(
+        tiny_cohort / "genotypes.vcf.gz", tmp_path / "n.vcf.gz", samples=PICK, rename=renamed(PICK), add=[line]
+    )
     table = predict_new(seq_study, method, vcf=vcf, out=tmp_path / "p.tsv", progress=False)
     feats = final_fit_method(study, method)
     for gene_id in study.gene_ids:
@@ -231,7 +238,9 @@ def test_sequence_methods_match_the_final_model_and_use_new_variants(method, seq
 def test_elastic_net_ignores_new_variants_but_counts_them(en_study, tiny_cohort, tmp_path):
     study = Study.open(en_study)
     gene_new, line, _ = new_snv_line(study, PICK)
-    vcf = make_vcf(tiny_cohort / "genotypes.vcf.gz", tmp_path / "n.vcf.gz", samples=PICK, rename=renamed(PICK), add=[line])
+    vcf = make_vcf(
+        tiny_cohort / "genotypes.vcf.gz", tmp_path / "n.vcf.gz", samples=PICK, rename=renamed(PICK), add=[line]
+    )
     plain = make_vcf(tiny_cohort / "genotypes.vcf.gz", tmp_path / "o.vcf.gz", samples=PICK, rename=renamed(PICK))
     with_new = predict_new(en_study, "elastic-net", vcf=vcf, out=tmp_path / "a.tsv", progress=False)
     without = predict_new(en_study, "elastic-net", vcf=plain, out=tmp_path / "b.tsv", progress=False)
@@ -249,6 +258,9 @@ def test_final_fit_in_parallel_processes_is_the_same_model(tiny_study, tmp_path)
         shutil.copytree(tiny_study, work)
         fit_final(work, "elastic-net-window", progress=False, jobs=jobs)
         root = final_dir(Study.open(work), "elastic-net-window")
-        saved[label] = {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*"))
-                        if p.is_file() and p.name not in ("gene.json", "final.json")}
+        saved[label] = {
+            p.relative_to(root): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in ("gene.json", "final.json")
+        }
     assert saved["one"] == saved["two"] and len(saved["one"]) > 0

@@ -109,8 +109,16 @@ def test_resume_after_interruption_gives_same_study(tiny_cohort, tmp_path, monke
     calls["n"] = -100
     prepare_study(**prepare_args(tiny_cohort, out))
     assert calls["n"] == -100 + 2, "only the genes not yet written are built again"
-    for name in ["samples.tsv", "genes.tsv", "expression.tsv", "covariates.tsv", "dropped_genes.tsv",
-                 "cis/genes.tsv", "cis/chr1.dosages.npy", "cis/chr2.variants.npz"]:
+    for name in [
+        "samples.tsv",
+        "genes.tsv",
+        "expression.tsv",
+        "covariates.tsv",
+        "dropped_genes.tsv",
+        "cis/genes.tsv",
+        "cis/chr1.dosages.npy",
+        "cis/chr2.variants.npz",
+    ]:
         assert (out / name).read_bytes() == (ref / name).read_bytes()
     for gene_id in Study.open(ref).gene_ids:
         a, b = Study.open(ref).gene(gene_id), Study.open(out).gene(gene_id)
@@ -140,8 +148,19 @@ def _cli(*args):
 
 def test_cli_prepare_and_bad_inputs(tiny_cohort, tmp_path):
     c = tiny_cohort
-    base = ["prepare", "--vcf", c / "genotypes.vcf.gz", "--fasta", c / "reference.fa", "--genes", c / "genes.gtf",
-            "--covariates", c / "covariates.tsv", "--window", 1000]
+    base = [
+        "prepare",
+        "--vcf",
+        c / "genotypes.vcf.gz",
+        "--fasta",
+        c / "reference.fa",
+        "--genes",
+        c / "genes.gtf",
+        "--covariates",
+        c / "covariates.tsv",
+        "--window",
+        1000,
+    ]
     ok = _cli(*base, "--expression", c / "expression.bed.gz", "--out", tmp_path / "s")
     assert ok.returncode == 0, ok.stderr
     assert Study.open(tmp_path / "s").window == 1000
@@ -160,12 +179,19 @@ def test_cli_prepare_and_bad_inputs(tiny_cohort, tmp_path):
     renamed = expr.rename(columns={s: s + "_x" for s in expr.columns[4:]}).fillna(0)
     renamed.to_csv(tmp_path / "other.bed", sep="\t", index=False)
     r = _cli(*base[:-4], "--window", 1000, "--expression", tmp_path / "other.bed", "--out", tmp_path / "bad2")
-    assert r.returncode == 2 and "no sample of this expression file" in r.stderr and str(tmp_path / "other.bed") in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 2
+        and "no sample of this expression file" in r.stderr
+        and str(tmp_path / "other.bed") in r.stderr
+        and "Traceback" not in r.stderr
+    )
 
     # contigs that match nothing
     gtf = (c / "genes.gtf").read_text().replace("chr", "scaffold")
     (tmp_path / "g.gtf").write_text(gtf)
-    r = _cli(*base[:5], "--genes", tmp_path / "g.gtf", "--expression", c / "expression.bed.gz", "--out", tmp_path / "bad3")
+    r = _cli(
+        *base[:5], "--genes", tmp_path / "g.gtf", "--expression", c / "expression.bed.gz", "--out", tmp_path / "bad3"
+    )
     assert r.returncode == 2 and "no gene lies on a contig" in r.stderr
 
     # some samples missing from one file: dropped with a message naming them

@@ -34,9 +34,19 @@ def _qtltools_bed(cohort, path, *, variant="pid gid strand", mixed=False):
     bed = _bed(cohort)
     ids = bed["gene_id"]
     tss = genes.loc[ids, "tss"].to_numpy()
-    extra = {"pid gid strand": ("gid", ids.to_numpy()), "gene length strand": ("length", np.full(len(ids), 1000))}[variant]
-    out = pd.DataFrame({"#chr": bed["#chr"], "start": tss - 1, "end": tss, variant.split()[0]: ids,
-                        extra[0]: extra[1], "strand": genes.loc[ids, "strand"].to_numpy()})
+    extra = {"pid gid strand": ("gid", ids.to_numpy()), "gene length strand": ("length", np.full(len(ids), 1000))}[
+        variant
+    ]
+    out = pd.DataFrame(
+        {
+            "#chr": bed["#chr"],
+            "start": tss - 1,
+            "end": tss,
+            variant.split()[0]: ids,
+            extra[0]: extra[1],
+            "strand": genes.loc[ids, "strand"].to_numpy(),
+        }
+    )
     out = pd.concat([out, bed.iloc[:, 4:]], axis=1)
     if not mixed:
         out.to_csv(path, sep="\t", index=False)
@@ -179,7 +189,7 @@ def test_mostly_n_window_is_dropped(tiny_cohort, tiny_study, tmp_path):
         for name, length in ref.contigs.items():
             seq = bytearray(ref.fetch(name, 1, length))
             if name == victim.chrom:
-                seq[victim.window_start - 1: victim.window_end] = b"N" * (victim.window_end - victim.window_start + 1)
+                seq[victim.window_start - 1 : victim.window_end] = b"N" * (victim.window_end - victim.window_start + 1)
             fh.write(f">{name}\n{seq.decode()}\n")
     args = _args(tiny_cohort, tmp_path / "s")
     args["fasta"] = tmp_path / "r.fa"
@@ -190,8 +200,12 @@ def test_mostly_n_window_is_dropped(tiny_cohort, tiny_study, tmp_path):
 
 
 def _vcf_positions(cohort, chrom):
-    out = subprocess.run(["bcftools", "query", "-r", chrom, "-f", "%POS\n", str(cohort / "genotypes.vcf.gz")],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bcftools", "query", "-r", chrom, "-f", "%POS\n", str(cohort / "genotypes.vcf.gz")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return np.array([int(x) for x in out.split()])
 
 
@@ -316,8 +330,21 @@ def test_cis_store_matches_bcftools(tiny_cohort, tmp_path):
         cis = study.cis_genotypes(g.gene_id)
         region = f"{g.chrom}:{max(1, g.tss - w)}-{g.tss + w}"
         out = subprocess.run(
-            ["bcftools", "query", "-r", region, "-s", ",".join(study.sample_ids), "-f", "%ID\t%POS[\t%GT]\n",
-             str(tiny_cohort / "genotypes.vcf.gz")], capture_output=True, text=True, check=True).stdout
+            [
+                "bcftools",
+                "query",
+                "-r",
+                region,
+                "-s",
+                ",".join(study.sample_ids),
+                "-f",
+                "%ID\t%POS[\t%GT]\n",
+                str(tiny_cohort / "genotypes.vcf.gz"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         rows = [line.split("\t") for line in out.splitlines()]
         rows = [r for r in rows if int(r[1]) >= g.tss - w]  # -r also returns records overlapping the start
         want = np.array([[sum(int(a) for a in gt.replace("|", "/").split("/")) for gt in r[2:]] for r in rows])
@@ -343,17 +370,34 @@ def test_cli_qtltools_bed_without_genes_with_normalise_and_folds_by(tiny_cohort,
     bed = _qtltools_bed(c, tmp_path / "e.bed.gz", variant="gene length strand", mixed=True)
     ids = list(_bed(c).columns[4:])
     pd.DataFrame({"sample": ids, "pop": ["A" if i < 30 else "B" for i in range(len(ids))]}).to_csv(
-        tmp_path / "pop.tsv", sep="\t", index=False)
-    args = ["prepare", "--vcf", c / "genotypes.vcf.gz", "--expression", bed, "--covariates", c / "covariates.tsv",
-            "--window", 1000, "--normalise", "inverse-normal", "--folds-by", "pop", tmp_path / "pop.tsv",
-            "--out", tmp_path / "s"]
+        tmp_path / "pop.tsv", sep="\t", index=False
+    )
+    args = [
+        "prepare",
+        "--vcf",
+        c / "genotypes.vcf.gz",
+        "--expression",
+        bed,
+        "--covariates",
+        c / "covariates.tsv",
+        "--window",
+        1000,
+        "--normalise",
+        "inverse-normal",
+        "--folds-by",
+        "pop",
+        tmp_path / "pop.tsv",
+        "--out",
+        tmp_path / "s",
+    ]
     r = subprocess.run(["hapexpr", *map(str, args)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     study = Study.open(tmp_path / "s")
     assert study.normalise == "inverse-normal" and not study.has_sequence and study.n_folds == 2
     assert study.meta["expression_layout"] == "qtltools-bed"
-    bad = subprocess.run(["hapexpr", *map(str, args[:-1]), tmp_path / "s2", "--normalise", "rank"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        ["hapexpr", *map(str, args[:-1]), tmp_path / "s2", "--normalise", "rank"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "--normalise 'rank' is not one of" in bad.stderr
 
 

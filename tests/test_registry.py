@@ -46,13 +46,22 @@ class GCEmbedder(BaseEmbedder):
     def describe(self) -> dict:
         return {"model": "toy GC content", "tiny": True, "layer": None, "weights_sha256": ""}
 
-    def compute(self, sequences: Sequence[bytes], *, tss_offset=None, batch_size=None,
-                on_batch: Callable[[int], None] | None = None):
+    def compute(
+        self,
+        sequences: Sequence[bytes],
+        *,
+        tss_offset=None,
+        batch_size=None,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         out = np.zeros((len(sequences), self.bins, 2), dtype=np.float32)
         for i, seq in enumerate(sequences):
             for b, part in enumerate(np.array_split(np.frombuffer(bytes(seq), np.uint8), self.bins)):
                 text = part.tobytes()
-                out[i, b] = [sum(text.count(c) for c in b"GC") / max(len(text), 1), text.count(b"CG") / max(len(text), 1)]
+                out[i, b] = [
+                    sum(text.count(c) for c in b"GC") / max(len(text), 1),
+                    text.count(b"CG") / max(len(text), 1),
+                ]
         if on_batch is not None:
             on_batch(len(sequences))
         return out, out.mean(axis=1)
@@ -70,15 +79,22 @@ class LeastSquares:
         X = np.asarray(X, dtype=np.float64)
         self.x_mean_, self.y_mean_ = X.mean(axis=0), float(np.mean(y))
         Xc = X - self.x_mean_
-        self.coef_ = np.linalg.solve(Xc.T @ Xc + self.penalty * np.eye(X.shape[1]), Xc.T @ (np.asarray(y) - self.y_mean_))
+        self.coef_ = np.linalg.solve(
+            Xc.T @ Xc + self.penalty * np.eye(X.shape[1]), Xc.T @ (np.asarray(y) - self.y_mean_)
+        )
         return self
 
     def predict(self, X):
         return (np.asarray(X, dtype=np.float64) - self.x_mean_) @ self.coef_ + self.y_mean_
 
     def save(self, directory) -> None:
-        save_estimator(directory, kind=self.KIND, params={"penalty": self.penalty},
-                       learned={"y_mean_": self.y_mean_}, arrays={"coef_": self.coef_, "x_mean_": self.x_mean_})
+        save_estimator(
+            directory,
+            kind=self.KIND,
+            params={"penalty": self.penalty},
+            learned={"y_mean_": self.y_mean_},
+            arrays={"coef_": self.coef_, "x_mean_": self.x_mean_},
+        )
 
     @classmethod
     def load(cls, directory):
@@ -190,21 +206,31 @@ def _names_compared(tree: ast.AST, names: set[str]) -> list[tuple[int, str]]:
                         hits.append((node.lineno, c.value))
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("startswith", "endswith"):
             for a in node.args:
-                if isinstance(a, ast.Constant) and isinstance(a.value, str) and any(
-                        n.startswith(a.value) for n in names) and len(a.value) > 3:
+                if (
+                    isinstance(a, ast.Constant)
+                    and isinstance(a.value, str)
+                    and any(n.startswith(a.value) for n in names)
+                    and len(a.value) > 3
+                ):
                     hits.append((node.lineno, a.value))
     return hits
 
 
 def test_no_method_name_is_compared_outside_its_own_module():
-    names = set(registry.method_names()) | {"enformer-ridge", "elastic-net-window", "nt-transformer-multi",
-                                            "nt-transformer-multi-heldout"}
+    names = set(registry.method_names()) | {
+        "enformer-ridge",
+        "elastic-net-window",
+        "nt-transformer-multi",
+        "nt-transformer-multi-heldout",
+    }
     found = []
     for path in sorted(SRC.rglob("*.py")):
         if path.parent.name == "methods":
             continue
-        found += [(str(path.relative_to(SRC)), line, name)
-                  for line, name in _names_compared(ast.parse(path.read_text()), names)]
+        found += [
+            (str(path.relative_to(SRC)), line, name)
+            for line, name in _names_compared(ast.parse(path.read_text()), names)
+        ]
     assert not found, found
 
 

@@ -45,8 +45,9 @@ app(sys.argv[1:], prog_name="hapexpr")
 
 
 def hapexpr(*args, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "hapexpr.cli", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hapexpr.cli", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -56,8 +57,9 @@ def kill_after_first(args: list, *, module: str, function: str, watch, delay: fl
     """Start ``hapexpr ARGS`` slowed down at ``module.function``, wait until ``watch()`` finds a
     committed file, then SIGKILL it after a random pause; returns the pause (for messages)."""
     code = _SLOW.format(module=module, function=function, delay=delay)
-    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not watch():
         time.sleep(0.01)
@@ -74,9 +76,27 @@ def kill_after_first(args: list, *, module: str, function: str, watch, delay: fl
 
 def _prepare_cli_args(cohort: Path, out: Path) -> list:
     a = prepare_args(cohort, out)
-    return ["prepare", "--vcf", a["vcf"], "--fasta", a["fasta"], "--genes", a["genes"], "--expression", a["expression"],
-            "--covariates", a["covariates"], "--window", a["window"], "--folds", a["folds"], "--seed", a["seed"],
-            "--out", out]
+    return [
+        "prepare",
+        "--vcf",
+        a["vcf"],
+        "--fasta",
+        a["fasta"],
+        "--genes",
+        a["genes"],
+        "--expression",
+        a["expression"],
+        "--covariates",
+        a["covariates"],
+        "--window",
+        a["window"],
+        "--folds",
+        a["folds"],
+        "--seed",
+        a["seed"],
+        "--out",
+        out,
+    ]
 
 
 def assert_same_study(a: Path, b: Path) -> None:
@@ -87,7 +107,10 @@ def assert_same_study(a: Path, b: Path) -> None:
     assert meta_a == meta_b
     assert sorted(p.name for p in (a / "genes").iterdir()) == sorted(p.name for p in (b / "genes").iterdir())
     for gene_file in (a / "genes").iterdir():
-        with np.load(gene_file, allow_pickle=False) as za, np.load(b / "genes" / gene_file.name, allow_pickle=False) as zb:
+        with (
+            np.load(gene_file, allow_pickle=False) as za,
+            np.load(b / "genes" / gene_file.name, allow_pickle=False) as zb,
+        ):
             assert sorted(za.files) == sorted(zb.files)
             for key in za.files:
                 np.testing.assert_array_equal(za[key], zb[key], err_msg=f"{gene_file.name}:{key}")
@@ -97,8 +120,9 @@ def test_prepare_killed_then_rerun_equals_uninterrupted(tiny_cohort, tiny_study,
     out = tmp_path / "s"
     partial = tmp_path / ".s.partial"
     args = _prepare_cli_args(tiny_cohort, out)
-    pause = kill_after_first(args, module="hapexpr.prepare", function="build_gene",
-                             watch=lambda: any((partial / "genes").glob("*.npz")))
+    pause = kill_after_first(
+        args, module="hapexpr.prepare", function="build_gene", watch=lambda: any((partial / "genes").glob("*.npz"))
+    )
     # the interrupted study is not mistaken for a complete one
     assert not out.exists()
     with pytest.raises(StudyError):
@@ -119,8 +143,9 @@ def test_fit_killed_then_rerun_equals_uninterrupted(tiny_study, tmp_path):
     shutil.copytree(tiny_study, clean)
     oof = killed / "models" / "elastic-net" / "oof"
     args = ["fit", killed, "--method", "elastic-net"]
-    pause = kill_after_first(args, module="hapexpr.crossval", function="cross_validate_gene",
-                             watch=lambda: any(oof.glob("*.tsv")))
+    pause = kill_after_first(
+        args, module="hapexpr.crossval", function="cross_validate_gene", watch=lambda: any(oof.glob("*.tsv"))
+    )
     done = sorted(p.name for p in oof.glob("*.tsv"))
     assert 1 <= len(done) < 4, f"pause {pause:.2f} s"
     # partial results are not presented as a fit

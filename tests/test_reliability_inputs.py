@@ -47,12 +47,7 @@ EXPRESSION = (
     "chr1\t199\t200\tG2\t0\t1\t2\t3\n"
     "chr2\t49\t50\tG3\t0.1\t-1e-3\t7\t1\n"
 )
-COVARIATES = (
-    "id\t" + "\t".join(SAMPLES) + "\n"
-    "sex\t0\t1\t1\t0\n"
-    "PC1\t0.1\t-0.2\t0.3\t0.05\n"
-    "PC2\t1\t2\t3\t5\n"
-)
+COVARIATES = "id\t" + "\t".join(SAMPLES) + "\nsex\t0\t1\t1\t0\nPC1\t0.1\t-0.2\t0.3\t0.05\nPC2\t1\t2\t3\t5\n"
 GTF = (
     "##description: a tiny GENCODE-like annotation\n"
     'chr1\tsim\tgene\t1000\t5000\t.\t+\t.\tgene_id "G1"; gene_name "A1"; gene_type "protein_coding";\n'
@@ -69,9 +64,13 @@ VCF = (
     "##fileformat=VCFv4.2\n"
     "##contig=<ID=chr1,length=60>\n"
     '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
-    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(SAMPLES) + "\n"
+    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t"
+    + "\t".join(SAMPLES)
+    + "\n"
     + "".join(
-        f"chr1\t{p}\t.\t{r}\t{a}\t.\tPASS\t.\tGT\t" + "\t".join(["0|1", "1|1", "0|0", "1|0"][i % 4:] + ["0|1", "1|1", "0|0", "1|0"][: i % 4]) + "\n"
+        f"chr1\t{p}\t.\t{r}\t{a}\t.\tPASS\t.\tGT\t"
+        + "\t".join(["0|1", "1|1", "0|0", "1|0"][i % 4 :] + ["0|1", "1|1", "0|0", "1|0"][: i % 4])
+        + "\n"
         for i, (p, r, a) in enumerate(VCF_RECORDS)
     )
 )
@@ -79,10 +78,46 @@ VCF = (
 # --- mutations -----------------------------------------------------------------------------------
 
 GARBAGE = st.one_of(
-    st.sampled_from(["", "NA", "NaN", "nan", "inf", "-inf", "1e999", ".", "-", "abc", "0x10", "  ", "\"", "'",
-                     "#", "chr1", "G1", "S1", "0|1", "./.", "1/0", "2|1", "+", "-1", "9999999999999999999999",
-                     "A,C", "<DEL>", "*", "ID=x", "gene_id \"G1\";", "\t", "\t\t", "\x00", "é", "\r"]),
-    st.text(alphabet="ACGTN0123456789.-+eE|/;=\"#\t ", min_size=0, max_size=8),
+    st.sampled_from(
+        [
+            "",
+            "NA",
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "1e999",
+            ".",
+            "-",
+            "abc",
+            "0x10",
+            "  ",
+            '"',
+            "'",
+            "#",
+            "chr1",
+            "G1",
+            "S1",
+            "0|1",
+            "./.",
+            "1/0",
+            "2|1",
+            "+",
+            "-1",
+            "9999999999999999999999",
+            "A,C",
+            "<DEL>",
+            "*",
+            "ID=x",
+            'gene_id "G1";',
+            "\t",
+            "\t\t",
+            "\x00",
+            "é",
+            "\r",
+        ]
+    ),
+    st.text(alphabet='ACGTN0123456789.-+eE|/;="#\t ', min_size=0, max_size=8),
 )
 
 
@@ -146,6 +181,7 @@ class Hang(Exception):
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Fail (rather than hang the suite) if the block runs longer than ``seconds``."""
+
     def on_alarm(signum, frame):
         raise Hang(f"reader ran for more than {seconds} s")
 
@@ -278,8 +314,12 @@ def test_seed_files_are_valid(tmp_path):
     from hapexpr.io.fasta import Reference
     from hapexpr.io.vcf import VcfReader
 
-    for name, text, read, n in [("e.bed", EXPRESSION, read_expression, 3), ("c.tsv", COVARIATES, read_covariates, 3),
-                                ("g.gtf", GTF, read_genes, 2), ("t.bed", TSS_BED, read_genes, 3)]:
+    for name, text, read, n in [
+        ("e.bed", EXPRESSION, read_expression, 3),
+        ("c.tsv", COVARIATES, read_covariates, 3),
+        ("g.gtf", GTF, read_genes, 2),
+        ("t.bed", TSS_BED, read_genes, 3),
+    ]:
         (tmp_path / name).write_text(text)
         assert len(read(tmp_path / name)) == n
     (tmp_path / "r.fa").write_text(FASTA)
@@ -366,7 +406,7 @@ def _snv_near_tss(cohort: Path, lines: list[str]) -> int:
 def _edit_record(lines: list[str], i: int, edit) -> list[str]:
     f = lines[i].rstrip("\n").split("\t")
     edit(f)
-    return lines[:i] + ["\t".join(f) + "\n"] + lines[i + 1:]
+    return lines[:i] + ["\t".join(f) + "\n"] + lines[i + 1 :]
 
 
 def _record_name(line: str) -> str:
@@ -422,7 +462,11 @@ def _build_cases(cohort: Path, work: Path) -> dict[str, tuple[dict, Path, list[s
     cases["covariates NaN"] = ({"covariates": p}, p, [f"covariate {f[0]}", "missing (NaN)"])
     renamed = "\t".join([header[0]] + [s.strip() + "_X" for s in cov_lines[0].split("\t")[1:]]) + "\n"
     p = put("cov_other.tsv", renamed + "".join(cov_lines[1:]))
-    cases["covariates share no sample"] = ({"covariates": p}, p, ["no sample", "covariates"])  # blamed on the covariates
+    cases["covariates share no sample"] = (
+        {"covariates": p},
+        p,
+        ["no sample", "covariates"],
+    )  # blamed on the covariates
     p = put("cov_empty.tsv", "")
     cases["covariates empty"] = ({"covariates": p}, p, ["empty"])
 
@@ -432,7 +476,14 @@ def _build_cases(cohort: Path, work: Path) -> dict[str, tuple[dict, Path, list[s
     cases["GTF truncated gzip"] = ({"genes": p}, p, ["truncated or corrupt"])
     gtf_lines = gtf_text.splitlines(keepends=True)
     k = next(i for i, line in enumerate(gtf_lines) if "\tgene\t" in line)
-    p = put("cols.gtf", "".join(gtf_lines[:k] + [gtf_lines[k].replace("\t.\t+\t", "\t+\t", 1).replace("\t.\t-\t", "\t-\t", 1)] + gtf_lines[k + 1:]))
+    p = put(
+        "cols.gtf",
+        "".join(
+            gtf_lines[:k]
+            + [gtf_lines[k].replace("\t.\t+\t", "\t+\t", 1).replace("\t.\t-\t", "\t-\t", 1)]
+            + gtf_lines[k + 1 :]
+        ),
+    )
     cases["GTF line with 8 fields"] = ({"genes": p}, p, [f"line {k + 1}", "9 tab-separated"])
     p = put("tss.bed", "chr1\t298\t299\tG1\t0\t+\nchr1\tten\t11\tG2\t0\t+\n")
     cases["TSS BED non-integer start"] = ({"genes": p}, p, ["data line 2", "not integers"])
@@ -446,7 +497,8 @@ def _build_cases(cohort: Path, work: Path) -> dict[str, tuple[dict, Path, list[s
     p = _write_vcf(vcf_lines, work / "noindex.vcf.gz", index=False)
     cases["VCF without index"] = ({"vcf": p}, p, ["no index", "tabix"])
     swapped = [line for line in vcf_lines if line.startswith("#")] + sorted(
-        (line for line in vcf_lines if not line.startswith("#")), key=lambda line: -int(line.split("\t")[1]))
+        (line for line in vcf_lines if not line.startswith("#")), key=lambda line: -int(line.split("\t")[1])
+    )
     p = _write_vcf(swapped, work / "unsorted.vcf.gz", index=False)
     with contextlib.suppress(Exception), _quiet_stderr():
         pysam.tabix_index(str(p), preset="vcf", force=True)  # tabix refuses unsorted input
@@ -463,7 +515,14 @@ def _build_cases(cohort: Path, work: Path) -> dict[str, tuple[dict, Path, list[s
 
     p = _write_vcf(_edit_record(vcf_lines, i, ref_mismatch), work / "refmis.vcf.gz")
     cases["VCF REF disagrees with FASTA"] = ({"vcf": p}, p, [rec, "REF does not match", "--check-ref"])
-    p = _write_vcf(_edit_record(vcf_lines, i, lambda f: f.__setitem__(slice(9, None), [g.replace("|", "/").replace("0/0", "0/1") for g in f[9:]])), work / "unphased.vcf.gz")
+    p = _write_vcf(
+        _edit_record(
+            vcf_lines,
+            i,
+            lambda f: f.__setitem__(slice(9, None), [g.replace("|", "/").replace("0/0", "0/1") for g in f[9:]]),
+        ),
+        work / "unphased.vcf.gz",
+    )
     cases["VCF unphased"] = ({"vcf": p}, p, [rec, "unphased", "--allow-unphased"])
     p = _write_vcf(_edit_record(vcf_lines, i, lambda f: f.__setitem__(12, ".|.")), work / "missing.vcf.gz")
     cases["VCF missing genotype"] = ({"vcf": p}, p, [rec, "missing genotypes"])
@@ -480,7 +539,7 @@ def _build_cases(cohort: Path, work: Path) -> dict[str, tuple[dict, Path, list[s
     head = [line for line in vcf_lines if line.startswith("##")]
     cols = vcf_lines[len(head)].rstrip("\n").split("\t")
     cols[10] = cols[9]
-    dup = head + ["\t".join(cols) + "\n"] + vcf_lines[len(head) + 1:]
+    dup = head + ["\t".join(cols) + "\n"] + vcf_lines[len(head) + 1 :]
     p = _write_vcf(dup, work / "dupsample.vcf.gz", index=False)
     with contextlib.suppress(Exception), _quiet_stderr():
         pysam.tabix_index(str(p), preset="vcf", force=True)
@@ -508,8 +567,14 @@ def _build_cases(cohort: Path, work: Path) -> dict[str, tuple[dict, Path, list[s
 
 
 def _prepare_cmd(cohort: Path, out: Path, **replace) -> list[str]:
-    args = {"vcf": cohort / "genotypes.vcf.gz", "fasta": cohort / "reference.fa", "genes": cohort / "genes.gtf",
-            "expression": cohort / "expression.bed.gz", "covariates": cohort / "covariates.tsv", **replace}
+    args = {
+        "vcf": cohort / "genotypes.vcf.gz",
+        "fasta": cohort / "reference.fa",
+        "genes": cohort / "genes.gtf",
+        "expression": cohort / "expression.bed.gz",
+        "covariates": cohort / "covariates.tsv",
+        **replace,
+    }
     cmd = [sys.executable, "-m", "hapexpr.cli", "prepare", "--window", "1000", "--out", str(out)]
     for key, value in args.items():
         cmd += [f"--{key}", str(value)]
@@ -528,8 +593,9 @@ def cli_results(tiny_cohort, tmp_path_factory):
     def run(item):
         name, (replace, _, _) = item
         out = work / ("out_" + re.sub(r"\W", "_", name))
-        proc = subprocess.run(_prepare_cmd(cohort, out, **replace), capture_output=True, text=True, env=env,
-                              timeout=120)
+        proc = subprocess.run(
+            _prepare_cmd(cohort, out, **replace), capture_output=True, text=True, env=env, timeout=120
+        )
         return name, (proc, out)
 
     def run_in_process(item):
@@ -556,16 +622,35 @@ IN_PROCESS = {"expression", "covariates", "GTF", "TSS"}
 
 
 CASE_NAMES = [
-    "expression truncated gzip", "expression corrupt gzip", "expression line with a missing field",
-    "expression duplicate gene", "expression non-numeric", "expression empty",
-    "covariates line with an extra field", "covariates duplicate sample", "covariates NaN",
-    "covariates share no sample", "covariates empty",
-    "GTF truncated gzip", "GTF line with 8 fields", "TSS BED non-integer start", "TSS BED duplicate gene",
-    "VCF without index", "VCF unsorted (cannot be indexed)",
-    "VCF REF disagrees with FASTA", "VCF unphased", "VCF missing genotype", "VCF multi-allelic",
-    "VCF contigs match nothing", "VCF duplicate sample", "VCF empty", "VCF header only",
-    "BCF without index", "BCF truncated",
-    "FASTA empty", "FASTA contigs match nothing",
+    "expression truncated gzip",
+    "expression corrupt gzip",
+    "expression line with a missing field",
+    "expression duplicate gene",
+    "expression non-numeric",
+    "expression empty",
+    "covariates line with an extra field",
+    "covariates duplicate sample",
+    "covariates NaN",
+    "covariates share no sample",
+    "covariates empty",
+    "GTF truncated gzip",
+    "GTF line with 8 fields",
+    "TSS BED non-integer start",
+    "TSS BED duplicate gene",
+    "VCF without index",
+    "VCF unsorted (cannot be indexed)",
+    "VCF REF disagrees with FASTA",
+    "VCF unphased",
+    "VCF missing genotype",
+    "VCF multi-allelic",
+    "VCF contigs match nothing",
+    "VCF duplicate sample",
+    "VCF empty",
+    "VCF header only",
+    "BCF without index",
+    "BCF truncated",
+    "FASTA empty",
+    "FASTA contigs match nothing",
 ]
 
 
@@ -575,7 +660,7 @@ def assert_one_paragraph_error(proc: subprocess.CompletedProcess, named: Path, n
     assert proc.returncode == 2, f"exit {proc.returncode}\n{err}"
     assert "Traceback" not in err and "Traceback" not in proc.stdout, err
     assert len(re.findall(r"^error:", err, re.M)) == 1, err
-    message = err[re.search(r"^error:", err, re.M).start():].strip()
+    message = err[re.search(r"^error:", err, re.M).start() :].strip()
     assert "\n" not in message, f"not one paragraph:\n{message}"
     assert str(named) in message, f"{named} not named in: {message}"
     for needle in needles:
@@ -608,8 +693,16 @@ def test_prepare_cli_refuses_vcf_with_stale_index(cli_results):
 
 # --- end to end: `hapexpr predict` on a broken new-sample VCF ------------------------------------
 
-PREDICT_CASES = ["VCF without index", "VCF truncated", "VCF multi-allelic", "VCF missing genotype",
-                 "VCF contigs match nothing", "VCF empty", "VCF duplicate sample", "VCF header only"]
+PREDICT_CASES = [
+    "VCF without index",
+    "VCF truncated",
+    "VCF multi-allelic",
+    "VCF missing genotype",
+    "VCF contigs match nothing",
+    "VCF empty",
+    "VCF duplicate sample",
+    "VCF header only",
+]
 
 
 @pytest.fixture(scope="module")
@@ -634,8 +727,19 @@ def predict_results(cli_results, tiny_study, tmp_path_factory):
 
     def run(name):
         out = work / ("pred_" + re.sub(r"\W", "_", name) + ".tsv")
-        cmd = [sys.executable, "-m", "hapexpr.cli", "predict", str(study), "--method", "elastic-net",
-               "--vcf", str(vcfs[name]), "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "hapexpr.cli",
+            "predict",
+            str(study),
+            "--method",
+            "elastic-net",
+            "--vcf",
+            str(vcfs[name]),
+            "--out",
+            str(out),
+        ]
         return name, (subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120), out, vcfs[name])
 
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -648,7 +752,8 @@ def test_predict_cli_refuses_broken_new_vcf(predict_results, cli_results, name):
     if name == "VCF header only" and proc.returncode == 0:
         return  # no variants: every person gets the model's intercept; accepting it is fine
     needles = {"VCF truncated": ["truncated"], "VCF contigs match nothing": ["no contig"]}.get(
-        name, cli_results[0][name][2] if name in cli_results[0] else [])
+        name, cli_results[0][name][2] if name in cli_results[0] else []
+    )
     needles = [n for n in needles if n != "no gene lies on a contig"]
     assert_one_paragraph_error(proc, vcf, needles)
     assert not out.exists(), "a failed predict left its output behind"

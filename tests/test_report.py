@@ -26,8 +26,17 @@ from hapexpr.report import TINY_WARNING, write_report
 from hapexpr.study import Study
 
 CHROMIUM = Path("/usr/bin/chromium")
-HEADINGS = ["summary", "comparisons", "method-vs-method", "distributions", "best-genes", "ceiling", "explain",
-            "per-gene", "provenance"]
+HEADINGS = [
+    "summary",
+    "comparisons",
+    "method-vs-method",
+    "distributions",
+    "best-genes",
+    "ceiling",
+    "explain",
+    "per-gene",
+    "provenance",
+]
 
 
 def write_predictions(study_path: Path, noise: dict[str, float], seed: int = 0) -> pd.DataFrame:
@@ -37,9 +46,18 @@ def write_predictions(study_path: Path, noise: dict[str, float], seed: int = 0) 
     for gene_id in study.gene_ids:
         obs = rng.normal(size=len(study.sample_ids))
         for method, sd in noise.items():
-            parts.append(pd.DataFrame({"method": method, "gene_id": gene_id, "sample_id": study.sample_ids,
-                                       "fold": study.folds, "observed": obs,
-                                       "predicted": obs + sd * rng.normal(size=len(obs))}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "method": method,
+                        "gene_id": gene_id,
+                        "sample_id": study.sample_ids,
+                        "fold": study.folds,
+                        "observed": obs,
+                        "predicted": obs + sd * rng.normal(size=len(obs)),
+                    }
+                )
+            )
     df = pd.concat(parts, ignore_index=True)
     df.to_csv(study_path / "predictions.tsv", sep="\t", index=False)
     return df
@@ -49,9 +67,21 @@ def write_tiny_store(study_path: Path) -> None:
     """An embeddings/<fp>/info.json as ``hapexpr embed --model tiny`` writes it (fields used here)."""
     d = study_path / "embeddings" / "0123456789abcdef"
     d.mkdir(parents=True)
-    (d / "info.json").write_text(json.dumps({"fingerprint": "0123456789abcdef", "model": "tiny", "tiny": True,
-                                             "layer": 2, "bins": 32, "dim": 64, "weights_sha256": "ab" * 32,
-                                             "tokenizer": "nt-6mer", "updated_unix": time.time()}))
+    (d / "info.json").write_text(
+        json.dumps(
+            {
+                "fingerprint": "0123456789abcdef",
+                "model": "tiny",
+                "tiny": True,
+                "layer": 2,
+                "bins": 32,
+                "dim": 64,
+                "weights_sha256": "ab" * 32,
+                "tokenizer": "nt-6mer",
+                "updated_unix": time.time(),
+            }
+        )
+    )
 
 
 def write_effects(study_path: Path, method: str = "nt-transformer") -> str:
@@ -59,9 +89,19 @@ def write_effects(study_path: Path, method: str = "nt-transformer") -> str:
     gene_id = study.gene_ids[0]
     v = study.gene(gene_id).variants
     rng = np.random.default_rng(3)
-    eff = pd.DataFrame({"gene_id": gene_id, "variant_id": v["variant_id"], "pos": v["pos"], "ref": v["ref"],
-                        "alt": v["alt"], "in_window": v["in_window"], "n_carriers": rng.integers(1, 50, len(v)),
-                        "mean_effect": rng.normal(scale=0.1, size=len(v)), "sd_effect": rng.uniform(0, 0.05, len(v))})
+    eff = pd.DataFrame(
+        {
+            "gene_id": gene_id,
+            "variant_id": v["variant_id"],
+            "pos": v["pos"],
+            "ref": v["ref"],
+            "alt": v["alt"],
+            "in_window": v["in_window"],
+            "n_carriers": rng.integers(1, 50, len(v)),
+            "mean_effect": rng.normal(scale=0.1, size=len(v)),
+            "sd_effect": rng.uniform(0, 0.05, len(v)),
+        }
+    )
     (study_path / "explain" / method).mkdir(parents=True)
     eff.to_csv(study_path / "explain" / method / f"{gene_id}.tsv", sep="\t", index=False)
     return gene_id
@@ -72,9 +112,17 @@ def _pngs(page: str) -> list[bytes]:
 
 
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium-profile'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ]
     return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -109,19 +157,19 @@ def test_report_content_is_self_contained(full_report):
     # the summary's mean r agrees with scipy on the same predictions (NaN never occurs here)
     nt = preds[preds.method == "nt-transformer"]
     mean_r = np.mean([stats.pearsonr(d.observed, d.predicted).statistic for _, d in nt.groupby("gene_id")])
-    summary = page[page.index('id="summary"'):page.index('id="comparisons"')]
+    summary = page[page.index('id="summary"') : page.index('id="comparisons"')]
     assert f"<td>{mean_r:.3f}</td>" in summary
     # nt-transformer vs elastic-net is the first figure of its section, and the first comparison
-    scatter = page[page.index('id="method-vs-method"'):page.index('id="distributions"')]
+    scatter = page[page.index('id="method-vs-method"') : page.index('id="distributions"')]
     alts = re.findall(r'<img alt="([^"]*)"', scatter)
     assert alts[0] == "per-gene r, nt-transformer against elastic-net"
     assert "ridge-probe vs elastic-net" in alts[1] and "ridge-probe vs nt-transformer" in alts[1]
-    comp = page[page.index('id="comparisons"'):page.index('id="method-vs-method"')]
+    comp = page[page.index('id="comparisons"') : page.index('id="method-vs-method"')]
     first_row = re.search(r"<tbody><tr[^>]*>(.*?)</tr>", comp).group(1)
     assert "elastic-net" in first_row and "nt-transformer" in first_row
     # provenance: input hashes, parameters and the store's fingerprint
     meta = Study.open(study).meta
-    prov = page[page.index('id="provenance"'):]
+    prov = page[page.index('id="provenance"') :]
     assert meta["inputs"]["vcf"]["sha256"][:12] in prov and "0123456789abcdef" in prov
     assert "window" in prov and str(meta["params"]["window"]) in prov
     # evaluate was run because metrics.tsv was missing

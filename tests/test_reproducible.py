@@ -23,8 +23,27 @@ def _chain(cohort: Path, study: Path, threads: int) -> subprocess.CompletedProce
     a = prepare_args(cohort, study)
     hx = [sys.executable, "-m", "hapexpr.cli"]
     steps = [
-        ["prepare", "--vcf", a["vcf"], "--fasta", a["fasta"], "--genes", a["genes"], "--expression", a["expression"],
-         "--covariates", a["covariates"], "--window", a["window"], "--folds", a["folds"], "--seed", 3, "--out", study],
+        [
+            "prepare",
+            "--vcf",
+            a["vcf"],
+            "--fasta",
+            a["fasta"],
+            "--genes",
+            a["genes"],
+            "--expression",
+            a["expression"],
+            "--covariates",
+            a["covariates"],
+            "--window",
+            a["window"],
+            "--folds",
+            a["folds"],
+            "--seed",
+            3,
+            "--out",
+            study,
+        ],
         ["fit", study, "--method", "elastic-net", "--seed", 7],
         ["embed", study, "--bins", 8, "--batch-size", 4],
         ["fit", study, "--method", "ridge-probe", "--seed", 7],
@@ -32,8 +51,13 @@ def _chain(cohort: Path, study: Path, threads: int) -> subprocess.CompletedProce
     ]
     script = " && ".join(" ".join(f"'{x}'" for x in hx + list(map(str, step))) for step in steps)
     n = str(threads)
-    env = {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-           "COLUMNS": "200"}  # torch takes its intra-op thread count from OMP_NUM_THREADS
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "OPENBLAS_NUM_THREADS": n,
+        "COLUMNS": "200",
+    }  # torch takes its intra-op thread count from OMP_NUM_THREADS
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -65,8 +89,13 @@ def test_study_json_records_what_reproduces_the_study(tiny_study, tiny_cohort):
     meta = json.loads((tiny_study / "study.json").read_text())
     assert {"format_version", "hapexpr_version", "params", "inputs", "n_samples", "n_genes"} <= set(meta)
     assert {"window", "folds", "seed", "residualised", "allow_unphased", "covariates"} <= set(meta["params"])
-    for key, path in [("vcf", "genotypes.vcf.gz"), ("fasta", "reference.fa"), ("genes", "genes.gtf"),
-                      ("expression", "expression.bed.gz"), ("covariates", "covariates.tsv")]:
+    for key, path in [
+        ("vcf", "genotypes.vcf.gz"),
+        ("fasta", "reference.fa"),
+        ("genes", "genes.gtf"),
+        ("expression", "expression.bed.gz"),
+        ("covariates", "covariates.tsv"),
+    ]:
         record = meta["inputs"][key]
         data = (tiny_cohort / path).read_bytes()
         assert record["path"] == str((tiny_cohort / path).resolve())

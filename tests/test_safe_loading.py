@@ -76,7 +76,13 @@ def violations(source: str, filename: str = "<snippet>") -> list[str]:
                 found.append(f"{where}: trust_remote_code=True literal (only the user may ask for it)")
             if _is_true(_kw(node, "shell")):
                 found.append(f"{where}: shell=True")
-            if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput", "commands.getoutput"):
+            if name in (
+                "os.system",
+                "os.popen",
+                "subprocess.getoutput",
+                "subprocess.getstatusoutput",
+                "commands.getoutput",
+            ):
                 found.append(f"{where}: {name}")
             if name in ("eval", "exec", "compile"):
                 found.append(f"{where}: {name}()")
@@ -137,8 +143,10 @@ def test_source_has_no_unsafe_loading_or_shell():
 
 
 def _config(folder: Path, **prepare) -> Path:
-    lines = [f"  {k}: {v}" for k, v in {"vcf": "v.vcf.gz", "fasta": "r.fa", "genes": "g.gtf",
-                                        "expression": "e.bed.gz", **prepare}.items()]
+    lines = [
+        f"  {k}: {v}"
+        for k, v in {"vcf": "v.vcf.gz", "fasta": "r.fa", "genes": "g.gtf", "expression": "e.bed.gz", **prepare}.items()
+    ]
     path = folder / "config.yaml"
     path.write_text("study: studies/s\nprepare:\n" + "\n".join(lines) + "\nembed: false\nreport: false\n")
     return path
@@ -178,16 +186,21 @@ def test_config_python_tags_are_refused_and_never_run(config_dir, tmp_path):
     marker = tmp_path / "pwned"
     path = config_dir / "evil.yaml"
     path.write_text(f"study: !!python/object/apply:os.system ['touch {marker}']\nprepare: {{}}\n")
-    proc = subprocess.run([sys.executable, "-m", "hapexpr.cli", "run", str(path)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hapexpr.cli", "run", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert str(path) in proc.stderr and "not valid YAML" in proc.stderr
     assert not marker.exists()
 
 
 def test_cli_run_with_a_missing_config(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "hapexpr.cli", "run", str(tmp_path / "nope.yaml")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hapexpr.cli", "run", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nope.yaml" in proc.stderr
 
 
@@ -207,11 +220,21 @@ def test_load_config_accepts_or_raises_own_error_on_mutated_yaml(tmp_path):
     ).splitlines()
     variants = []
     for i in range(len(lines)):
-        variants.append(lines[:i] + lines[i + 1:])
-        variants.append(lines[:i] + [lines[i], lines[i]] + lines[i + 1:])
-        for junk in ["  - ", ": :", "\t", "[", "window: abc", "  seed: [1, 2]", "!!python/object:os.system x", "fit: 3",
-                     "  window: abc", "  - method: elastic-net\n    maf: high"]:
-            variants.append(lines[:i] + [junk] + lines[i + 1:])
+        variants.append(lines[:i] + lines[i + 1 :])
+        variants.append(lines[:i] + [lines[i], lines[i]] + lines[i + 1 :])
+        for junk in [
+            "  - ",
+            ": :",
+            "\t",
+            "[",
+            "window: abc",
+            "  seed: [1, 2]",
+            "!!python/object:os.system x",
+            "fit: 3",
+            "  window: abc",
+            "  - method: elastic-net\n    maf: high",
+        ]:
+            variants.append(lines[:i] + [junk] + lines[i + 1 :])
     path = tmp_path / "config.yaml"
     accepted = 0
     for v in variants:
@@ -245,6 +268,10 @@ def _plain_config(tmp_path: Path, extra: str = "", extra_prepare: str = "") -> P
     for name in ["v.vcf.gz", "r.fa", "g.gtf", "e.bed.gz"]:
         (tmp_path / name).write_text("x")
     path = tmp_path / "config.yaml"
-    path.write_text("study: s\nprepare:\n  vcf: v.vcf.gz\n  fasta: r.fa\n  genes: g.gtf\n  expression: e.bed.gz\n"
-                    + extra_prepare + "embed: false\nreport: false\n" + extra)
+    path.write_text(
+        "study: s\nprepare:\n  vcf: v.vcf.gz\n  fasta: r.fa\n  genes: g.gtf\n  expression: e.bed.gz\n"
+        + extra_prepare
+        + "embed: false\nreport: false\n"
+        + extra
+    )
     return path

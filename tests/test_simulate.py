@@ -22,8 +22,16 @@ from hapexpr.simulate import simulate_cohort
 SMALL = {"individuals": 40, "genes": 4, "window": 3000, "seed": 3}
 LARGE = {"individuals": 300, "genes": 30, "window": 4000, "seed": 11}
 FILES = {
-    "reference.fa", "reference.fa.fai", "genotypes.vcf.gz", "genotypes.vcf.gz.tbi", "genes.gtf",
-    "expression.bed.gz", "covariates.tsv", "samples.tsv", "truth.tsv", "truth_variants.tsv",
+    "reference.fa",
+    "reference.fa.fai",
+    "genotypes.vcf.gz",
+    "genotypes.vcf.gz.tbi",
+    "genes.gtf",
+    "expression.bed.gz",
+    "covariates.tsv",
+    "samples.tsv",
+    "truth.tsv",
+    "truth_variants.tsv",
 }
 needs_bcftools = pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
 
@@ -91,7 +99,8 @@ def test_vcf_is_valid_phased_biallelic_sorted_and_matches_reference(small):
     # --check-ref e exits non-zero on the first REF that disagrees with the FASTA.
     norm = subprocess.run(
         ["bcftools", "norm", "--check-ref", "e", "-f", str(fasta), "-Ou", "-o", "/dev/null", str(vcf)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert norm.returncode == 0, norm.stderr
     # Indels are written left-aligned: bcftools norm realigns nothing.
@@ -121,7 +130,9 @@ def test_fasta_index_matches_samtools_and_composition_is_human_like(small, large
     fai = tmp_path / "ref.fai"
     subprocess.run(["samtools", "faidx", str(small / "reference.fa"), "--fai-idx", str(fai)], check=True)
     assert fai.read_bytes() == (small / "reference.fa.fai").read_bytes()
-    seq = "".join(line.strip() for line in (large / "reference.fa").read_text().splitlines() if not line.startswith(">"))
+    seq = "".join(
+        line.strip() for line in (large / "reference.fa").read_text().splitlines() if not line.startswith(">")
+    )
     assert set(seq) == set("ACGT")
     gc = (seq.count("G") + seq.count("C")) / len(seq)
     assert 0.39 < gc < 0.43
@@ -294,7 +305,9 @@ def test_cli_simulate(tmp_path):
     from hapexpr.cli import app
 
     out = tmp_path / "cli"
-    result = CliRunner().invoke(app, ["simulate", "--out", str(out), "--individuals", "30", "--genes", "3", "--h2", "0.3"])
+    result = CliRunner().invoke(
+        app, ["simulate", "--out", str(out), "--individuals", "30", "--genes", "3", "--h2", "0.3"]
+    )
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == FILES
     truth = pd.read_csv(out / "truth.tsv", sep="\t")

@@ -162,8 +162,23 @@ def test_cis_interaction_is_invisible_to_unphased_dosages():
 
 # The documented rule, written out independently of hapexpr.simulate.motifs.
 DOC_MOTIFS = [("TGASTCAB", 1.0), ("RRCCAATSR", 0.6), ("GGGGCGGGGC", 0.8), ("WACAGCTGTW", -0.8)]
-DOC_CODES = {"A": "A", "C": "C", "G": "G", "T": "T", "R": "AG", "Y": "CT", "S": "CG", "W": "AT", "K": "GT",
-             "M": "AC", "B": "CGT", "D": "AGT", "H": "ACT", "V": "ACG", "N": "ACGT"}
+DOC_CODES = {
+    "A": "A",
+    "C": "C",
+    "G": "G",
+    "T": "T",
+    "R": "AG",
+    "Y": "CT",
+    "S": "CG",
+    "W": "AT",
+    "K": "GT",
+    "M": "AC",
+    "B": "CGT",
+    "D": "AGT",
+    "H": "ACT",
+    "V": "ACG",
+    "N": "ACGT",
+}
 DOC_P = {1: (0.85, 0.05), 2: (0.45, 0.05), 3: (0.30, 0.10), 4: (0.25, 0.25)}
 
 
@@ -222,7 +237,10 @@ def test_motif_scorer_matches_the_documented_rule_and_breaking_a_site_costs(coho
             assert got == pytest.approx(expected, abs=1e-9)
             # A strong-position mismatch moves the site from ~0.95 bound to ~0.25 at most.
             weight = math.exp(-abs((site.start + site.end) / 2 - gene.tss) / 200)
-            if seq[site.start - start : site.end - start + 1] in (motif.best.decode(), motifs._revcomp(motif.best).decode()):
+            if seq[site.start - start : site.end - start + 1] in (
+                motif.best.decode(),
+                motifs._revcomp(motif.best).decode(),
+            ):
                 assert np.sign(got) == -np.sign(activity[site.motif])
                 assert abs(got) > 0.5 * abs(activity[site.motif]) * weight
                 broken_any += 1
@@ -267,11 +285,15 @@ def test_motif_genetic_value_follows_from_each_haplotype_sequence(cohorts):
         beta = coef[1]
         # Each listed SNV's effect = beta * (c(reference + this ALT) - c(reference)).
         ref_c = _naive_contribution(seq, tss_index)
-        for _, row in table[(table.gene_id == gene.gene_id) & (table.role == "motif") & (table.type == "snv")].iterrows():
+        for _, row in table[
+            (table.gene_id == gene.gene_id) & (table.role == "motif") & (table.type == "snv")
+        ].iterrows():
             _, pos, ref, alt = row.variant_id.rsplit("_", 3)
             s = list(seq)
             s[int(pos) - start] = alt
-            assert row.effect == pytest.approx(beta * (_naive_contribution("".join(s), tss_index) - ref_c), rel=1e-4, abs=1e-6)
+            assert row.effect == pytest.approx(
+                beta * (_naive_contribution("".join(s), tss_index) - ref_c), rel=1e-4, abs=1e-6
+            )
         checked += 1
     assert checked >= 1
 
@@ -291,8 +313,9 @@ def test_motifs_are_planted_on_segregating_sites(cohorts):
 
 
 def _vcf_alt_freq(vcf: Path) -> dict[str, float]:
-    text = subprocess.run(["bcftools", "query", "-f", "%ID[\t%GT]\n", str(vcf)], check=True,
-                          capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["bcftools", "query", "-f", "%ID[\t%GT]\n", str(vcf)], check=True, capture_output=True, text=True
+    ).stdout
     freq = {}
     for line in text.splitlines():
         vid, *gts = line.split("\t")
@@ -341,13 +364,15 @@ def test_reference_and_vcf_stay_consistent(arch, cohorts):
     vcf = out / "genotypes.vcf.gz"
     norm = subprocess.run(
         ["bcftools", "norm", "--check-ref", "e", "-f", str(out / "reference.fa"), "-Ou", "-o", "/dev/null", str(vcf)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert norm.returncode == 0, norm.stderr
     total, split, realigned, skipped = map(int, re.search(r"(\d+)/(\d+)/(\d+)/(\d+)", norm.stderr).groups())
     assert total > 20 and (split, realigned, skipped) == (0, 0, 0)
-    text = subprocess.run(["bcftools", "query", "-f", "%CHROM\t%POS\n", str(vcf)], check=True, capture_output=True,
-                          text=True).stdout
+    text = subprocess.run(
+        ["bcftools", "query", "-f", "%CHROM\t%POS\n", str(vcf)], check=True, capture_output=True, text=True
+    ).stdout
     df = pd.DataFrame([line.split("\t") for line in text.splitlines()], columns=["chrom", "pos"]).astype({"pos": int})
     for _, sub in df.groupby("chrom"):
         assert (np.diff(sub["pos"].to_numpy()) > 0).all()
@@ -395,8 +420,21 @@ def test_cli_architecture(tmp_path):
     from hapexpr.cli import app
 
     out = tmp_path / "cli"
-    args = ["simulate", "--out", str(out), "--individuals", "30", "--genes", "2", "--window", "1000",
-            "--architecture", "cis-interaction", "--h2-distribution", "realistic"]
+    args = [
+        "simulate",
+        "--out",
+        str(out),
+        "--individuals",
+        "30",
+        "--genes",
+        "2",
+        "--window",
+        "1000",
+        "--architecture",
+        "cis-interaction",
+        "--h2-distribution",
+        "realistic",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     truth = pd.read_csv(out / "truth.tsv", sep="\t", keep_default_na=False)

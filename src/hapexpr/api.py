@@ -29,8 +29,19 @@ from hapexpr.methods import method_names
 from hapexpr.predict import predict_new
 from hapexpr.study import Study
 
-__all__ = ["embed", "evaluate", "explain", "final_model", "fit", "fit_final_all", "fits", "methods",
-           "open_study", "predict", "predictions"]
+__all__ = [
+    "embed",
+    "evaluate",
+    "explain",
+    "final_model",
+    "fit",
+    "fit_final_all",
+    "fits",
+    "methods",
+    "open_study",
+    "predict",
+    "predictions",
+]
 
 
 def _path(study: Study | str | Path) -> Path:

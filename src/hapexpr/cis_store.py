@@ -38,8 +38,9 @@ def merged_windows(tss: np.ndarray, cis_window: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def write_cis_store(directory: Path, genes_df: pd.DataFrame, reader, cis_window: int, *,
-                    chunk: int = 1_000_000) -> pd.DataFrame:
+def write_cis_store(
+    directory: Path, genes_df: pd.DataFrame, reader, cis_window: int, *, chunk: int = 1_000_000
+) -> pd.DataFrame:
     """Write (or, after a killed run, reuse) each contig's arrays; returns the index table.
 
     genes_df: ``gene_id chrom vcf_chrom tss`` rows; reader: a ``VcfReader`` over the study's
@@ -57,8 +58,18 @@ def write_cis_store(directory: Path, genes_df: pd.DataFrame, reader, cis_window:
         tss = g["tss"].to_numpy(dtype=np.int64)
         first = np.searchsorted(pos, tss - cis_window, side="left")
         stop = np.searchsorted(pos, tss + cis_window, side="right")
-        rows.append(pd.DataFrame({"gene_id": g["gene_id"].to_numpy(), "chrom": g["chrom"].to_numpy(), "file": stem,
-                                  "first": first, "stop": stop, "n_variants": stop - first}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "gene_id": g["gene_id"].to_numpy(),
+                    "chrom": g["chrom"].to_numpy(),
+                    "file": stem,
+                    "first": first,
+                    "stop": stop,
+                    "n_variants": stop - first,
+                }
+            )
+        )
     index = pd.concat(rows, ignore_index=True)[INDEX_COLUMNS]
     with atomic_open(directory / "genes.tsv") as fh:
         index.to_csv(fh, sep="\t", index=False)
@@ -92,5 +103,6 @@ def _write_contig(base: Path, reader, contig: str, intervals: list[tuple[int, in
 
     with atomic_path(Path(f"{base}.variants.npz")) as tmp:
         with open(tmp, "wb") as out:  # written last: its presence marks the contig complete
-            np.savez_compressed(out, variant_id=cat(ids, str), pos=cat(pos, np.int64),
-                                ref=cat(ref, str), alt=cat(alt, str))
+            np.savez_compressed(
+                out, variant_id=cat(ids, str), pos=cat(pos, np.int64), ref=cat(ref, str), alt=cat(alt, str)
+            )

@@ -87,17 +87,40 @@ def simulate(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the cohort into.")],
     individuals: Annotated[int, typer.Option(min=4, help="Number of people.")] = 290,
     genes: Annotated[int, typer.Option(min=1, help="Number of genes.")] = 20,
-    window: Annotated[int, typer.Option(min=100, help="Window around each TSS that carries the simulated variation (bp).")] = 6000,
-    h2: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Heritability of every gene; default varies across genes (some 0).")] = None,
+    window: Annotated[
+        int, typer.Option(min=100, help="Window around each TSS that carries the simulated variation (bp).")
+    ] = 6000,
+    h2: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=1.0, help="Heritability of every gene; default varies across genes (some 0)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
-    architecture: Annotated[str, typer.Option(help="Genetic architecture: additive, motif, cis-interaction, rare, distal or mixed (docs/simulate.md).")] = "additive",
-    h2_distribution: Annotated[str, typer.Option("--h2-distribution", help="Per-gene h2 when --h2 is not given: uniform (0.1-0.6, 20% null) or realistic (median ~0.1).")] = "uniform",
+    architecture: Annotated[
+        str,
+        typer.Option(
+            help="Genetic architecture: additive, motif, cis-interaction, rare, distal or mixed (docs/simulate.md)."
+        ),
+    ] = "additive",
+    h2_distribution: Annotated[
+        str,
+        typer.Option(
+            "--h2-distribution",
+            help="Per-gene h2 when --h2 is not given: uniform (0.1-0.6, 20% null) or realistic (median ~0.1).",
+        ),
+    ] = "uniform",
     overwrite: Overwrite = False,
 ) -> None:
     """Simulate a realistic cohort (msprime) in standard files."""
     simulate_cohort(
-        out, individuals=individuals, genes=genes, window=window, h2=h2, seed=seed, architecture=architecture,
-        h2_distribution=h2_distribution, overwrite=overwrite,
+        out,
+        individuals=individuals,
+        genes=genes,
+        window=window,
+        h2=h2,
+        seed=seed,
+        architecture=architecture,
+        h2_distribution=h2_distribution,
+        overwrite=overwrite,
     )
 
 
@@ -107,15 +130,22 @@ def haplotypes(
     vcf: Annotated[Path, typer.Option("--vcf", help="Phased, bgzipped and indexed VCF/BCF.")],
     fasta: Annotated[Path, typer.Option("--fasta", help="Reference FASTA.")],
     region: Annotated[str, typer.Option("--region", help="CHR:START-END, 1-based inclusive.")],
-    samples: Annotated[Optional[str], typer.Option("--samples", help="Comma-separated sample ids (default all).")] = None,
+    samples: Annotated[
+        Optional[str], typer.Option("--samples", help="Comma-separated sample ids (default all).")
+    ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="FASTA to write (default stdout).")] = None,
-    allow_unphased: Annotated[bool, typer.Option("--allow-unphased", help="Use unphased genotypes in the order written.")] = False,
+    allow_unphased: Annotated[
+        bool, typer.Option("--allow-unphased", help="Use unphased genotypes in the order written.")
+    ] = False,
 ) -> None:
     """Both haplotypes of each sample over a region, as `bcftools consensus -H 1pIu/2pIu`."""
     haplotypes_fasta(
-        vcf, fasta, region,
+        vcf,
+        fasta,
+        region,
         samples=None if samples is None else [s for s in samples.split(",") if s],
-        out=out, allow_unphased=allow_unphased,
+        out=out,
+        allow_unphased=allow_unphased,
     )
 
 
@@ -123,26 +153,62 @@ def haplotypes(
 @_friendly
 def prepare(
     vcf: Annotated[Path, typer.Option("--vcf", help="Phased, bgzipped and indexed VCF/BCF.")],
-    expression: Annotated[Path, typer.Option("--expression", help="tensorQTL or QTLtools BED(.gz), GTEx GCT, or TSV/parquet genes x samples.")],
+    expression: Annotated[
+        Path,
+        typer.Option("--expression", help="tensorQTL or QTLtools BED(.gz), GTEx GCT, or TSV/parquet genes x samples."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Study directory to write.")],
-    fasta: Annotated[Optional[Path], typer.Option("--fasta", help="Reference FASTA (indexed if not); without it, a genotype-only study.")] = None,
-    genes: Annotated[Optional[Path], typer.Option("--genes", help="GENCODE GTF/GFF3, or BED/TSV of TSSs (optional for a QTLtools BED).")] = None,
-    covariates: Annotated[Optional[Path], typer.Option("--covariates", help="Covariates x samples, tab or whitespace separated.")] = None,
-    normalise: Annotated[str, typer.Option("--normalise", help="none, log2 or inverse-normal (fitted inside the training folds).")] = "none",
+    fasta: Annotated[
+        Optional[Path],
+        typer.Option("--fasta", help="Reference FASTA (indexed if not); without it, a genotype-only study."),
+    ] = None,
+    genes: Annotated[
+        Optional[Path],
+        typer.Option("--genes", help="GENCODE GTF/GFF3, or BED/TSV of TSSs (optional for a QTLtools BED)."),
+    ] = None,
+    covariates: Annotated[
+        Optional[Path], typer.Option("--covariates", help="Covariates x samples, tab or whitespace separated.")
+    ] = None,
+    normalise: Annotated[
+        str, typer.Option("--normalise", help="none, log2 or inverse-normal (fitted inside the training folds).")
+    ] = "none",
     window: Annotated[int, typer.Option(min=12, max=196_608, help="Window around each TSS (bp).")] = 6000,
-    cis_window: Annotated[int, typer.Option("--cis-window", min=0, help="Store dosages of variants within +-BP of each TSS (elastic net).")] = 1_000_000,
+    cis_window: Annotated[
+        int,
+        typer.Option("--cis-window", min=0, help="Store dosages of variants within +-BP of each TSS (elastic net)."),
+    ] = 1_000_000,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds over individuals.")] = 5,
-    folds_by: Annotated[Optional[tuple[str, Path]], typer.Option("--folds-by", help="COLUMN FILE: one fold per value of COLUMN in a sample table (first column: sample id).")] = None,
+    folds_by: Annotated[
+        Optional[tuple[str, Path]],
+        typer.Option(
+            "--folds-by", help="COLUMN FILE: one fold per value of COLUMN in a sample table (first column: sample id)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
-    residualised: Annotated[bool, typer.Option("--residualised", help="Expression is already residualised; ignore covariates.")] = False,
-    allow_unphased: Annotated[bool, typer.Option("--allow-unphased", help="Accept unphased genotypes (see docs).")] = False,
+    residualised: Annotated[
+        bool, typer.Option("--residualised", help="Expression is already residualised; ignore covariates.")
+    ] = False,
+    allow_unphased: Annotated[
+        bool, typer.Option("--allow-unphased", help="Accept unphased genotypes (see docs).")
+    ] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Read the user's files once and write a study directory."""
     prepare_study(
-        vcf=vcf, fasta=fasta, genes=genes, expression=expression, covariates=covariates, out=out,
-        window=window, folds=folds, seed=seed, residualised=residualised,
-        allow_unphased=allow_unphased, normalise=normalise, cis_window=cis_window, folds_by=folds_by,
+        vcf=vcf,
+        fasta=fasta,
+        genes=genes,
+        expression=expression,
+        covariates=covariates,
+        out=out,
+        window=window,
+        folds=folds,
+        seed=seed,
+        residualised=residualised,
+        allow_unphased=allow_unphased,
+        normalise=normalise,
+        cis_window=cis_window,
+        folds_by=folds_by,
         overwrite=overwrite,
     )
 
@@ -151,21 +217,54 @@ def prepare(
 @_friendly
 def embed(
     study: Annotated[Path, typer.Argument(help="Study directory written by `hapexpr prepare`.")],
-    model: Annotated[str, typer.Option("--model", help="'tiny' (random NT-architecture model, offline demo), a local checkpoint directory (NT v1/v2 or another Hugging Face DNA model with its tokenizer), kmer[:K] (k-mer frequencies, no weights), or enformer[:PATH] (Enformer's tracks at the TSS bins).")] = "tiny",
-    layer: Annotated[Optional[int], typer.Option("--layer", help="Hidden-state layer: 0 = token embeddings, default the last; -1 counts from the end.")] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="'tiny' (random NT-architecture model, offline demo), a local checkpoint directory (NT v1/v2 or another Hugging Face DNA model with its tokenizer), kmer[:K] (k-mer frequencies, no weights), or enformer[:PATH] (Enformer's tracks at the TSS bins).",
+        ),
+    ] = "tiny",
+    layer: Annotated[
+        Optional[int],
+        typer.Option(
+            "--layer", help="Hidden-state layer: 0 = token embeddings, default the last; -1 counts from the end."
+        ),
+    ] = None,
     bins: Annotated[int, typer.Option("--bins", min=1, help="TSS-centred bins to pool each window into.")] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")] = 8,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (bf16 autocast on CUDA).")] = "cpu",
-    engine: Annotated[str, typer.Option("--engine", help="local, or ray (Ray Data; pip install hapexpr[distributed]).")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: start a local one).")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a checkpoint's own Python code (NT v2).")] = False,
-    cache: Annotated[Optional[Path], typer.Option("--cache", help="A folder of embedding stores shared across studies and cohorts: sequences already embedded there are reused.")] = None,
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="enformer: input length (default 196,608 for real weights).")] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local, or ray (Ray Data; pip install hapexpr[distributed]).")
+    ] = "local",
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: start a local one).")
+    ] = None,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Allow a checkpoint's own Python code (NT v2).")
+    ] = False,
+    cache: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--cache",
+            help="A folder of embedding stores shared across studies and cohorts: sequences already embedded there are reused.",
+        ),
+    ] = None,
+    seq_len: Annotated[
+        Optional[int], typer.Option("--seq-len", help="enformer: input length (default 196,608 for real weights).")
+    ] = None,
 ) -> None:
     """Embed each distinct haplotype window once into STUDY/embeddings/<fingerprint>/."""
     run_embed(
-        study, model=model, layer=layer, bins=bins, batch_size=batch_size, device=device,
-        engine=engine, ray_address=ray_address, trust_remote_code=trust_remote_code, cache=cache,
+        study,
+        model=model,
+        layer=layer,
+        bins=bins,
+        batch_size=batch_size,
+        device=device,
+        engine=engine,
+        ray_address=ray_address,
+        trust_remote_code=trust_remote_code,
+        cache=cache,
         seq_len=seq_len,
     )
 
@@ -173,19 +272,39 @@ def embed(
 def _fit(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
     method: Annotated[str, typer.Option("--method", help="A registered method (`hapexpr methods` lists them).")],
-    name: Annotated[Optional[str], typer.Option("--name", help="Name of this fit in predictions.tsv (default: the method's name for these options, e.g. elastic-net-window).")] = None,
-    final: Annotated[bool, typer.Option("--final", help="Also fit on all individuals for `predict`/`explain` (same as `fit-final`).")] = False,
-    engine: Annotated[str, typer.Option("--engine", help="local, or ray (genes as Ray tasks; pip install 'hapexpr[distributed]').")] = "local",
+    name: Annotated[
+        Optional[str],
+        typer.Option(
+            "--name",
+            help="Name of this fit in predictions.tsv (default: the method's name for these options, e.g. elastic-net-window).",
+        ),
+    ] = None,
+    final: Annotated[
+        bool, typer.Option("--final", help="Also fit on all individuals for `predict`/`explain` (same as `fit-final`).")
+    ] = False,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local, or ray (genes as Ray tasks; pip install 'hapexpr[distributed]').")
+    ] = "local",
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="local engine: genes fitted in parallel processes.")] = 1,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="ray engine: join this cluster (default: start a local one).")] = None,
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="ray engine: join this cluster (default: start a local one).")
+    ] = None,
     overwrite: Overwrite = False,
     **options,
 ) -> None:
     """Train a method under the study's cross-validation; out-of-fold predictions go to predictions.tsv.
 
     Each method's options are flags; `hapexpr methods` lists which method has which."""
-    rows = run_fit(study, method, options=options_for(method, options), name=name, overwrite=overwrite,
-                   engine=engine, jobs=jobs, ray_address=ray_address)
+    rows = run_fit(
+        study,
+        method,
+        options=options_for(method, options),
+        name=name,
+        overwrite=overwrite,
+        engine=engine,
+        jobs=jobs,
+        ray_address=ray_address,
+    )
     if final and len(rows):
         fit_final(study, str(rows["method"].iloc[0]), overwrite=overwrite)
 
@@ -231,35 +350,79 @@ def report(
 def export_predictdb(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
     out: Annotated[Path, typer.Option("--out", help="SQLite database to write (PredictDB schema).")],
-    method: Annotated[str, typer.Option("--method", help="The dosage fit to export, by name (its options as `hapexpr fit` used them).")] = "elastic-net",
-    cis_window: Annotated[Optional[int], typer.Option("--cis-window", help="Override: variants within +-BP of the TSS (0: the study window).")] = None,
-    maf: Annotated[Optional[float], typer.Option(min=0.0, max=0.5, help="Override: keep variants with minor allele frequency above this.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override: seed of the inner CV folds (as `hapexpr fit --seed`).")] = None,
-    all_genes: Annotated[bool, typer.Option("--all-genes", help="Write every gene with a model, not only PredictDB's significant ones (mean r > 0.1, p < 0.05).")] = False,
-    drop_ambiguous: Annotated[Optional[bool], typer.Option("--drop-ambiguous/--keep-ambiguous", help="Leave out strand-ambiguous SNPs (A/T, C/G) before fitting, as PredictDB does (default: as the fit did).")] = None,
-    rsid_map: Annotated[Optional[Path], typer.Option("--rsid-map", help="TSV of chrom pos ref alt rsid: write rsIDs where the VCF has other ids.")] = None,
+    method: Annotated[
+        str,
+        typer.Option("--method", help="The dosage fit to export, by name (its options as `hapexpr fit` used them)."),
+    ] = "elastic-net",
+    cis_window: Annotated[
+        Optional[int],
+        typer.Option("--cis-window", help="Override: variants within +-BP of the TSS (0: the study window)."),
+    ] = None,
+    maf: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=0.5, help="Override: keep variants with minor allele frequency above this."),
+    ] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(help="Override: seed of the inner CV folds (as `hapexpr fit --seed`).")
+    ] = None,
+    all_genes: Annotated[
+        bool,
+        typer.Option(
+            "--all-genes",
+            help="Write every gene with a model, not only PredictDB's significant ones (mean r > 0.1, p < 0.05).",
+        ),
+    ] = False,
+    drop_ambiguous: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--drop-ambiguous/--keep-ambiguous",
+            help="Leave out strand-ambiguous SNPs (A/T, C/G) before fitting, as PredictDB does (default: as the fit did).",
+        ),
+    ] = None,
+    rsid_map: Annotated[
+        Optional[Path],
+        typer.Option("--rsid-map", help="TSV of chrom pos ref alt rsid: write rsIDs where the VCF has other ids."),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Elastic-net weights fit on all individuals, as a PredictDB database for S-PrediXcan."""
-    given = {k: v for k, v in {"cis_window": cis_window, "maf": maf, "seed": seed,
-                               "drop_ambiguous": drop_ambiguous}.items() if v is not None}
-    summary = export(study, out, overwrite=overwrite, method=method, options=given, all_genes=all_genes,
-                     rsid_map=rsid_map)
-    print(f"{out}: {summary['genes_written']} of {summary['genes']} genes "
-          f"({summary['genes_with_model']} with a model), {summary['weights_written']} weights")
+    given = {
+        k: v
+        for k, v in {"cis_window": cis_window, "maf": maf, "seed": seed, "drop_ambiguous": drop_ambiguous}.items()
+        if v is not None
+    }
+    summary = export(
+        study, out, overwrite=overwrite, method=method, options=given, all_genes=all_genes, rsid_map=rsid_map
+    )
+    print(
+        f"{out}: {summary['genes_written']} of {summary['genes']} genes "
+        f"({summary['genes_with_model']} with a model), {summary['weights_written']} weights"
+    )
     if summary["not_rsid"]:
-        console.print(f"[yellow]{summary['not_rsid']} of {summary['weights_written']} weights have ids that are not "
-                      "rsIDs (e.g. chrom_pos): S-PrediXcan matches GWAS SNPs by rsid, so pass --rsid-map FILE "
-                      "(chrom pos ref alt rsid)[/]")
+        console.print(
+            f"[yellow]{summary['not_rsid']} of {summary['weights_written']} weights have ids that are not "
+            "rsIDs (e.g. chrom_pos): S-PrediXcan matches GWAS SNPs by rsid, so pass --rsid-map FILE "
+            "(chrom pos ref alt rsid)[/]"
+        )
     if summary["ambiguous_kept"]:
-        console.print(f"[yellow]{summary['ambiguous_kept']} weights are strand-ambiguous SNPs (A/T, C/G), kept "
-                      "because the fit kept them; PredictDB drops them (--drop-ambiguous)[/]")
+        console.print(
+            f"[yellow]{summary['ambiguous_kept']} weights are strand-ambiguous SNPs (A/T, C/G), kept "
+            "because the fit kept them; PredictDB drops them (--drop-ambiguous)[/]"
+        )
 
 
 def _fit_final(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
-    method: Annotated[str, typer.Option("--method", help="A fit of the study by its name (e.g. elastic-net, enformer-ridge), or a method to fit with its defaults.")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a final fit made with other options.")] = False,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="A fit of the study by its name (e.g. elastic-net, enformer-ridge), or a method to fit with its defaults.",
+        ),
+    ],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a final fit made with other options.")
+    ] = False,
     engine: Annotated[str, typer.Option("--engine", help="local, or ray (genes as Ray tasks).")] = "local",
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="local engine: genes fitted in parallel processes.")] = 1,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="ray engine: join this cluster.")] = None,
@@ -269,16 +432,30 @@ def _fit_final(
 
     Options left out are those `hapexpr fit` used for that fit, else the method's defaults."""
     base = fitted_or_default(Study.open(study), method).name
-    fit_final(study, method, options=options_for(base, options), overwrite=overwrite, engine=engine, jobs=jobs,
-              ray_address=ray_address)
+    fit_final(
+        study,
+        method,
+        options=options_for(base, options),
+        overwrite=overwrite,
+        engine=engine,
+        jobs=jobs,
+        ray_address=ray_address,
+    )
 
 
 @app.command()
 @_friendly
 def predict(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
-    method: Annotated[str, typer.Option("--method", help="A per-gene fit of the study by its name (e.g. elastic-net, ridge-probe, enformer-ridge).")],
-    vcf: Annotated[Path, typer.Option("--vcf", help="Bgzipped, indexed VCF of the new people (phased for sequence methods).")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method", help="A per-gene fit of the study by its name (e.g. elastic-net, ridge-probe, enformer-ridge)."
+        ),
+    ],
+    vcf: Annotated[
+        Path, typer.Option("--vcf", help="Bgzipped, indexed VCF of the new people (phased for sequence methods).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="TSV to write: method gene_id sample_id predicted ...")],
     overwrite: Overwrite = False,
 ) -> None:
@@ -292,7 +469,9 @@ def explain(
     study: Annotated[Path, typer.Argument(help="Study directory.")],
     method: Annotated[str, typer.Option("--method", help="A per-gene fit of the study by its name.")],
     gene: Annotated[str, typer.Option("--gene", help="Gene id, as in STUDY/genes.tsv.")],
-    out: Annotated[Path, typer.Option("--out", help="TSV of per-variant effects to write (also copied to STUDY/explain/).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="TSV of per-variant effects to write (also copied to STUDY/explain/).")
+    ],
     overwrite: Overwrite = False,
 ) -> None:
     """Effect of each variant in a gene's window on the prediction (ALT swapped to REF, re-embedded)."""

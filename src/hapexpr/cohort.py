@@ -71,7 +71,8 @@ class StudyCohort:
                 f"this study stores cis genotypes out to {'no distance' if stored is None else f'+-{stored:,} bp'}, "
                 f"not the +-{window:,} bp asked for (studies prepared before hapexpr stored them have none)",
                 path=self.study.path,
-                hint=f"prepare the study again with --cis-window {window}, or fit with a smaller --cis-window")
+                hint=f"prepare the study again with --cis-window {window}, or fit with a smaller --cis-window",
+            )
         cis = self.study.cis_genotypes(gene_id)
         tss = int(self.study.gene_info(gene_id)["tss"])
         keep = np.abs(cis.variants["pos"].to_numpy(dtype=np.int64) - tss) <= window
@@ -83,9 +84,15 @@ def read_cis(reader: VcfReader, chrom: str, tss: int, window: int) -> tuple[pd.D
     """(table, (samples, variants) float32 dosages) of ``reader``'s records within +-window of tss."""
     v = reader.fetch(chrom, max(1, tss - window), tss + window)
     dos = np.asarray(v.genotypes).sum(axis=2, dtype=np.int16).astype(np.float32)  # (variants, samples)
-    table = pd.DataFrame({"variant_id": np.asarray(v.ids, dtype=object), "chrom": chrom,
-                          "pos": np.asarray(v.pos, dtype=np.int64), "ref": np.asarray(v.ref, dtype=object),
-                          "alt": np.asarray(v.alt, dtype=object)})
+    table = pd.DataFrame(
+        {
+            "variant_id": np.asarray(v.ids, dtype=object),
+            "chrom": chrom,
+            "pos": np.asarray(v.pos, dtype=np.int64),
+            "ref": np.asarray(v.ref, dtype=object),
+            "alt": np.asarray(v.alt, dtype=object),
+        }
+    )
     return table, np.ascontiguousarray(dos.T)
 
 
@@ -127,8 +134,9 @@ class NewCohort:
             if new is None:
                 raise InputError(f"the VCF has no contig {study_gene.chrom} (gene {gene_id})", path=self.reader.path)
             alleles, index = unique_haplotypes(new.genotypes)
-            people = dataclasses.replace(study_gene, variants=new.table, genotypes=new.genotypes,
-                                         hap_index=index, hap_alleles=alleles)
+            people = dataclasses.replace(
+                study_gene, variants=new.table, genotypes=new.genotypes, hap_index=index, hap_alleles=alleles
+            )
             self._cache = (gene_id, new, people)
         return self._cache[1]
 
@@ -155,9 +163,16 @@ def read_new_variants(reader: VcfReader, gene: GeneData) -> NewVariants | None:
     _check_ref(reader.path, gene, v)
     w_lo, w_hi = window_bounds(gene.tss, gene.strand, gene.window)
     ref_end = v.pos + np.array([len(r) for r in v.ref], dtype=np.int64) - 1
-    table = pd.DataFrame({"variant_id": np.asarray(v.ids, dtype=object), "chrom": gene.chrom, "pos": v.pos,
-                          "ref": np.asarray(v.ref, dtype=object), "alt": np.asarray(v.alt, dtype=object),
-                          "in_window": (ref_end >= w_lo) & (v.pos <= w_hi)})
+    table = pd.DataFrame(
+        {
+            "variant_id": np.asarray(v.ids, dtype=object),
+            "chrom": gene.chrom,
+            "pos": v.pos,
+            "ref": np.asarray(v.ref, dtype=object),
+            "alt": np.asarray(v.alt, dtype=object),
+            "in_window": (ref_end >= w_lo) & (v.pos <= w_hi),
+        }
+    )
     study_keys = set(variant_keys(gene.variants["pos"], gene.variants["ref"], gene.variants["alt"]))
     in_study = np.array([k in study_keys for k in variant_keys(v.pos, v.ref, v.alt)], dtype=bool)
     return NewVariants(table=table, genotypes=np.asarray(v.genotypes, dtype=np.int8), in_study=in_study)
@@ -173,9 +188,9 @@ def _check_ref(vcf_path, gene: GeneData, v) -> None:
         have = gene.reference[o : o + len(r)]
         if have != str(r).upper().encode()[: len(have)]:
             raise InputError(
-                f"REF does not match the study's reference for gene {gene.gene_id} (which has "
-                f"{have.decode()} there)",
-                path=vcf_path, record=f"{v.chrom}:{p} {r}>{a}",
+                f"REF does not match the study's reference for gene {gene.gene_id} (which has {have.decode()} there)",
+                path=vcf_path,
+                record=f"{v.chrom}:{p} {r}>{a}",
                 hint="the new VCF must use the genome build and FASTA of the study; check it with "
                 "`bcftools norm --check-ref e -f REF.fa NEW.vcf.gz`",
             )

@@ -91,7 +91,9 @@ class FitRun:
     ``resolved``, ...); its hash is the key that decides whether earlier results can be kept.
     """
 
-    def __init__(self, study: Study, name: str, record: dict, *, overwrite: bool, names: list[str] | None = None) -> None:
+    def __init__(
+        self, study: Study, name: str, record: dict, *, overwrite: bool, names: list[str] | None = None
+    ) -> None:
         self.study = study
         self.method = name
         self.names = names or [name]
@@ -104,7 +106,8 @@ class FitRun:
             if previous.get("complete") and not overwrite:
                 raise StudyError(
                     f"{name} was already fit on this study with other options ({previous.get('options')})",
-                    path=study.path, hint="pass --overwrite to refit it with the new options, or "
+                    path=study.path,
+                    hint="pass --overwrite to refit it with the new options, or "
                     "--name NAME to fit these options side by side under another name",
                 )
             for f in self.oof.glob("*"):
@@ -132,8 +135,14 @@ class FitRun:
 
     def save_gene(self, gene_id: str, observed: np.ndarray, predicted: np.ndarray) -> None:
         df = pd.DataFrame(
-            {"method": self.method, "gene_id": gene_id, "sample_id": self.study.sample_ids,
-             "fold": self.study.folds, "observed": observed, "predicted": predicted}
+            {
+                "method": self.method,
+                "gene_id": gene_id,
+                "sample_id": self.study.sample_ids,
+                "fold": self.study.folds,
+                "observed": observed,
+                "predicted": predicted,
+            }
         )
         with atomic_open(self.gene_path(gene_id)) as fh:
             df.to_csv(fh, sep="\t", index=False, float_format="%.10g")
@@ -141,18 +150,25 @@ class FitRun:
     def finish(self, extra: dict | None = None) -> pd.DataFrame:
         """Gather per-gene results and replace this fit's rows in predictions.tsv. Genes the
         method had nothing to learn from (every prediction missing) get no rows."""
-        parts = [pd.read_csv(self.gene_path(g), sep="\t", dtype={"gene_id": str, "sample_id": str})
-                 for g in self.study.gene_ids if self.done(g)]
+        parts = [
+            pd.read_csv(self.gene_path(g), sep="\t", dtype={"gene_id": str, "sample_id": str})
+            for g in self.study.gene_ids
+            if self.done(g)
+        ]
         new = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PREDICTION_COLUMNS)
         empty = new.groupby("gene_id")["predicted"].transform(lambda p: p.isna().all()) if len(new) else []
         no_model = sorted(new.loc[empty, "gene_id"].unique()) if len(new) else []
         new = new[~np.asarray(empty, dtype=bool)] if len(new) else new
         write_predictions(self.study.path, self.method, new)
-        write_json(self.dir / "fit.json", {"key": self.key, **self.record, "complete": True,
-                                           "genes_without_model": no_model, **(extra or {})})
+        write_json(
+            self.dir / "fit.json",
+            {"key": self.key, **self.record, "complete": True, "genes_without_model": no_model, **(extra or {})},
+        )
         if no_model:
-            console.print(f"{self.method}: {len(no_model)} gene(s) have no model (nothing to learn from, "
-                          f"e.g. no variant): {', '.join(no_model[:5])}{' ...' if len(no_model) > 5 else ''}")
+            console.print(
+                f"{self.method}: {len(no_model)} gene(s) have no model (nothing to learn from, "
+                f"e.g. no variant): {', '.join(no_model[:5])}{' ...' if len(no_model) > 5 else ''}"
+            )
         return new
 
 

@@ -42,16 +42,22 @@ def run_demo(out: Path, *, individuals: int = 290, genes: int = 20, seed: int = 
         console.print(f"[simulate] {cohort} exists; reusing it")
     else:
         if out.exists() and any(out.iterdir()) and not (out / "config.yaml").exists():
-            raise StudyError("the demo directory exists and is not a previous demo", path=out,
-                             hint="choose another --out")
+            raise StudyError(
+                "the demo directory exists and is not a previous demo", path=out, hint="choose another --out"
+            )
         console.print(f"[simulate] {individuals} people x {genes} genes -> {cohort}")
         simulate_cohort(cohort, individuals=individuals, genes=genes, seed=seed)
     config = RunConfig(
         study=str((out / "study").resolve()),
         prepare=PrepareConfig(
-            vcf=str(cohort / "genotypes.vcf.gz"), fasta=str(cohort / "reference.fa"), genes=str(cohort / "genes.gtf"),
-            expression=str(cohort / "expression.bed.gz"), covariates=str(cohort / "covariates.tsv"),
-            window=6000, folds=5, seed=seed,
+            vcf=str(cohort / "genotypes.vcf.gz"),
+            fasta=str(cohort / "reference.fa"),
+            genes=str(cohort / "genes.gtf"),
+            expression=str(cohort / "expression.bed.gz"),
+            covariates=str(cohort / "covariates.tsv"),
+            window=6000,
+            folds=5,
+            seed=seed,
         ),
         embed=EmbedConfig(model="tiny"),
         fit=DEMO_FITS,

@@ -36,8 +36,9 @@ def cross_validate_one(study: Study, method, gene_id: str, targets=None) -> tupl
     y = expr.loc[gene_id].to_numpy(dtype=np.float64)
     if not method.usable(X):
         return gene_id, np.full(len(y), np.nan), np.full(len(y), np.nan)
-    obs, pred = cross_validate_gene(X, y, cov, study.folds, method.estimator, seed=method.options.seed,
-                                    normalise=study.normalise)
+    obs, pred = cross_validate_gene(
+        X, y, cov, study.folds, method.estimator, seed=method.options.seed, normalise=study.normalise
+    )
     return gene_id, obs, pred
 
 
@@ -85,8 +86,17 @@ def _init_worker() -> None:
         pass
 
 
-def run_genes(study: Study, method, record: dict, genes: list[str], *, engine: str = "local", jobs: int = 1,
-              ray_address: str | None = None, kind: str = "cv") -> Iterator[tuple]:
+def run_genes(
+    study: Study,
+    method,
+    record: dict,
+    genes: list[str],
+    *,
+    engine: str = "local",
+    jobs: int = 1,
+    ray_address: str | None = None,
+    kind: str = "cv",
+) -> Iterator[tuple]:
     """For every gene of ``genes``, as they finish: ``(gene_id, observed, predicted)`` of the
     cross-validation (``kind="cv"``), or ``(gene_id, estimator or None)`` of the fit on every
     individual (``kind="final"``)."""

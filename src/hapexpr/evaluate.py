@@ -56,31 +56,52 @@ def gene_metrics(predictions: pd.DataFrame, folds: int) -> pd.DataFrame:
         obs = rows.pivot(index="gene_id", columns="sample_id", values="observed").reindex(columns=samples)
         pred = rows.pivot(index="gene_id", columns="sample_id", values="predicted").reindex(columns=samples)
         counts = rows.groupby("gene_id").size().reindex(obs.index)
-        full = (np.isfinite(obs.to_numpy()) & np.isfinite(pred.to_numpy())).all(axis=1) & (counts.to_numpy() == len(samples))
+        full = (np.isfinite(obs.to_numpy()) & np.isfinite(pred.to_numpy())).all(axis=1) & (
+            counts.to_numpy() == len(samples)
+        )
         x, y = obs.to_numpy(np.float64)[full], pred.to_numpy(np.float64)[full]
         r = _pearson_rows(x, y)
-        out = pd.DataFrame({"method": method, "gene_id": obs.index[full], "n": len(samples), "pearson_r": r,
-                            "spearman_r": _pearson_rows(stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)),
-                            "pearson_p": _pearson_p_rows(r, len(samples))})
+        out = pd.DataFrame(
+            {
+                "method": method,
+                "gene_id": obs.index[full],
+                "n": len(samples),
+                "pearson_r": r,
+                "spearman_r": _pearson_rows(stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)),
+                "pearson_p": _pearson_p_rows(r, len(samples)),
+            }
+        )
         for k in range(folds):
             f = fold_of == k
             out[f"pearson_r_fold{k}"] = _pearson_rows(x[:, f], y[:, f])
         partial = set(obs.index[~full])
-        slow = [_gene_row(method, g, df, folds) for g, df in rows[rows["gene_id"].isin(partial)].groupby("gene_id", sort=True)]
+        slow = [
+            _gene_row(method, g, df, folds)
+            for g, df in rows[rows["gene_id"].isin(partial)].groupby("gene_id", sort=True)
+        ]
         parts.append(pd.concat([out, pd.DataFrame(slow)], ignore_index=True) if slow else out)
     if not parts:
         return pd.DataFrame()
     out = pd.concat(parts, ignore_index=True).sort_values(["method", "gene_id"], kind="stable").reset_index(drop=True)
-    out.insert(out.columns.get_loc("pearson_p") + 1, "pearson_q",
-               out.groupby("method")["pearson_p"].transform(lambda p: bh_qvalues(p.to_numpy())))
+    out.insert(
+        out.columns.get_loc("pearson_p") + 1,
+        "pearson_q",
+        out.groupby("method")["pearson_p"].transform(lambda p: bh_qvalues(p.to_numpy())),
+    )
     return out
 
 
 def _gene_row(method: str, gene_id: str, df: pd.DataFrame, folds: int) -> dict:
     obs, pred = df["observed"].to_numpy(), df["predicted"].to_numpy()
     r = pearson(obs, pred)
-    row = {"method": method, "gene_id": gene_id, "n": len(df), "pearson_r": r, "spearman_r": spearman(obs, pred),
-           "pearson_p": _pearson_p(r, len(df))}
+    row = {
+        "method": method,
+        "gene_id": gene_id,
+        "n": len(df),
+        "pearson_r": r,
+        "spearman_r": spearman(obs, pred),
+        "pearson_p": _pearson_p(r, len(df)),
+    }
     for k in range(folds):
         f = df["fold"].to_numpy() == k
         row[f"pearson_r_fold{k}"] = pearson(obs[f], pred[f])
@@ -146,8 +167,13 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     out = []
     for method, df in metrics.groupby("method", sort=True):
         r = df["pearson_r"].fillna(0.0)
-        row = {"method": method, "genes": len(df), "mean_r": r.mean(), "median_r": r.median(),
-               "frac_r_below_0": float((r < 0).mean())}
+        row = {
+            "method": method,
+            "genes": len(df),
+            "mean_r": r.mean(),
+            "median_r": r.median(),
+            "frac_r_below_0": float((r < 0).mean()),
+        }
         if "null_r" in df:
             row["null_mean_r"] = df["null_r"].mean()
             row["null_frac_r_below_0"] = df["null_frac_below_0"].mean()
@@ -159,7 +185,9 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
             heritable = df["ceiling"] > 0
             row["mean_r_heritable"] = r[heritable].mean() if heritable.any() else float("nan")
             row["mean_ceiling_heritable"] = df.loc[heritable, "ceiling"].mean() if heritable.any() else float("nan")
-            row["ratio_to_ceiling"] = row["mean_r_heritable"] / row["mean_ceiling_heritable"] if heritable.any() else float("nan")
+            row["ratio_to_ceiling"] = (
+                row["mean_r_heritable"] / row["mean_ceiling_heritable"] if heritable.any() else float("nan")
+            )
         out.append(row)
     return pd.DataFrame(out)
 
@@ -190,8 +218,16 @@ def h2_strata(metrics: pd.DataFrame) -> pd.DataFrame:
             s = (h2 >= lo) & (h2 < hi)
             c = float(np.sqrt(h2[s].clip(lower=0)).mean()) if s.any() else float("nan")
             m = float(r[s].mean()) if s.any() else float("nan")
-            rows.append({"method": method, "stratum": label, "genes": int(s.sum()), "mean_r": m,
-                         "mean_sqrt_h2_cis": c, "ratio": m / c if c > 0 else float("nan")})
+            rows.append(
+                {
+                    "method": method,
+                    "stratum": label,
+                    "genes": int(s.sum()),
+                    "mean_r": m,
+                    "mean_sqrt_h2_cis": c,
+                    "ratio": m / c if c > 0 else float("nan"),
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -207,9 +243,18 @@ def compare(metrics: pd.DataFrame) -> pd.DataFrame:
         ra, rb = r_by[a].loc[common], r_by[b].loc[common]
         d = (ra - rb).to_numpy()
         p = float(stats.wilcoxon(ra, rb).pvalue) if np.any(d != 0) and len(d) > 1 else float("nan")
-        rows.append({"method_a": a, "method_b": b, "n_genes": len(d), "a_wins": int((d > 0).sum()),
-                     "b_wins": int((d < 0).sum()), "ties": int((d == 0).sum()),
-                     "mean_diff": float(d.mean()) if len(d) else float("nan"), "wilcoxon_p": p})
+        rows.append(
+            {
+                "method_a": a,
+                "method_b": b,
+                "n_genes": len(d),
+                "a_wins": int((d > 0).sum()),
+                "b_wins": int((d < 0).sum()),
+                "ties": int((d == 0).sum()),
+                "mean_diff": float(d.mean()) if len(d) else float("nan"),
+                "wilcoxon_p": p,
+            }
+        )
     out = pd.DataFrame(rows, columns=cols)
     out["wilcoxon_q"] = bh_qvalues(out["wilcoxon_p"].to_numpy())
     return out
@@ -258,8 +303,9 @@ def _r_rows(observed: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return bootstrap_r(observed, predicted, np.ones((1, observed.shape[1])))[0]
 
 
-def paired_bootstrap(obs_a: np.ndarray, pred_a: np.ndarray, obs_b: np.ndarray, pred_b: np.ndarray,
-                     weights: np.ndarray) -> dict[str, np.ndarray]:
+def paired_bootstrap(
+    obs_a: np.ndarray, pred_a: np.ndarray, obs_b: np.ndarray, pred_b: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
     """Bootstrap over individuals of r_a - r_b for every gene; each resample draws the SAME
     individuals for both methods, so the test is paired.
 
@@ -269,8 +315,10 @@ def paired_bootstrap(obs_a: np.ndarray, pred_a: np.ndarray, obs_b: np.ndarray, p
     (two-sided: twice the smaller share of resampled differences on either side of 0, with the
     +1 correction that keeps it above 0 at a finite number of resamples; capped at 1).
     """
-    return _delta_stats(_r_rows(obs_a, pred_a) - _r_rows(obs_b, pred_b),
-                        bootstrap_r(obs_a, pred_a, weights) - bootstrap_r(obs_b, pred_b, weights))
+    return _delta_stats(
+        _r_rows(obs_a, pred_a) - _r_rows(obs_b, pred_b),
+        bootstrap_r(obs_a, pred_a, weights) - bootstrap_r(obs_b, pred_b, weights),
+    )
 
 
 def _delta_stats(delta: np.ndarray, d: np.ndarray) -> dict[str, np.ndarray]:
@@ -296,13 +344,23 @@ def compare_per_gene(predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: i
     obs, pred = {}, {}
     for m in methods:
         rows = predictions[predictions["method"] == m]
-        obs[m] = rows.pivot(index="gene_id", columns="sample_id", values="observed").reindex(index=genes, columns=samples).to_numpy(np.float64)
-        pred[m] = rows.pivot(index="gene_id", columns="sample_id", values="predicted").reindex(index=genes, columns=samples).to_numpy(np.float64)
+        obs[m] = (
+            rows.pivot(index="gene_id", columns="sample_id", values="observed")
+            .reindex(index=genes, columns=samples)
+            .to_numpy(np.float64)
+        )
+        pred[m] = (
+            rows.pivot(index="gene_id", columns="sample_id", values="predicted")
+            .reindex(index=genes, columns=samples)
+            .to_numpy(np.float64)
+        )
     has = {m: np.isfinite(obs[m]) & np.isfinite(pred[m]) for m in methods}  # (genes, samples)
     complete = {m: has[m].all(axis=1) for m in methods}
     pairs = list(combinations(methods, 2))
-    res = {pair: {k: np.full(len(genes), np.nan) for k in ("n", "r_a", "r_b", "delta_r", "ci_low", "ci_high", "p")}
-           for pair in pairs}
+    res = {
+        pair: {k: np.full(len(genes), np.nan) for k in ("n", "r_a", "r_b", "delta_r", "ci_low", "ci_high", "p")}
+        for pair in pairs
+    }
     w_all = bootstrap_weights(len(samples), n_boot=n_boot, seed=seed) if len(samples) >= 3 else None
     for start in range(0, len(genes), BOOT_CHUNK):
         block = np.arange(start, min(start + BOOT_CHUNK, len(genes)))
@@ -315,8 +373,10 @@ def compare_per_gene(predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: i
         for a, b in pairs:
             both = [g for g in block if g in r_obs.get(a, {}) and g in r_obs.get(b, {})]
             if both:
-                st = _delta_stats(np.array([r_obs[a][g] - r_obs[b][g] for g in both]),
-                                  np.stack([r_boot[a][g] - r_boot[b][g] for g in both], axis=1))
+                st = _delta_stats(
+                    np.array([r_obs[a][g] - r_obs[b][g] for g in both]),
+                    np.stack([r_boot[a][g] - r_boot[b][g] for g in both], axis=1),
+                )
                 for k, v in st.items():
                     res[(a, b)][k][both] = v
                 res[(a, b)]["n"][both] = len(samples)
@@ -335,10 +395,19 @@ def compare_per_gene(predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: i
     for (a, b), r in res.items():
         ok = np.isfinite(r["n"])
         for k, side in (("r_a", a), ("r_b", b)):
-            r[k][ok] = [pearson(obs[side][g, has[a][g] & has[b][g]], pred[side][g, has[a][g] & has[b][g]])
-                        for g in np.flatnonzero(ok)]
-        part = pd.DataFrame({"method_a": a, "method_b": b, "gene_id": genes[ok], "n": r["n"][ok].astype(int),
-                             **{k: r[k][ok] for k in ("r_a", "r_b", "delta_r", "ci_low", "ci_high", "p")}})
+            r[k][ok] = [
+                pearson(obs[side][g, has[a][g] & has[b][g]], pred[side][g, has[a][g] & has[b][g]])
+                for g in np.flatnonzero(ok)
+            ]
+        part = pd.DataFrame(
+            {
+                "method_a": a,
+                "method_b": b,
+                "gene_id": genes[ok],
+                "n": r["n"][ok].astype(int),
+                **{k: r[k][ok] for k in ("r_a", "r_b", "delta_r", "ci_low", "ci_high", "p")},
+            }
+        )
         part["q"] = bh_qvalues(part["p"].to_numpy())
         parts.append(part)
     if not parts:
@@ -363,8 +432,9 @@ def significant_pairs(per_gene: pd.DataFrame) -> pd.DataFrame:
 NULL_REPS = 32
 
 
-def ridge_null_r(dosages: np.ndarray, folds: np.ndarray, *, reps: int = NULL_REPS,
-                 rng: np.random.Generator) -> np.ndarray:
+def ridge_null_r(
+    dosages: np.ndarray, folds: np.ndarray, *, reps: int = NULL_REPS, rng: np.random.Generator
+) -> np.ndarray:
     """(reps,) pooled out-of-fold r of a reference ridge under the null, on this gene's own cis
     dosages and the study's folds: y ~ N(0, 1) independent of genotype, a ridge (standardised
     dosages, alpha = number of variants) fitted on the training folds on the training-mean-
@@ -435,9 +505,19 @@ def gene_references(study: Study, gene_ids: list[str], *, seed: int = 0) -> pd.D
         y = expr.loc[gene_id].to_numpy(dtype=np.float64)
         h = cis_heritability(y, d, folds, residualise, cov)
         null = ridge_null_r(d, folds, rng=rng)
-        rows.append({"gene_id": gene_id, "n_cis_variants": h.m, "h2_cis": h.h2, "h2_cis_se": h.se,
-                     "null_r": float(null.mean()), "null_frac_below_0": float((null < 0).mean())})
-    return pd.DataFrame(rows, columns=["gene_id", "n_cis_variants", "h2_cis", "h2_cis_se", "null_r", "null_frac_below_0"])
+        rows.append(
+            {
+                "gene_id": gene_id,
+                "n_cis_variants": h.m,
+                "h2_cis": h.h2,
+                "h2_cis_se": h.se,
+                "null_r": float(null.mean()),
+                "null_frac_below_0": float((null < 0).mean()),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["gene_id", "n_cis_variants", "h2_cis", "h2_cis_se", "null_r", "null_frac_below_0"]
+    )
 
 
 def truth_path(study: Study) -> Path | None:
@@ -466,15 +546,19 @@ def _write_tsv(path: Path, df: pd.DataFrame) -> None:
         df.to_csv(fh, sep="\t", index=False, float_format="%.6g")
 
 
-def evaluate_study(study_path: str | Path, *, n_boot: int = N_BOOT,
-                   seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def evaluate_study(
+    study_path: str | Path, *, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Write STUDY/metrics.tsv, comparisons.tsv, comparisons_per_gene.tsv and heritability.tsv;
     return (metrics, summary, comparisons)."""
     study = Study.open(study_path)
     predictions = read_predictions(study.path)
     if predictions.empty:
-        raise StudyError("there are no predictions to evaluate", path=study.path,
-                         hint="run `hapexpr fit STUDY --method elastic-net` (or another method) first")
+        raise StudyError(
+            "there are no predictions to evaluate",
+            path=study.path,
+            hint="run `hapexpr fit STUDY --method elastic-net` (or another method) first",
+        )
     metrics = gene_metrics(predictions, study.n_folds)
     refs = gene_references(study, sorted(metrics["gene_id"].unique()), seed=seed)
     metrics = metrics.merge(refs.drop(columns=["n_cis_variants"]), on="gene_id", how="left")
@@ -498,10 +582,19 @@ def evaluate_study(study_path: str | Path, *, n_boot: int = N_BOOT,
     return metrics, summary, comparisons
 
 
-_LABELS = {"mean_r": "mean r", "median_r": "median", "frac_r_below_0": "r<0", "null_mean_r": "null r",
-           "null_frac_r_below_0": "null r<0", "genes_q05": "q<.05", "ratio_to_h2_cis": "r/√h2",
-           "mean_r_h2_stratum0": "h2<.05", "mean_r_h2_stratum1": ".05-.2", "mean_r_h2_stratum2": "h2>.2",
-           "ratio_to_ceiling": "true ratio"}
+_LABELS = {
+    "mean_r": "mean r",
+    "median_r": "median",
+    "frac_r_below_0": "r<0",
+    "null_mean_r": "null r",
+    "null_frac_r_below_0": "null r<0",
+    "genes_q05": "q<.05",
+    "ratio_to_h2_cis": "r/√h2",
+    "mean_r_h2_stratum0": "h2<.05",
+    "mean_r_h2_stratum1": ".05-.2",
+    "mean_r_h2_stratum2": "h2>.2",
+    "ratio_to_ceiling": "true ratio",
+}
 # kept in the summary table and the report, left out of the terminal to fit a screen
 _NOT_PRINTED = ("genes_h2_stratum", "mean_r_heritable", "mean_ceiling_heritable")
 
@@ -519,35 +612,66 @@ def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, *, reference
 
     console = Console(width=max(Console().width, 130))
     shown = [c for c in summary.columns if not c.startswith(_NOT_PRINTED)]
-    table = Table(title="Per-gene r across held-out individuals (pooled out-of-fold)", box=box.SIMPLE_HEAD,
-                  padding=(0, 1), pad_edge=False)
+    table = Table(
+        title="Per-gene r across held-out individuals (pooled out-of-fold)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+    )
     for col in shown:
         table.add_column(_LABELS.get(col, col), justify="left" if col == "method" else "right", no_wrap=True)
     for row in summary[shown].itertuples(index=False):
-        table.add_row(*[v if isinstance(v, str) else (f"{v:d}" if isinstance(v, (int, np.integer)) else f"{v:.3f}") for v in row])
+        table.add_row(
+            *[v if isinstance(v, str) else (f"{v:d}" if isinstance(v, (int, np.integer)) else f"{v:.3f}") for v in row]
+        )
     console.print(table)
     strata = [c for c in summary.columns if c.startswith("genes_h2_stratum")]
     if strata:
         counts = ", ".join(f"{label}: {int(summary[c].max())}" for (_, _, label), c in zip(H2_STRATA, strata))
-        console.print(f"null: expected r and r<0 share of a ridge on each gene's cis variants under permuted "
-                      f"expression; q<.05: genes at BH q < 0.05; r/√h2: mean r over mean sqrt(h2cis) (HE "
-                      f"regression, genes with h2cis >= 0.05); mean r by estimated h2cis ({counts}).", style="dim")
+        console.print(
+            f"null: expected r and r<0 share of a ridge on each gene's cis variants under permuted "
+            f"expression; q<.05: genes at BH q < 0.05; r/√h2: mean r over mean sqrt(h2cis) (HE "
+            f"regression, genes with h2cis >= 0.05); mean r by estimated h2cis ({counts}).",
+            style="dim",
+        )
     title = "Paired comparisons on common genes (wins; Wilcoxon p, BH q; genes better at bootstrap q<.05)"
     if len(comparisons) > MAX_PRINTED_PAIRS and reference is not None:
         shown = comparisons[(comparisons["method_a"] == reference) | (comparisons["method_b"] == reference)]
         if len(shown):
-            title = (f"Paired comparisons with {reference} ({len(shown)} of {len(comparisons)} pairs; all in "
-                     "comparisons.tsv): wins; Wilcoxon p, BH q; genes better at bootstrap q<.05")
+            title = (
+                f"Paired comparisons with {reference} ({len(shown)} of {len(comparisons)} pairs; all in "
+                "comparisons.tsv): wins; Wilcoxon p, BH q; genes better at bootstrap q<.05"
+            )
             comparisons = shown
     if not comparisons.empty:
-        t2 = Table(title=title,
-                   box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        t2 = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         extra = [c for c in ("a_better_q05", "b_better_q05") if c in comparisons]
-        for col in ["method_a", "method_b", "n_genes", "a_wins", "b_wins", "mean_diff", "wilcoxon_p", "wilcoxon_q", *extra]:
-            t2.add_column(col.replace("_better_q05", " better"), justify="left" if col.startswith("method") else "right")
+        for col in [
+            "method_a",
+            "method_b",
+            "n_genes",
+            "a_wins",
+            "b_wins",
+            "mean_diff",
+            "wilcoxon_p",
+            "wilcoxon_q",
+            *extra,
+        ]:
+            t2.add_column(
+                col.replace("_better_q05", " better"), justify="left" if col.startswith("method") else "right"
+            )
         for r in comparisons.itertuples(index=False):
-            t2.add_row(r.method_a, r.method_b, str(r.n_genes), str(r.a_wins), str(r.b_wins), f"{r.mean_diff:+.3f}",
-                       _p(r.wilcoxon_p), _p(r.wilcoxon_q), *[_count(getattr(r, c)) for c in extra])
+            t2.add_row(
+                r.method_a,
+                r.method_b,
+                str(r.n_genes),
+                str(r.a_wins),
+                str(r.b_wins),
+                f"{r.mean_diff:+.3f}",
+                _p(r.wilcoxon_p),
+                _p(r.wilcoxon_q),
+                *[_count(getattr(r, c)) for c in extra],
+            )
         console.print(t2)
 
 

@@ -35,13 +35,18 @@ def explain_gene(study_path, method: str, gene_id: str, *, out, overwrite: bool 
     written to ``out`` (refused if it exists, unless ``overwrite``) and to :func:`explain_path`."""
     out = Path(out)
     if out.exists() and not overwrite:
-        raise InputError("the output file already exists", path=out,
-                         hint="pass --overwrite to replace it, or choose another --out")
+        raise InputError(
+            "the output file already exists", path=out, hint="pass --overwrite to replace it, or choose another --out"
+        )
     study = Study.open(study_path)
     if gene_id not in set(study.gene_ids):
         shown = ", ".join(study.gene_ids[:5]) + (" ..." if len(study.gene_ids) > 5 else "")
-        raise InputError(f"gene {gene_id} is not in the study", path=study.path, record=f"--gene {gene_id}",
-                         hint=f"use one of the study's genes ({shown}; genes.tsv lists them all)")
+        raise InputError(
+            f"gene {gene_id} is not in the study",
+            path=study.path,
+            record=f"--gene {gene_id}",
+            hint=f"use one of the study's genes ({shown}; genes.tsv lists them all)",
+        )
     m = ensure_final(study.path, method)
     m.for_new_people = True  # the rebuilt haplotypes are new sequences
     est = load_final(study, m, gene_id)
@@ -53,8 +58,12 @@ def explain_gene(study_path, method: str, gene_id: str, *, out, overwrite: bool 
             table.to_csv(fh, sep="\t", index=False, float_format="%.10g")
     shown = table.dropna(subset=["mean_effect"])
     top = shown.reindex(shown["mean_effect"].abs().sort_values(ascending=False).index).head(3)
-    console.print(f"{m.fit_name}: effects of {len(table)} window variants of {gene_id} -> {out} "
-                  f"(and {explain_path(study.path, m.fit_name, gene_id)})")
+    console.print(
+        f"{m.fit_name}: effects of {len(table)} window variants of {gene_id} -> {out} "
+        f"(and {explain_path(study.path, m.fit_name, gene_id)})"
+    )
     for r in top.itertuples(index=False):
-        console.print(f"  {r.variant_id} {r.ref}>{r.alt}: mean effect {r.mean_effect:+.4g} over {r.n_carriers} carriers")
+        console.print(
+            f"  {r.variant_id} {r.ref}>{r.alt}: mean effect {r.mean_effect:+.4g} over {r.n_carriers} carriers"
+        )
     return table

@@ -104,11 +104,15 @@ def predictdb_tables(study, method, *, all_genes: bool = False, genes=None):
         if not method.usable(X):
             continue
         y = expr.loc[gid].to_numpy(dtype=np.float64)
-        final = method.estimator(seed).fit(X, residualise(transform_in_fold(y, everyone, study.normalise), cov, everyone))
+        final = method.estimator(seed).fit(
+            X, residualise(transform_in_fold(y, everyone, study.normalise), cov, everyone)
+        )
         nz = np.flatnonzero(final.coef_)
         if len(nz) == 0:
             continue
-        observed, predicted = cross_validate_gene(X, y, cov, folds, method.estimator, seed=seed, normalise=study.normalise)
+        observed, predicted = cross_validate_gene(
+            X, y, cov, folds, method.estimator, seed=seed, normalise=study.normalise
+        )
         ks = np.unique(folds)
         perf = nested_perf(
             np.array([_pearson(predicted[folds == k], observed[folds == k]) for k in ks]),
@@ -118,7 +122,9 @@ def predictdb_tables(study, method, *, all_genes: bool = False, genes=None):
             row = names.iloc[j]
             vid = var_id(row["chrom"], int(row["pos"]), row["ref"], row["alt"])
             rsid = str(row["variant_id"])
-            weights.append((gid, vid if rsid in ("", ".") else rsid, vid, row["ref"], row["alt"], float(final.coef_[j])))
+            weights.append(
+                (gid, vid if rsid in ("", ".") else rsid, vid, row["ref"], row["alt"], float(final.coef_[j]))
+            )
         name = gene_table.loc[gid, "gene_name"] if "gene_name" in gene_table.columns else gid
         extra.append((gid, gid if pd.isna(name) else str(name), len(nz), perf.r2, perf.pval, np.nan, perf.rho_avg))
     extra_df = pd.DataFrame(extra, columns=EXTRA_COLUMNS + ["rho_avg"])
@@ -157,8 +163,9 @@ def read_rsid_map(path: str | Path) -> dict[tuple[str, int, str, str], str]:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(f"position {df['pos'].iloc[i]!r} is not a whole number", path=path, record=f"row {i + 1}")
-    return {(_chrom(c), int(p), r.upper(), a.upper()): rs
-            for c, p, r, a, rs in df[RSID_MAP_COLUMNS].itertuples(index=False)}
+    return {
+        (_chrom(c), int(p), r.upper(), a.upper()): rs for c, p, r, a, rs in df[RSID_MAP_COLUMNS].itertuples(index=False)
+    }
 
 
 def _chrom(chrom: str) -> str:
@@ -193,7 +200,9 @@ def write_predictdb(weights: pd.DataFrame, extra: pd.DataFrame, out: Path, *, ov
 
 def _rows(df: pd.DataFrame):
     for row in df.itertuples(index=False, name=None):
-        yield tuple(None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v) for v in row)
+        yield tuple(
+            None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v) for v in row
+        )
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -201,7 +210,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise InputError("the output is a directory", path=out, hint="give a file name such as weights.db")
     if out.exists() and not overwrite:
         raise InputError(
-            "the output database already exists", path=out,
+            "the output database already exists",
+            path=out,
             hint="pass --overwrite to replace it, or choose another --out",
         )
 
@@ -230,12 +240,15 @@ def export_predictdb(
     if options:
         m = build(m.name, {**m.options.to_dict(), **options}, fit_name=m.fit_name).bind(study)
     if not hasattr(m, "variant_table"):
-        raise InputError(f"{m.fit_name} is not a model of allele dosages; PredictDB holds dosage weights",
-                         hint="export an elastic-net fit (`--method elastic-net`)")
+        raise InputError(
+            f"{m.fit_name} is not a model of allele dosages; PredictDB holds dosage weights",
+            hint="export an elastic-net fit (`--method elastic-net`)",
+        )
     mapping = read_rsid_map(rsid_map) if rsid_map is not None else None
     weights, extra, summary = predictdb_tables(study, m, all_genes=all_genes)
     weights, summary["not_rsid"] = apply_rsid_map(weights, mapping)
-    summary["ambiguous_kept"] = 0 if m.options.drop_ambiguous else int(
-        strand_ambiguous(weights["ref_allele"], weights["eff_allele"]).sum())
+    summary["ambiguous_kept"] = (
+        0 if m.options.drop_ambiguous else int(strand_ambiguous(weights["ref_allele"], weights["eff_allele"]).sum())
+    )
     write_predictdb(weights, extra, out, overwrite=overwrite)
     return summary

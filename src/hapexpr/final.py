@@ -53,13 +53,24 @@ def final_method(study: Study, name: str, options: dict | None = None) -> Method
         merged = {**m.options.to_dict(), **options}
         m = build(m.name, merged, fit_name=m.fit_name, where=f"fit-final --method {name}").bind(study)
     if not m.final:
-        raise StudyError(f"{name} has no per-gene model to fit on all individuals (multi-gene or stacked "
-                         "predictions)", hint="use one of the per-gene fits of the study")
+        raise StudyError(
+            f"{name} has no per-gene model to fit on all individuals (multi-gene or stacked predictions)",
+            hint="use one of the per-gene fits of the study",
+        )
     return m
 
 
-def fit_final(study_path, name: str, *, options: dict | None = None, overwrite: bool = False,
-              progress: bool = True, engine: str = "local", jobs: int = 1, ray_address: str | None = None) -> Path:
+def fit_final(
+    study_path,
+    name: str,
+    *,
+    options: dict | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    engine: str = "local",
+    jobs: int = 1,
+    ray_address: str | None = None,
+) -> Path:
     """Fit ``name`` on every individual of every gene; returns ``models/<name>/final``.
 
     A final fit already complete with the same options is kept; one made with other options is
@@ -78,7 +89,8 @@ def fit_final(study_path, name: str, *, options: dict | None = None, overwrite: 
             if not overwrite and previous.get("complete"):
                 raise StudyError(
                     f"{m.fit_name} already has a final fit made with other options ({previous.get('options')})",
-                    path=root, hint="pass --overwrite to refit it with the new options",
+                    path=root,
+                    hint="pass --overwrite to refit it with the new options",
                 )
             shutil.rmtree(root)
         if previous is not None and previous.get("key") == key and previous.get("complete"):
@@ -90,23 +102,42 @@ def fit_final(study_path, name: str, *, options: dict | None = None, overwrite: 
         cov = study_targets(study)[1]
         todo = [g for g in study.gene_ids if not _done(study, m.fit_name, g, key)]
         start, no_model = time.time(), []
-        results = run_genes(study, m, {**record, "key": key}, todo, engine=engine, jobs=jobs,
-                            ray_address=ray_address, kind="final")
+        results = run_genes(
+            study, m, {**record, "key": key}, todo, engine=engine, jobs=jobs, ray_address=ray_address, kind="final"
+        )
         for gene_id, est in track_genes(results, f"fit-final {m.fit_name}", enabled=progress, total=len(todo)):
             if est is None:
                 no_model.append(gene_id)
                 continue
-            info = {"format": FINAL_FORMAT, "method": m.name, "name": m.fit_name, "gene_id": gene_id, "key": key,
-                    "options": m.options.to_dict(), "n_samples": len(study.sample_ids),
-                    "residualised_on": "intercept" if cov is None else f"intercept + {cov.shape[1]} covariates",
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            info = {
+                "format": FINAL_FORMAT,
+                "method": m.name,
+                "name": m.fit_name,
+                "gene_id": gene_id,
+                "key": key,
+                "options": m.options.to_dict(),
+                "n_samples": len(study.sample_ids),
+                "residualised_on": "intercept" if cov is None else f"intercept + {cov.shape[1]} covariates",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
             with atomic_dir(gene_dir(study, m.fit_name, gene_id)) as d:
                 est.save(d)
                 write_json(d / GENE_JSON, info)
-        write_json(state, {**record, "key": key, "complete": True, "n_genes": len(study.gene_ids),
-                           "genes_without_model": no_model, "seconds": round(time.time() - start, 2)})
-    console.print(f"{m.fit_name}: final fit on all {len(study.sample_ids)} individuals, {len(todo)} genes fit "
-                  f"({len(study.gene_ids) - len(todo)} resumed) in {time.time() - start:.1f} s -> {root}")
+        write_json(
+            state,
+            {
+                **record,
+                "key": key,
+                "complete": True,
+                "n_genes": len(study.gene_ids),
+                "genes_without_model": no_model,
+                "seconds": round(time.time() - start, 2),
+            },
+        )
+    console.print(
+        f"{m.fit_name}: final fit on all {len(study.sample_ids)} individuals, {len(todo)} genes fit "
+        f"({len(study.gene_ids) - len(todo)} resumed) in {time.time() - start:.1f} s -> {root}"
+    )
     return root
 
 
@@ -118,12 +149,17 @@ def ensure_final(study_path, name: str) -> Method:
     state = final_dir(study, name) / "final.json"
     previous = json.loads(state.read_text()) if state.exists() else None
     if previous and previous.get("format") != FINAL_FORMAT:
-        raise StudyError(f"the final fit of {name} was made by an older hapexpr ({previous.get('format')})",
-                         path=state, hint=f"refit it: `hapexpr fit-final {study.path} --method {name} --overwrite`")
+        raise StudyError(
+            f"the final fit of {name} was made by an older hapexpr ({previous.get('format')})",
+            path=state,
+            hint=f"refit it: `hapexpr fit-final {study.path} --method {name} --overwrite`",
+        )
     if not (previous and previous.get("complete")):
-        console.print(f"{name}: {'resuming the interrupted' if previous else 'no'} final fit on all individuals"
-                      f"{'' if previous else ' yet; fitting it now with the options of `hapexpr fit`'} "
-                      f"(`hapexpr fit-final {study.path} --method {name}` does this alone)")
+        console.print(
+            f"{name}: {'resuming the interrupted' if previous else 'no'} final fit on all individuals"
+            f"{'' if previous else ' yet; fitting it now with the options of `hapexpr fit`'} "
+            f"(`hapexpr fit-final {study.path} --method {name}` does this alone)"
+        )
         fit_final(study.path, name, options=(previous or {}).get("options"), progress=True)
     return final_fit_method(study, name)
 
@@ -132,12 +168,16 @@ def final_fit_method(study: Study, name: str) -> Method:
     """The method, bound to the study, of the complete final fit ``name`` (as it was fit)."""
     state = final_dir(study, name) / "final.json"
     if not state.exists():
-        raise StudyError(f"no final {name} fit", path=state.parent,
-                         hint=f"run `hapexpr fit-final {study.path} --method {name}`")
+        raise StudyError(
+            f"no final {name} fit", path=state.parent, hint=f"run `hapexpr fit-final {study.path} --method {name}`"
+        )
     record = json.loads(state.read_text())
     if record.get("format") != FINAL_FORMAT or not record.get("complete"):
-        raise StudyError(f"the final fit of {name} is {'incomplete' if record.get('format') == FINAL_FORMAT else 'from an older hapexpr'}",
-                         path=state, hint=f"run `hapexpr fit-final {study.path} --method {name}` (with --overwrite for an old one)")
+        raise StudyError(
+            f"the final fit of {name} is {'incomplete' if record.get('format') == FINAL_FORMAT else 'from an older hapexpr'}",
+            path=state,
+            hint=f"run `hapexpr fit-final {study.path} --method {name}` (with --overwrite for an old one)",
+        )
     m = build(record["method"], record["options"], fit_name=name).bind(study)
     if record.get("resolved"):
         m.resolved = record["resolved"]
@@ -159,12 +199,18 @@ def load_final(study: Study, method: Method, gene_id: str):
         state = json.loads((final_dir(study, method.fit_name) / "final.json").read_text())
         if gene_id in state.get("genes_without_model", []):
             return None
-        raise StudyError(f"no final {method.fit_name} fit for gene {gene_id}", path=directory,
-                         hint=f"run `hapexpr fit-final {study.path} --method {method.fit_name}`")
+        raise StudyError(
+            f"no final {method.fit_name} fit for gene {gene_id}",
+            path=directory,
+            hint=f"run `hapexpr fit-final {study.path} --method {method.fit_name}`",
+        )
     info = json.loads(path.read_text())
     if info.get("format") != FINAL_FORMAT:
-        raise StudyError(f"final fit format {info.get('format')!r} is not {FINAL_FORMAT!r}", path=path,
-                         hint="refit it with `hapexpr fit-final --overwrite`")
+        raise StudyError(
+            f"final fit format {info.get('format')!r} is not {FINAL_FORMAT!r}",
+            path=path,
+            hint="refit it with `hapexpr fit-final --overwrite`",
+        )
     est = method.load_estimator(directory)
     est.final_info_ = info
     return est

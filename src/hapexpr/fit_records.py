@@ -23,8 +23,11 @@ def fit_record(study: Study, name: str) -> dict:
             record = json.loads(path.read_text())
             if name in record.get("names", [candidate]):
                 return record
-    raise StudyError(f"no fit named {name!r} in this study", path=study.path / "models",
-                     hint=f"fitted: {', '.join(fitted_names(study)) or 'none'}; run `hapexpr fit` first")
+    raise StudyError(
+        f"no fit named {name!r} in this study",
+        path=study.path / "models",
+        hint=f"fitted: {', '.join(fitted_names(study)) or 'none'}; run `hapexpr fit` first",
+    )
 
 
 def _candidates(study: Study, name: str) -> list[str]:
@@ -61,8 +64,12 @@ def load_fitted(study: Study, name: str) -> Method:
             path=study.path / "models" / name / "fit.json",
             hint=f"refit it with this version: `hapexpr fit {study.path} --method {name} --overwrite`",
         )
-    m = build(record["method"], record.get("options"), fit_name=record.get("name", name),
-              where=f"{study.path / 'models' / name / 'fit.json'}")
+    m = build(
+        record["method"],
+        record.get("options"),
+        fit_name=record.get("name", name),
+        where=f"{study.path / 'models' / name / 'fit.json'}",
+    )
     m.bind(study)
     if record.get("resolved") and m.resolved != record["resolved"]:
         # The study changed under the fit (e.g. a newer embedding store): use what it used.

@@ -187,7 +187,7 @@ def build_haplotypes(reference: bytes, start: int, pos, ref, alt, alleles: np.nd
             alt_cut = alt_k[:r] if len(alt_k) > r else alt_k
         if reference[o : o + r].upper() != ref_k[:r].upper().encode():
             raise InputError(
-                f"REF {ref_k} does not match the reference ({reference[o:o + r].decode()})",
+                f"REF {ref_k} does not match the reference ({reference[o : o + r].decode()})",
                 record=f"{pos[k]} {ref_k}>{alt_k}",
                 hint="normalise the VCF against this FASTA with `bcftools norm --check-ref e -f REF.fa`",
             )
@@ -215,8 +215,17 @@ def build_haplotypes(reference: bytes, start: int, pos, ref, alt, alleles: np.nd
     return haplotypes
 
 
-def _build_disjoint(reference: bytes, start: int, carried: np.ndarray, o: np.ndarray, r: np.ndarray,
-                    alts: list[bytes], alt_lens: np.ndarray, trims: np.ndarray, n_variants: int) -> Haplotype:
+def _build_disjoint(
+    reference: bytes,
+    start: int,
+    carried: np.ndarray,
+    o: np.ndarray,
+    r: np.ndarray,
+    alts: list[bytes],
+    alt_lens: np.ndarray,
+    trims: np.ndarray,
+    n_variants: int,
+) -> Haplotype:
     """:func:`_build_one` for the common case, as one join of reference stretches and ALTs.
 
     Exact when the carried records do not overlap and the reference is upper case: then no record
@@ -306,9 +315,7 @@ def parse_region(region: str) -> tuple[str, int, int]:
         )
     start, end = int(start_s), int(end_s)
     if start < 1 or end < start:
-        raise InputError(
-            f"the region must have 1 <= START <= END (got {start}-{end})", record=f"--region {region}"
-        )
+        raise InputError(f"the region must have 1 <= START <= END (got {start}-{end})", record=f"--region {region}")
     return chrom, start, end
 
 

@@ -21,7 +21,11 @@ from hapexpr.methods import registry
 
 def _flag_type(hint: Any) -> Any:
     """The click-friendly type of a field: Optional[...] unwrapped, tuples as comma strings."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (typing.Union, type(int | None)) else [hint]
+    args = (
+        [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) in (typing.Union, type(int | None))
+        else [hint]
+    )
     base = args[0] if args else hint
     if typing.get_origin(base) is tuple:
         return str
@@ -47,8 +51,11 @@ def add_option_parameters(func, *, skip: tuple[str, ...] = ()):
     shows and parses them; returns the wrapped function."""
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func, include_extras=True)  # the function's own names resolved
-    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()
-              if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    params = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in sig.parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
     extra = []
     for name, (kind, help_text, owners) in option_fields().items():
         if name in skip:
@@ -56,10 +63,12 @@ def add_option_parameters(func, *, skip: tuple[str, ...] = ()):
         owners_text = "all methods" if len(owners) == len(registry.methods()) else ", ".join(owners)
         flag = "--" + name.replace("_", "-")
         decl = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
-        opt = typer.Option(*decl,
-                           help=f"({owners_text}) {help_text}", show_default=False)
-        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                       annotation=Annotated[Optional[kind], opt]))
+        opt = typer.Option(*decl, help=f"({owners_text}) {help_text}", show_default=False)
+        extra.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[kind], opt]
+            )
+        )
     new_sig = sig.replace(parameters=[*params, *extra])
 
     def wrapper(**kwargs):
@@ -83,8 +92,10 @@ def options_for(method: str, given: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if key not in names:
-            raise InputError(f"--{key.replace('_', '-')} is not an option of {method}",
-                             hint=f"it belongs to {', '.join(owners.get(key, ('?', '', []))[2])}")
+            raise InputError(
+                f"--{key.replace('_', '-')} is not an option of {method}",
+                hint=f"it belongs to {', '.join(owners.get(key, ('?', '', []))[2])}",
+            )
         if typing.get_origin(_unwrap(hints[key])) is tuple and isinstance(value, str):
             value = tuple(v for v in value.split(",") if v)
         out[key] = value

@@ -65,7 +65,8 @@ def check_normalise(how: str, expr: np.ndarray, *, path) -> None:
         raise InputError(f"--normalise {how!r} is not one of {', '.join(METHODS)}")
     if how == "log2" and (expr < 0).any():
         raise InputError(
-            "--normalise log2 needs non-negative expression, and this file has negative values", path=path,
+            "--normalise log2 needs non-negative expression, and this file has negative values",
+            path=path,
             hint="the values already look transformed; use --normalise none or inverse-normal",
         )
 

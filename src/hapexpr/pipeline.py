@@ -78,9 +78,14 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         d = dataclasses.asdict(self)
-        d["fit"] = [{"method": f["method"], **({"name": f["name"]} if f["name"] else {}),
-                     **{k: list(v) if isinstance(v, tuple) else v for k, v in f["options"].items()}}
-                    for f in d["fit"]]
+        d["fit"] = [
+            {
+                "method": f["method"],
+                **({"name": f["name"]} if f["name"] else {}),
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in f["options"].items()},
+            }
+            for f in d["fit"]
+        ]
         return yaml.safe_dump(d, sort_keys=False)
 
 
@@ -90,8 +95,12 @@ def _build(cls, data, where: str, path: Path):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise InputError(f"unknown key(s) {', '.join(unknown)} under `{where}`", path=path, record=where,
-                         hint=f"allowed keys: {', '.join(sorted(names))}")
+        raise InputError(
+            f"unknown key(s) {', '.join(unknown)} under `{where}`",
+            path=path,
+            record=where,
+            hint=f"allowed keys: {', '.join(sorted(names))}",
+        )
     check_fields(cls, data, where, path)
     try:
         return cls(**data)
@@ -109,8 +118,9 @@ def load_config(path: str | Path) -> RunConfig:
     except yaml.YAMLError as exc:
         raise InputError(f"the config is not valid YAML ({str(exc).splitlines()[0]})", path=path) from None
     if not isinstance(data, dict) or "study" not in data or "prepare" not in data:
-        raise InputError("the config needs at least `study:` and `prepare:`", path=path,
-                         hint="see examples/config.yaml")
+        raise InputError(
+            "the config needs at least `study:` and `prepare:`", path=path, hint="see examples/config.yaml"
+        )
     base = path.parent.resolve()
     prep = _build(PrepareConfig, data["prepare"], "prepare", path)
     files = {}
@@ -120,21 +130,29 @@ def load_config(path: str | Path) -> RunConfig:
             continue
         resolved = (base / str(value)).resolve()
         if not resolved.exists():
-            raise InputError(f"prepare.{key} points to {resolved}, which does not exist", path=path, record=f"prepare.{key}")
+            raise InputError(
+                f"prepare.{key} points to {resolved}, which does not exist", path=path, record=f"prepare.{key}"
+            )
         files[key] = str(resolved)
     prep = dataclasses.replace(prep, **files)
     embed = data.get("embed", {})
     embed = None if embed is False else _build(EmbedConfig, embed or {}, "embed", path)
     fits = []
     if not isinstance(data.get("fit") or [], list):
-        raise InputError("`fit` must be a list of methods", path=path, record="fit",
-                         hint="write one `- method: NAME` entry per method")
+        raise InputError(
+            "`fit` must be a list of methods",
+            path=path,
+            record="fit",
+            hint="write one `- method: NAME` entry per method",
+        )
     for i, item in enumerate(data.get("fit") or []):
         if isinstance(item, str):
             item = {"method": item}
         names = registry.method_names()
         if not isinstance(item, dict) or item.get("method") not in names:
-            raise InputError(f"fit entry {i + 1} needs `method:` one of {', '.join(names)}", path=path, record=f"fit[{i}]")
+            raise InputError(
+                f"fit entry {i + 1} needs `method:` one of {', '.join(names)}", path=path, record=f"fit[{i}]"
+            )
         opts = {k: v for k, v in item.items() if k not in ("method", "name")}
         if isinstance(opts.get("base"), str):
             opts["base"] = opts["base"].split(",")
@@ -146,8 +164,14 @@ def load_config(path: str | Path) -> RunConfig:
     extra = sorted(set(data) - {f.name for f in dataclasses.fields(RunConfig)})
     if extra:
         raise InputError(f"unknown top-level key(s) {', '.join(extra)}", path=path)
-    return RunConfig(study=str((base / str(data["study"])).resolve()), prepare=prep, embed=embed, fit=tuple(fits),
-                     evaluate=bool(data.get("evaluate", True)), report=bool(data.get("report", True)))
+    return RunConfig(
+        study=str((base / str(data["study"])).resolve()),
+        prepare=prep,
+        embed=embed,
+        fit=tuple(fits),
+        evaluate=bool(data.get("evaluate", True)),
+        report=bool(data.get("report", True)),
+    )
 
 
 def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None:
@@ -165,9 +189,19 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
             column, _, file = p.folds_by.partition(" ")
             folds_by = (column, Path(file.strip()))
         prepare_study(
-            vcf=Path(p.vcf), expression=Path(p.expression), out=study, window=p.window, folds=p.folds,
-            seed=p.seed, residualised=p.residualised, allow_unphased=p.allow_unphased, normalise=p.normalise,
-            cis_window=p.cis_window, folds_by=folds_by, progress=progress, **optional,
+            vcf=Path(p.vcf),
+            expression=Path(p.expression),
+            out=study,
+            window=p.window,
+            folds=p.folds,
+            seed=p.seed,
+            residualised=p.residualised,
+            allow_unphased=p.allow_unphased,
+            normalise=p.normalise,
+            cis_window=p.cis_window,
+            folds_by=folds_by,
+            progress=progress,
+            **optional,
         )
     if config.embed is not None:
         say("[embed]")
@@ -196,9 +230,18 @@ def _same_prepare(study: Path, p: PrepareConfig) -> bool:
     """True when the existing study was prepared from the same files (by sha256) and parameters."""
     meta = json.loads((study / "study.json").read_text())
     params = meta.get("params", {})
-    same_params = all(params.get(k, default) == getattr(p, k) for k, default in (
-        ("window", None), ("folds", None), ("seed", None), ("residualised", None), ("allow_unphased", None),
-        ("normalise", "none"), ("cis_window", None)))
+    same_params = all(
+        params.get(k, default) == getattr(p, k)
+        for k, default in (
+            ("window", None),
+            ("folds", None),
+            ("seed", None),
+            ("residualised", None),
+            ("allow_unphased", None),
+            ("normalise", "none"),
+            ("cis_window", None),
+        )
+    )
     inputs = meta.get("inputs", {})
     for key in ("vcf", "fasta", "genes", "expression", "covariates"):
         value = getattr(p, key)

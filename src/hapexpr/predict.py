@@ -32,8 +32,9 @@ def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, p
     ``method`` (a fit name); writes ``out`` (TSV, columns ``PRED_COLUMNS``) atomically."""
     out = Path(out)
     if out.exists() and not overwrite:
-        raise InputError("the output file already exists", path=out,
-                         hint="pass --overwrite to replace it, or choose another --out")
+        raise InputError(
+            "the output file already exists", path=out, hint="pass --overwrite to replace it, or choose another --out"
+        )
     study = Study.open(study_path)
     m = ensure_final(study.path, method)
     m.for_new_people = True
@@ -54,14 +55,24 @@ def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, p
         pred = est.predict(X)
         n_missing = _missing(study.gene(gene_id).variants, new.table, est, X)
         counts.append((gene_id, n_missing, n_new))
-        parts.append(pd.DataFrame({"method": m.fit_name, "gene_id": gene_id, "sample_id": cohort.sample_ids,
-                                   "predicted": np.asarray(pred, dtype=np.float64),
-                                   "n_study_variants_missing": n_missing, "n_new_variants": n_new,
-                                   "in_study": in_study}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "method": m.fit_name,
+                    "gene_id": gene_id,
+                    "sample_id": cohort.sample_ids,
+                    "predicted": np.asarray(pred, dtype=np.float64),
+                    "n_study_variants_missing": n_missing,
+                    "n_new_variants": n_new,
+                    "in_study": in_study,
+                }
+            )
+        )
     if not parts:
         raise InputError(
             f"the VCF has no contig of any study gene ({', '.join(sorted(set(study.genes['chrom'])))})",
-            path=vcf, hint="use a VCF of the same genome build and chromosomes as the study",
+            path=vcf,
+            hint="use a VCF of the same genome build and chromosomes as the study",
         )
     table = pd.concat(parts, ignore_index=True)[PRED_COLUMNS]
     with atomic_open(out) as fh:
@@ -91,10 +102,15 @@ def _summary(m, table, counts, skipped, no_model, in_study, out) -> None:
     used = "part of the people's sequences" if sequence else "ignored: the model has no weight for them"
     console.print(f"  new variants (in the VCF, not in the study) in the windows: {n_new} ({used})")
     if in_study.any():
-        console.print(f"  [yellow]{int(in_study.sum())} sample(s) are study individuals (in_study = True); "
-                      "their predictions are not out-of-sample[/]")
+        console.print(
+            f"  [yellow]{int(in_study.sum())} sample(s) are study individuals (in_study = True); "
+            "their predictions are not out-of-sample[/]"
+        )
     if no_model:
         console.print(f"  {len(no_model)} gene(s) have no model (nothing to learn from): " + ", ".join(no_model[:5]))
     if skipped:
-        console.print(f"  [yellow]{len(skipped)} gene(s) skipped, their contig is not in the VCF:[/] "
-                      + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+        console.print(
+            f"  [yellow]{len(skipped)} gene(s) skipped, their contig is not in the VCF:[/] "
+            + ", ".join(skipped[:5])
+            + (" ..." if len(skipped) > 5 else "")
+        )

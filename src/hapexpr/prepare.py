@@ -100,8 +100,10 @@ def prepare_study(
     expr_df = table.values
     check_normalise(normalise, expr_df.to_numpy(), path=expression)
     if normalise == "none" and (why := looks_unnormalised(expr_df.to_numpy())):
-        console.print(f"[yellow]warning: {expression} looks like raw counts or RPKM/TPM ({why}); "
-                      "consider --normalise inverse-normal (or log2)[/]")
+        console.print(
+            f"[yellow]warning: {expression} looks like raw counts or RPKM/TPM ({why}); "
+            "consider --normalise inverse-normal (or log2)[/]"
+        )
     cov_df = read_covariates(covariates) if covariates is not None and not residualised else None
     genes_df = _gene_table(genes, table, expression)
     reference = Reference(fasta) if fasta is not None else None
@@ -116,7 +118,8 @@ def prepare_study(
         if len(samples) < 2 * folds:
             raise InputError(
                 f"only {len(samples)} samples are shared by the inputs, too few for {folds} folds",
-                path=vcf, hint="check that the sample ids match across the VCF, expression and covariates",
+                path=vcf,
+                hint="check that the sample ids match across the VCF, expression and covariates",
             )
         fold, folds_meta = _assign_folds(len(samples), folds=folds, seed=seed), None
     params = PrepareParams(window, folds, seed, residualised, allow_unphased, normalise, cis_window, folds_meta)
@@ -125,15 +128,29 @@ def prepare_study(
     genes_df, dropped = _select_genes(genes_df, genes or expression, expr_df, expression, reader, vcf, reference, fasta)
     genes_df, more = _drop_bad_windows(genes_df, reference, reader, window)
     dropped += more
-    inputs_by_reason = {"no_annotation": genes or expression, "contig_not_in_vcf": vcf, "no_cis_variant": vcf,
-                        "contig_not_in_fasta": fasta, "window_outside_fasta_excerpt": fasta, "mostly_n": fasta,
-                        "tss_past_contig_end": fasta or vcf}
+    inputs_by_reason = {
+        "no_annotation": genes or expression,
+        "contig_not_in_vcf": vcf,
+        "no_cis_variant": vcf,
+        "contig_not_in_fasta": fasta,
+        "window_outside_fasta_excerpt": fasta,
+        "mostly_n": fasta,
+        "tss_past_contig_end": fasta or vcf,
+    }
     _stop_if_empty(genes_df, dropped, inputs_by_reason)
 
-    inputs = {name: fingerprint_file(p) for name, p in
-              [("vcf", vcf), ("fasta", fasta), ("genes", genes), ("expression", expression), ("covariates", covariates),
-               ("folds_by", None if folds_by is None else folds_by[1])]
-              if p is not None}
+    inputs = {
+        name: fingerprint_file(p)
+        for name, p in [
+            ("vcf", vcf),
+            ("fasta", fasta),
+            ("genes", genes),
+            ("expression", expression),
+            ("covariates", covariates),
+            ("folds_by", None if folds_by is None else folds_by[1]),
+        ]
+        if p is not None
+    }
     meta = {
         "format_version": FORMAT_VERSION,
         "hapexpr_version": __version__,
@@ -165,17 +182,22 @@ def prepare_study(
         with atomic_open(partial / "genes.tsv") as fh:
             pd.DataFrame(rows, columns=GENE_COLUMNS).to_csv(fh, sep="\t", index=False)
         copied = _copy_truth(Path(expression).parent, partial)
-        meta.update(n_samples=len(samples), n_genes=len(genes_df), truth=copied,
-                    dropped_genes=dict(Counter(r for _, r in dropped)))
+        meta.update(
+            n_samples=len(samples),
+            n_genes=len(genes_df),
+            truth=copied,
+            dropped_genes=dict(Counter(r for _, r in dropped)),
+        )
         meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         write_json(partial / "study.json", meta)
         (partial / ".prepare.json").unlink()
     _summarise_warnings(caught, vcf)
     (partial / ".lock").unlink(missing_ok=True)
     _move_into_place(partial, out)
-    console.print(f"prepared {len(samples)} samples x {len(genes_df)} genes ({len(dropped)} dropped) "
-                  f"in {time.time() - began:.1f} s -> {out}"
-                  + ("" if reference is not None else " (genotype-only: no --fasta)"))
+    console.print(
+        f"prepared {len(samples)} samples x {len(genes_df)} genes ({len(dropped)} dropped) "
+        f"in {time.time() - began:.1f} s -> {out}" + ("" if reference is not None else " (genotype-only: no --fasta)")
+    )
     return out
 
 
@@ -185,7 +207,8 @@ def _gene_table(genes: Path | None, table, expression: Path) -> pd.DataFrame:
         return read_genes(genes)
     if table.tss is None:
         raise InputError(
-            f"--genes is needed: this expression file ({table.layout}) carries no gene strands", path=expression,
+            f"--genes is needed: this expression file ({table.layout}) carries no gene strands",
+            path=expression,
             hint="pass --genes (GTF/GFF3 or a BED/TSV of TSSs), or use a QTLtools BED (#chr start end pid gid strand ...)",
         )
     return table.tss
@@ -199,7 +222,9 @@ def folds_from_column(samples: list[str], column: str, path: Path) -> tuple[np.n
     if column not in raw.columns[1:]:
         raise InputError(
             f"the sample annotation has no column {column!r} (it has {', '.join(map(str, raw.columns[1:]))})",
-            path=path, record="header", hint="name a column of the file after --folds-by",
+            path=path,
+            record="header",
+            hint="name a column of the file after --folds-by",
         )
     ids = raw.iloc[:, 0].astype(str)
     check_unique(ids, path=path, what="sample id")
@@ -208,14 +233,17 @@ def folds_from_column(samples: list[str], column: str, path: Path) -> tuple[np.n
     if missing:
         raise InputError(
             f"{len(missing)} sample(s) of the study have no row: {', '.join(missing[:5])}"
-            + (" ..." if len(missing) > 5 else ""), path=path,
+            + (" ..." if len(missing) > 5 else ""),
+            path=path,
             hint="the first column must hold every study sample's id",
         )
     groups = sorted({value[s] for s in samples})
     if len(groups) < 2:
         raise InputError(
             f"column {column!r} has a single value ({groups[0]!r}) among the study's samples, so there is "
-            "nothing to hold out", path=path, hint="--folds-by needs a column with at least two values",
+            "nothing to hold out",
+            path=path,
+            hint="--folds-by needs a column with at least two values",
         )
     return np.array([groups.index(value[s]) for s in samples], dtype=np.int64), groups
 
@@ -226,12 +254,14 @@ def _check_destination(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not (out / "study.json").exists():
             raise StudyError(
-                "the output directory exists, is not empty and is not a hapexpr study", path=out,
+                "the output directory exists, is not empty and is not a hapexpr study",
+                path=out,
                 hint="choose another --out; hapexpr never deletes directories it did not write",
             )
         if not overwrite:
             raise StudyError(
-                "a study already exists here", path=out,
+                "a study already exists here",
+                path=out,
                 hint="pass --overwrite to replace it (it is kept until the new study is complete), or choose another --out",
             )
 
@@ -248,8 +278,10 @@ def _intersect_samples(vcf, vcf_samples, expression, expr_samples, covariates, c
         if not shared:
             others = " and ".join(f"the {kinds[p]} {p}" for p, _ in sources if p != path)
             raise InputError(
-                f"no sample of this {kinds[path]} ({', '.join(ids[:3])}...) is in {others}", path=path,
-                record="header", hint=f"the VCF {vcf} has samples {', '.join(vcf_samples[:3])}...; the ids must match exactly",
+                f"no sample of this {kinds[path]} ({', '.join(ids[:3])}...) is in {others}",
+                path=path,
+                record="header",
+                hint=f"the VCF {vcf} has samples {', '.join(vcf_samples[:3])}...; the ids must match exactly",
             )
         keep = shared
     for path, ids in sources:
@@ -257,7 +289,9 @@ def _intersect_samples(vcf, vcf_samples, expression, expr_samples, covariates, c
         if dropped:
             lacking = [str(p) for p, other in sources if p != path and not set(dropped) <= set(other)]
             shown = ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
-            console.print(f"[yellow]dropped {len(dropped)} sample(s) of {path} missing from {' or '.join(lacking)}:[/] {shown}")
+            console.print(
+                f"[yellow]dropped {len(dropped)} sample(s) of {path} missing from {' or '.join(lacking)}:[/] {shown}"
+            )
     return [s for s in vcf_samples if s in keep]
 
 
@@ -268,10 +302,14 @@ def _select_genes(genes_df, genes_path, expr_df, expr_path, reader, vcf, referen
     df = genes_df[genes_df["gene_id"].isin(expr_df.index)].copy()
     if df.empty:
         raise InputError(
-            "no gene id of the expression file is in the annotation", path=expr_path,
-            record=f"gene {expr_df.index[0]}", hint=f"use an annotation ({genes_path}) with the same gene ids",
+            "no gene id of the expression file is in the annotation",
+            path=expr_path,
+            record=f"gene {expr_df.index[0]}",
+            hint=f"use an annotation ({genes_path}) with the same gene ids",
         )
-    contigs = {c: (reader.resolve(c), reference.resolve(c) if reference is not None else c) for c in df["chrom"].unique()}
+    contigs = {
+        c: (reader.resolve(c), reference.resolve(c) if reference is not None else c) for c in df["chrom"].unique()
+    }
     for c, (v, f) in contigs.items():
         if v is None or f is None:
             reason = "contig_not_in_vcf" if v is None else "contig_not_in_fasta"
@@ -283,7 +321,8 @@ def _select_genes(genes_df, genes_path, expr_df, expr_path, reader, vcf, referen
         raise InputError(
             f"no gene lies on a contig found in {where} (annotation contigs: {', '.join(map(str, contigs))}; "
             f"VCF {vcf}: {', '.join(reader.contigs[:5])}...)",
-            path=genes_path, hint="use an annotation, VCF and FASTA of the same assembly (chr1 and 1 are matched automatically)",
+            path=genes_path,
+            hint="use an annotation, VCF and FASTA of the same assembly (chr1 and 1 are matched automatically)",
         )
     df["vcf_chrom"] = df["chrom"].map(lambda c: contigs[c][0])
     df["fasta_chrom"] = df["chrom"].map(lambda c: contigs[c][1])
@@ -324,7 +363,8 @@ def _stop_if_empty(genes_df: pd.DataFrame, dropped: list, blame: dict) -> None:
         counts = Counter(r for _, r in dropped)
         why = "; ".join(f"{n} {DROP_REASONS[r]} ({r})" for r, n in counts.items())
         raise InputError(
-            f"no gene is left to study: {why}", path=blame[counts.most_common(1)[0][0]],
+            f"no gene is left to study: {why}",
+            path=blame[counts.most_common(1)[0][0]],
             hint="check that the FASTA, VCF and gene positions are of the same assembly and cover the genes",
         )
 
@@ -356,8 +396,10 @@ def _summarise_warnings(caught: list, vcf: Path) -> None:
         return
     counts = Counter(messages)
     first, n = counts.most_common(1)[0]
-    console.print(f"[yellow]{len(messages)} warning(s) while reading {vcf} ({len(counts)} distinct); "
-                  f"most common ({n}x): {first}[/]")
+    console.print(
+        f"[yellow]{len(messages)} warning(s) while reading {vcf} ({len(counts)} distinct); "
+        f"most common ({n}x): {first}[/]"
+    )
 
 
 def _copy_truth(folder: Path, partial: Path) -> list[str]:
@@ -408,7 +450,9 @@ def _start_or_resume(partial: Path, key: str) -> None:
     write_json(state, {"key": key})
 
 
-def _write_genes(partial: Path, genes_df: pd.DataFrame, reader, reference, window: int, *, progress: bool) -> list[dict]:
+def _write_genes(
+    partial: Path, genes_df: pd.DataFrame, reader, reference, window: int, *, progress: bool
+) -> list[dict]:
 
     rows = []
     for g in track_genes(list(genes_df.itertuples(index=False)), "prepare", enabled=progress):
@@ -422,9 +466,17 @@ def _write_genes(partial: Path, genes_df: pd.DataFrame, reader, reference, windo
             n_variants, n_unique = len(gene.variants), len(gene.hap_alleles)
         lo, hi = window_bounds(int(g.tss), g.strand, window)
         rows.append(
-            {"gene_id": g.gene_id, "gene_name": g.gene_name, "chrom": g.chrom, "tss": int(g.tss),
-             "strand": g.strand, "window_start": lo, "window_end": hi,
-             "n_variants": n_variants, "n_unique_haplotypes": n_unique}
+            {
+                "gene_id": g.gene_id,
+                "gene_name": g.gene_name,
+                "chrom": g.chrom,
+                "tss": int(g.tss),
+                "strand": g.strand,
+                "window_start": lo,
+                "window_end": hi,
+                "n_variants": n_variants,
+                "n_unique_haplotypes": n_unique,
+            }
         )
     return rows
 
@@ -447,14 +499,28 @@ def build_gene(g, reader, reference, window: int) -> GeneData:
     lo, hi = window_bounds(tss, g.strand, window)
     ref_end = variants.pos + np.array([len(r) for r in variants.ref], dtype=np.int64) - 1
     table = pd.DataFrame(
-        {"variant_id": variants.ids.astype(object), "chrom": g.chrom, "pos": variants.pos,
-         "ref": variants.ref.astype(object), "alt": variants.alt.astype(object),
-         "in_window": (ref_end >= lo) & (variants.pos <= hi)}
+        {
+            "variant_id": variants.ids.astype(object),
+            "chrom": g.chrom,
+            "pos": variants.pos,
+            "ref": variants.ref.astype(object),
+            "alt": variants.alt.astype(object),
+            "in_window": (ref_end >= lo) & (variants.pos <= hi),
+        }
     )
     alleles, index = unique_haplotypes(variants.genotypes)
     gene = GeneData(
-        gene_id=g.gene_id, chrom=g.chrom, tss=tss, strand=g.strand, window=window, region_start=start,
-        reference=ref_bytes, variants=table, genotypes=variants.genotypes, hap_index=index, hap_alleles=alleles,
+        gene_id=g.gene_id,
+        chrom=g.chrom,
+        tss=tss,
+        strand=g.strand,
+        window=window,
+        region_start=start,
+        reference=ref_bytes,
+        variants=table,
+        genotypes=variants.genotypes,
+        hap_index=index,
+        hap_alleles=alleles,
     )
     return _merge_identical_windows(gene) if reference is not None else gene
 

@@ -13,8 +13,9 @@ console = Console(stderr=True, highlight=False)
 T = TypeVar("T")
 
 
-def track_genes(items: Iterable[T], label: str, *, enabled: bool = True, total: int | None = None,
-                unit: str = "genes") -> Iterator[T]:
+def track_genes(
+    items: Iterable[T], label: str, *, enabled: bool = True, total: int | None = None, unit: str = "genes"
+) -> Iterator[T]:
     """Yield ``items`` while showing progress on stderr; it advances once the caller's work on an
     item is done. On a terminal: a bar ``label ━━━ done/total elapsed remaining`` that vanishes
     when the loop ends. Otherwise (a log file, a batch job): a line every 5% of the items,
@@ -32,8 +33,16 @@ def track_genes(items: Iterable[T], label: str, *, enabled: bool = True, total: 
     if enabled and not console.is_terminal:
         yield from _log_lines(items, label, total, unit)
         return
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, disable=not enabled, transient=True) as bar:
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=True,
+    ) as bar:
         task = bar.add_task("genes", total=total)
         for item in items:
             yield item

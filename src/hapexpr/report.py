@@ -67,8 +67,15 @@ def write_report(study_path: str | Path, *, overwrite: bool = False) -> Path:
     predictions = read_predictions(study.path)
     provenance = read_provenance(study, list(metrics["method"].unique()))
     metrics = metrics.sort_values("method", key=lambda c: c.map(provenance.rank), kind="stable")
-    page = render(study, metrics=metrics, summary=summary, comparisons=comparisons, predictions=predictions,
-                  provenance=provenance, explain=read_explain(study))
+    page = render(
+        study,
+        metrics=metrics,
+        summary=summary,
+        comparisons=comparisons,
+        predictions=predictions,
+        provenance=provenance,
+        explain=read_explain(study),
+    )
     with atomic_open(out) as fh:
         fh.write(page)
     return out
@@ -111,8 +118,11 @@ def read_provenance(study: Study, methods: list[str]) -> Provenance:
         prov.fits[m] = record
         used = record.get("models_used")
         if used is None:  # no record of the models: any tiny model in the study may be behind it
-            used = [{"description": _describe_store(s) + " (no fit record: assumed)", "tiny": True}
-                    for s in prov.stores if s.get("tiny")]
+            used = [
+                {"description": _describe_store(s) + " (no fit record: assumed)", "tiny": True}
+                for s in prov.stores
+                if s.get("tiny")
+            ]
         prov.models[m] = [u["description"] for u in used]
         prov.tiny[m] = [u["description"] for u in used if u.get("tiny")]
         if record.get("method") in registry.method_names():
@@ -196,35 +206,52 @@ def _num(v, fmt: str = ".3f") -> str:
 _L = ' class="l"'
 
 
-def _table(df: pd.DataFrame, *, labels: dict | None = None, fmts: dict | None = None, left: tuple = (),
-           highlight=None) -> str:
+def _table(
+    df: pd.DataFrame, *, labels: dict | None = None, fmts: dict | None = None, left: tuple = (), highlight=None
+) -> str:
     labels, fmts = labels or {}, fmts or {}
-    head = "".join(f'<th{_L if c in left else ""}>{_e(labels.get(c, c))}</th>' for c in df.columns)
+    head = "".join(f"<th{_L if c in left else ''}>{_e(labels.get(c, c))}</th>" for c in df.columns)
     rows = []
     for i, row in enumerate(df.itertuples(index=False)):
-        cells = "".join(f'<td{_L if c in left else ""}>{_num(v, fmts.get(c, ".3f"))}</td>'
-                        for c, v in zip(df.columns, row))
-        rows.append(f'<tr{" class=hl" if highlight is not None and highlight(i, row) else ""}>{cells}</tr>')
+        cells = "".join(
+            f"<td{_L if c in left else ''}>{_num(v, fmts.get(c, '.3f'))}</td>" for c, v in zip(df.columns, row)
+        )
+        rows.append(f"<tr{' class=hl' if highlight is not None and highlight(i, row) else ''}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _figure(png: bytes, alt: str, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+    )
 
 
 def _section(sid: str, title: str, body: str) -> str:
     return f'<section><h2 id="{sid}">{_e(title)}</h2>\n{body}\n</section>'
 
 
-_SUMMARY_LABELS = {"genes": "genes", "mean_r": "mean r", "median_r": "median r", "frac_r_below_0": "fraction r < 0",
-                   "mean_r_heritable": "mean r (h2 > 0)", "mean_ceiling_heritable": "mean ceiling sqrt(h2)",
-                   "ratio_to_ceiling": "ratio to ceiling"}
+_SUMMARY_LABELS = {
+    "genes": "genes",
+    "mean_r": "mean r",
+    "median_r": "median r",
+    "frac_r_below_0": "fraction r < 0",
+    "mean_r_heritable": "mean r (h2 > 0)",
+    "mean_ceiling_heritable": "mean ceiling sqrt(h2)",
+    "ratio_to_ceiling": "ratio to ceiling",
+}
 
 
-def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
-           predictions: pd.DataFrame, provenance: Provenance, explain: list) -> str:
+def render(
+    study: Study,
+    *,
+    metrics: pd.DataFrame,
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    predictions: pd.DataFrame,
+    provenance: Provenance,
+    explain: list,
+) -> str:
     """The whole page as one string."""
     methods = rf.order_methods(metrics["method"].unique())
     summary = summary.set_index("method").loc[methods].reset_index()
@@ -232,14 +259,25 @@ def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, compar
     sections = [
         _summary_section(summary, comparisons, has_truth, provenance),
         _scatter_section(metrics, has_truth, provenance.reference),
-        _section("distributions", "Distribution of r per method", _figure(
-            rf.distribution_figure(metrics), "box plot of per-gene r per method",
-            "Per-gene Pearson r between observed and out-of-fold predicted expression across held-out "
-            "individuals. Each dot is a gene; box = quartiles, line = median, diamond = mean.")),
+        _section(
+            "distributions",
+            "Distribution of r per method",
+            _figure(
+                rf.distribution_figure(metrics),
+                "box plot of per-gene r per method",
+                "Per-gene Pearson r between observed and out-of-fold predicted expression across held-out "
+                "individuals. Each dot is a gene; box = quartiles, line = median, diamond = mean.",
+            ),
+        ),
         _best_genes_section(metrics, summary, predictions),
         _ceiling_section(metrics, has_truth),
-        _statistics_section(metrics, read_per_gene(study), methods, {provenance.reference, provenance.primary},
-                            seed_spread(study, methods)),
+        _statistics_section(
+            metrics,
+            read_per_gene(study),
+            methods,
+            {provenance.reference, provenance.primary},
+            seed_spread(study, methods),
+        ),
         _explain_section(study, explain),
         _per_gene_section(study, metrics, methods, has_truth),
         _provenance_section(study, provenance, methods),
@@ -247,7 +285,7 @@ def render(study: Study, *, metrics: pd.DataFrame, summary: pd.DataFrame, compar
     n_samples = study.meta.get("n_samples", len(study.samples))
     nav = "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t in _NAV)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>hapexpr report: {_e(study.path.name)}</title><style>{_CSS}</style></head><body>\n"
         f"<h1>hapexpr report: {_e(study.path.name)}</h1>\n{_banner(provenance)}\n"
         f'<p class="muted">{len(metrics["gene_id"].unique())} genes, {n_samples} individuals, '
@@ -265,14 +303,25 @@ def split_note(study: Study) -> str:
     if by:
         groups = by.get("groups") or []
         shown = ", ".join(str(g) for g in groups[:8]) + (" ..." if len(groups) > 8 else "")
-        return (f"folds by {by.get('column')} from {Path(str(by.get('file'))).name} ({len(groups)} folds: {shown}; "
-                "each group is predicted by models trained on the others)")
+        return (
+            f"folds by {by.get('column')} from {Path(str(by.get('file'))).name} ({len(groups)} folds: {shown}; "
+            "each group is predicted by models trained on the others)"
+        )
     return f"{study.n_folds}-fold cross-validation over individuals (random folds, seed {params.get('seed', '?')})"
 
 
-_NAV = [("summary", "Summary"), ("comparisons", "Comparisons"), ("method-vs-method", "Method vs method"),
-        ("distributions", "Distributions"), ("best-genes", "Best genes"), ("ceiling", "Ceiling"),
-        ("statistics", "Intervals and heritability"), ("explain", "Variant effects"), ("per-gene", "Per gene"), ("provenance", "Provenance")]
+_NAV = [
+    ("summary", "Summary"),
+    ("comparisons", "Comparisons"),
+    ("method-vs-method", "Method vs method"),
+    ("distributions", "Distributions"),
+    ("best-genes", "Best genes"),
+    ("ceiling", "Ceiling"),
+    ("statistics", "Intervals and heritability"),
+    ("explain", "Variant effects"),
+    ("per-gene", "Per gene"),
+    ("provenance", "Provenance"),
+]
 
 
 def _banner(prov: Provenance) -> str:
@@ -285,58 +334,84 @@ def _banner(prov: Provenance) -> str:
         fixes.append("<code>hapexpr embed STUDY --model PATH</code>")
     if any(d.startswith("Enformer") for d in tiny):
         fixes.append("<code>hapexpr fit STUDY --method enformer --model PATH</code>")
-    return (f'<div class="banner" id="tiny-model-banner" role="alert"><strong>Tiny, randomly initialised model'
-            f"{'s' if len(tiny) > 1 else ''}:</strong> {_e('; '.join(tiny))} (used by {_e(', '.join(who))}). "
-            f"These {TINY_WARNING}. Rerun {' and '.join(fixes)} with a real checkpoint directory "
-            "for meaningful numbers.</div>")
+    return (
+        f'<div class="banner" id="tiny-model-banner" role="alert"><strong>Tiny, randomly initialised model'
+        f"{'s' if len(tiny) > 1 else ''}:</strong> {_e('; '.join(tiny))} (used by {_e(', '.join(who))}). "
+        f"These {TINY_WARNING}. Rerun {' and '.join(fixes)} with a real checkpoint directory "
+        "for meaningful numbers.</div>"
+    )
 
 
 def _summary_section(summary: pd.DataFrame, comparisons: pd.DataFrame, has_truth: bool, prov: Provenance) -> str:
     body = _table(summary, labels=_SUMMARY_LABELS, left=("method",))
-    body += ("<p class=\"muted\">r: Pearson correlation across held-out individuals of the pooled out-of-fold "
-             "predictions, per gene; a constant prediction (e.g. an elastic net that kept no variant) counts "
-             "as r = 0.")
-    body += (" Ceiling = sqrt(h2) of the simulated truth; the ratio is mean r over mean ceiling on genes with "
-             "h2 > 0.</p>" if has_truth else " The truth is unknown (not a simulated cohort), so no ceiling.</p>")
+    body += (
+        '<p class="muted">r: Pearson correlation across held-out individuals of the pooled out-of-fold '
+        "predictions, per gene; a constant prediction (e.g. an elastic net that kept no variant) counts "
+        "as r = 0."
+    )
+    body += (
+        " Ceiling = sqrt(h2) of the simulated truth; the ratio is mean r over mean ceiling on genes with h2 > 0.</p>"
+        if has_truth
+        else " The truth is unknown (not a simulated cohort), so no ceiling.</p>"
+    )
     comp = ""
     if comparisons.empty:
-        comp = "<p class=\"note\">Only one method: nothing to compare.</p>"
+        comp = '<p class="note">Only one method: nothing to compare.</p>'
     else:
         key = comparisons.apply(lambda r: {r.method_a, r.method_b} == {prov.reference, prov.primary}, axis=1)
         comparisons = pd.concat([comparisons[key], comparisons[~key]], ignore_index=True)
-        comp = _table(comparisons, labels={"a_wins": "genes won by a", "b_wins": "genes won by b",
-                                           "mean_diff": "mean r(a) - r(b)", "wilcoxon_p": "Wilcoxon p",
-                                           "n_genes": "genes in common", "wilcoxon_q": "BH q",
-                                           "a_better_q05": "genes a better (q < 0.05)",
-                                           "b_better_q05": "genes b better (q < 0.05)"},
-                      fmts={"mean_diff": "+.3f", "wilcoxon_p": ".3g", "wilcoxon_q": ".3g"}, left=("method_a", "method_b"),
-                      highlight=lambda i, r: i == 0 and bool(key.any()))
-        comp += ("<p class=\"muted\">Paired over the genes both methods predict: genes where each has the higher r, "
-                 "and the two-sided Wilcoxon signed-rank p-value of the per-gene differences.</p>")
+        comp = _table(
+            comparisons,
+            labels={
+                "a_wins": "genes won by a",
+                "b_wins": "genes won by b",
+                "mean_diff": "mean r(a) - r(b)",
+                "wilcoxon_p": "Wilcoxon p",
+                "n_genes": "genes in common",
+                "wilcoxon_q": "BH q",
+                "a_better_q05": "genes a better (q < 0.05)",
+                "b_better_q05": "genes b better (q < 0.05)",
+            },
+            fmts={"mean_diff": "+.3f", "wilcoxon_p": ".3g", "wilcoxon_q": ".3g"},
+            left=("method_a", "method_b"),
+            highlight=lambda i, r: i == 0 and bool(key.any()),
+        )
+        comp += (
+            '<p class="muted">Paired over the genes both methods predict: genes where each has the higher r, '
+            "and the two-sided Wilcoxon signed-rank p-value of the per-gene differences.</p>"
+        )
         comp += _comparison_note()
-    return (_section("summary", "Method summary", body) + "\n"
-            + _section("comparisons", "Pairwise comparisons", comp))
+    return _section("summary", "Method summary", body) + "\n" + _section("comparisons", "Pairwise comparisons", comp)
 
 
 def _scatter_section(metrics: pd.DataFrame, has_truth: bool, reference: str | None) -> str:
     pairs = rf.scatter_pairs(metrics, reference)
     if not pairs:
-        return _section("method-vs-method", "Per-gene r, method against method",
-                        "<p class=\"note\">Only one method: fit another (e.g. <code>hapexpr fit STUDY --method "
-                        "elastic-net</code>) to compare per gene.</p>")
+        return _section(
+            "method-vs-method",
+            "Per-gene r, method against method",
+            '<p class="note">Only one method: fit another (e.g. <code>hapexpr fit STUDY --method '
+            "elastic-net</code>) to compare per gene.</p>",
+        )
     ceiling = metrics.groupby("gene_id")["ceiling"].first() if has_truth else None
     colour = " Points are coloured by the gene's ceiling sqrt(h2)." if has_truth else ""
-    first, rest = pairs[0], pairs[1:1 + MAX_OTHER_PAIRS]
-    body = _figure(rf.scatter_figure(metrics, [first], ceiling), f"per-gene r, {first[1]} against {first[0]}",
-                   f"Each point is a gene: r of <b>{_e(first[1])}</b> (y) against <b>{_e(first[0])}</b> (x). "
-                   f"Above the dashed diagonal {_e(first[1])} predicts the gene better.{colour}")
+    first, rest = pairs[0], pairs[1 : 1 + MAX_OTHER_PAIRS]
+    body = _figure(
+        rf.scatter_figure(metrics, [first], ceiling),
+        f"per-gene r, {first[1]} against {first[0]}",
+        f"Each point is a gene: r of <b>{_e(first[1])}</b> (y) against <b>{_e(first[0])}</b> (x). "
+        f"Above the dashed diagonal {_e(first[1])} predicts the gene better.{colour}",
+    )
     if rest:
         dropped = len(pairs) - 1 - len(rest)
         names = ", ".join(f"{y} vs {x}" for x, y in rest)
-        body += _figure(rf.scatter_figure(metrics, rest, ceiling), f"per-gene r: {names}",
-                        f"The other pairs of methods ({_e(names)}), drawn the same way: the y method predicts "
-                        "the gene better above the diagonal."
-                        + (f" {dropped} further pairs are in the comparisons table only." if dropped > 0 else ""))
+        body += _figure(
+            rf.scatter_figure(metrics, rest, ceiling),
+            f"per-gene r: {names}",
+            f"The other pairs of methods ({_e(names)}), drawn the same way: the y method predicts "
+            "the gene better above the diagonal."
+            + (f" {dropped} further pairs are in the comparisons table only." if dropped > 0 else ""),
+        )
     return _section("method-vs-method", "Per-gene r, method against method", body)
 
 
@@ -347,25 +422,45 @@ def _best_genes_section(metrics: pd.DataFrame, summary: pd.DataFrame, prediction
     genes = list(r.sort_values(ascending=False, kind="stable").index[:BEST_GENES])
     have = predictions[(predictions["method"] == best) & predictions["gene_id"].isin(genes)]
     if not genes or have.empty:
-        return _section("best-genes", title, "<p class=\"note\">No out-of-fold predictions to draw "
-                        "(STUDY/predictions.tsv is missing or lacks this method).</p>")
-    return _section("best-genes", title, _figure(
-        rf.observed_predicted_figure(predictions, metrics, best, genes), f"observed vs predicted, {best}",
-        f"The {len(genes)} genes best predicted by <b>{_e(best)}</b> (highest mean r): residualised observed "
-        "expression against the out-of-fold prediction of each individual, coloured by held-out fold, "
-        "with the least-squares line."))
+        return _section(
+            "best-genes",
+            title,
+            '<p class="note">No out-of-fold predictions to draw '
+            "(STUDY/predictions.tsv is missing or lacks this method).</p>",
+        )
+    return _section(
+        "best-genes",
+        title,
+        _figure(
+            rf.observed_predicted_figure(predictions, metrics, best, genes),
+            f"observed vs predicted, {best}",
+            f"The {len(genes)} genes best predicted by <b>{_e(best)}</b> (highest mean r): residualised observed "
+            "expression against the out-of-fold prediction of each individual, coloured by held-out fold, "
+            "with the least-squares line.",
+        ),
+    )
 
 
 def _ceiling_section(metrics: pd.DataFrame, has_truth: bool) -> str:
     if not has_truth:
-        return _section("ceiling", "Ceiling", "<p class=\"note\">The heritability of each gene is known only for "
-                        "simulated cohorts (<code>truth.tsv</code> beside the expression file), so no ceiling "
-                        "is drawn.</p>")
-    return _section("ceiling", "Ceiling (simulated truth)", _figure(
-        rf.ceiling_figure(metrics), "per-gene r against the ceiling sqrt(h2)",
-        "Per-gene r against sqrt(h2), the correlation a model knowing the true genetic effects would reach "
-        "on average. Points near the dashed line reach the ceiling; genes with h2 = 0 sit at x = 0, "
-        "where any r is noise."))
+        return _section(
+            "ceiling",
+            "Ceiling",
+            '<p class="note">The heritability of each gene is known only for '
+            "simulated cohorts (<code>truth.tsv</code> beside the expression file), so no ceiling "
+            "is drawn.</p>",
+        )
+    return _section(
+        "ceiling",
+        "Ceiling (simulated truth)",
+        _figure(
+            rf.ceiling_figure(metrics),
+            "per-gene r against the ceiling sqrt(h2)",
+            "Per-gene r against sqrt(h2), the correlation a model knowing the true genetic effects would reach "
+            "on average. Points near the dashed line reach the ceiling; genes with h2 = 0 sit at x = 0, "
+            "where any r is noise.",
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,17 +468,28 @@ def _ceiling_section(metrics: pd.DataFrame, has_truth: bool) -> str:
 
 MAX_INTERVAL_GENES = 40
 MAX_PER_GENE_ROWS = 500
-_SUMMARY_LABELS.update({"null_mean_r": "null r", "null_frac_r_below_0": "null fraction r < 0",
-                        "genes_q05": "genes q < 0.05", "ratio_to_h2_cis": "r / sqrt(h2_cis)",
-                        "mean_r_h2_stratum0": "mean r, h2_cis < 0.05", "mean_r_h2_stratum1": "mean r, 0.05-0.2",
-                        "mean_r_h2_stratum2": "mean r, > 0.2", "genes_h2_stratum0": "genes h2_cis < 0.05",
-                        "genes_h2_stratum1": "genes 0.05-0.2", "genes_h2_stratum2": "genes > 0.2"})
+_SUMMARY_LABELS.update(
+    {
+        "null_mean_r": "null r",
+        "null_frac_r_below_0": "null fraction r < 0",
+        "genes_q05": "genes q < 0.05",
+        "ratio_to_h2_cis": "r / sqrt(h2_cis)",
+        "mean_r_h2_stratum0": "mean r, h2_cis < 0.05",
+        "mean_r_h2_stratum1": "mean r, 0.05-0.2",
+        "mean_r_h2_stratum2": "mean r, > 0.2",
+        "genes_h2_stratum0": "genes h2_cis < 0.05",
+        "genes_h2_stratum1": "genes 0.05-0.2",
+        "genes_h2_stratum2": "genes > 0.2",
+    }
+)
 
 
 def _comparison_note() -> str:
-    return ("<p class=\"muted\">BH q: Benjamini-Hochberg over the pairs. Genes better at q &lt; 0.05: per-gene "
-            "bootstrap over individuals of r(a) - r(b), BH over the pair's genes (see "
-            "<a href=\"#statistics\">Intervals and heritability</a>).</p>")
+    return (
+        '<p class="muted">BH q: Benjamini-Hochberg over the pairs. Genes better at q &lt; 0.05: per-gene '
+        "bootstrap over individuals of r(a) - r(b), BH over the pair's genes (see "
+        '<a href="#statistics">Intervals and heritability</a>).</p>'
+    )
 
 
 def read_per_gene(study: Study) -> pd.DataFrame | None:
@@ -405,9 +511,16 @@ def seed_spread(study: Study, methods: list[str]) -> pd.DataFrame:
             continue
         df = pd.read_csv(path, sep="\t", dtype={"gene_id": str})
         sd = df.groupby("gene_id")["pearson_r"].std(ddof=1)
-        rows.append({"method": m, "genes": int(df["gene_id"].nunique()), "seeds": int(df["seed"].nunique()),
-                     "mean r (one seed)": float(df["pearson_r"].mean()), "mean SD across seeds": float(sd.mean()),
-                     "max SD across seeds": float(sd.max())})
+        rows.append(
+            {
+                "method": m,
+                "genes": int(df["gene_id"].nunique()),
+                "seeds": int(df["seed"].nunique()),
+                "mean r (one seed)": float(df["pearson_r"].mean()),
+                "mean SD across seeds": float(sd.mean()),
+                "max SD across seeds": float(sd.max()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -425,80 +538,129 @@ def _key_pair(per_gene: pd.DataFrame, methods: list[str], key: set[str]) -> tupl
         if {a, b} == key:
             return a, b
     rank = {m: i for i, m in enumerate(methods)}
-    return min(pairs, key=lambda p: (min(rank.get(p[0], 99), rank.get(p[1], 99)), max(rank.get(p[0], 99), rank.get(p[1], 99))))
+    return min(
+        pairs, key=lambda p: (min(rank.get(p[0], 99), rank.get(p[1], 99)), max(rank.get(p[0], 99), rank.get(p[1], 99)))
+    )
 
 
-def _statistics_section(metrics: pd.DataFrame, per_gene: pd.DataFrame | None, methods: list[str],
-                        key: set[str], seeds: pd.DataFrame) -> str:
+def _statistics_section(
+    metrics: pd.DataFrame, per_gene: pd.DataFrame | None, methods: list[str], key: set[str], seeds: pd.DataFrame
+) -> str:
     parts = []
     if not seeds.empty:
-        parts.append("<h3>Seed spread</h3>" + _table(seeds, left=("method",), fmts={
-            "mean r (one seed)": ".3f", "mean SD across seeds": ".3f", "max SD across seeds": ".3f"})
-            + "<p class=\"muted\">Fits trained with several seeds per fold (<code>fit --seeds N</code>): the "
-            "spread of each gene's out-of-fold r across seeds; the fit's own predictions average the seeds.</p>")
+        parts.append(
+            "<h3>Seed spread</h3>"
+            + _table(
+                seeds,
+                left=("method",),
+                fmts={"mean r (one seed)": ".3f", "mean SD across seeds": ".3f", "max SD across seeds": ".3f"},
+            )
+            + '<p class="muted">Fits trained with several seeds per fold (<code>fit --seeds N</code>): the '
+            "spread of each gene's out-of-fold r across seeds; the fit's own predictions average the seeds.</p>"
+        )
     if "h2_cis" in metrics.columns and metrics["h2_cis"].notna().any():
         strata = h2_strata(metrics)
         strata = strata.set_index("method").loc[[m for m in methods if m in set(strata["method"])]].reset_index()
-        parts.append("<h3>Results by estimated cis-heritability</h3>" + _table(
-            strata, labels={"mean_sqrt_h2_cis": "mean sqrt(h2_cis)", "ratio": "mean r / mean sqrt(h2_cis)"},
-            left=("method", "stratum")))
-        parts.append(_figure(rf.h2_cis_figure(metrics), "per-gene r against estimated h2_cis",
-                             "Per-gene r against the gene's cis-heritability estimated by Haseman-Elston regression "
-                             "on the GRM of its window variants, inside the training folds (bars: +-1 jackknife SE). "
-                             "The dashed curve r = sqrt(h2) is what a model knowing the true effects reaches on "
-                             "average; dotted lines are the stratum borders. Stratifying by an estimate made on "
-                             "the same people slightly favours the high stratum (shared noise)."))
+        parts.append(
+            "<h3>Results by estimated cis-heritability</h3>"
+            + _table(
+                strata,
+                labels={"mean_sqrt_h2_cis": "mean sqrt(h2_cis)", "ratio": "mean r / mean sqrt(h2_cis)"},
+                left=("method", "stratum"),
+            )
+        )
+        parts.append(
+            _figure(
+                rf.h2_cis_figure(metrics),
+                "per-gene r against estimated h2_cis",
+                "Per-gene r against the gene's cis-heritability estimated by Haseman-Elston regression "
+                "on the GRM of its window variants, inside the training folds (bars: +-1 jackknife SE). "
+                "The dashed curve r = sqrt(h2) is what a model knowing the true effects reaches on "
+                "average; dotted lines are the stratum borders. Stratifying by an estimate made on "
+                "the same people slightly favours the high stratum (shared noise).",
+            )
+        )
     if per_gene is not None and not per_gene.empty:
         a, b = _key_pair(per_gene, methods, key)
-        pair = per_gene[(per_gene["method_a"] == a) & (per_gene["method_b"] == b)].sort_values(["q", "gene_id"], kind="stable")
+        pair = per_gene[(per_gene["method_a"] == a) & (per_gene["method_b"] == b)].sort_values(
+            ["q", "gene_id"], kind="stable"
+        )
         shown = pair.head(MAX_INTERVAL_GENES)
-        parts.append(f"<h3>Per-gene paired test: {_e(a)} against {_e(b)}</h3>" + _figure(
-            rf.paired_interval_figure(shown, a, b), f"per-gene r({a}) - r({b}) with bootstrap intervals",
-            f"r({_e(a)}) - r({_e(b)}) per gene with its 95% interval from a bootstrap over individuals (the same "
-            "individuals resampled for both methods); filled: Benjamini-Hochberg q &lt; 0.05 over this pair's "
-            f"genes. {len(shown)} of {len(pair)} genes shown, smallest q first; every pair is in "
-            "STUDY/comparisons_per_gene.tsv."))
+        parts.append(
+            f"<h3>Per-gene paired test: {_e(a)} against {_e(b)}</h3>"
+            + _figure(
+                rf.paired_interval_figure(shown, a, b),
+                f"per-gene r({a}) - r({b}) with bootstrap intervals",
+                f"r({_e(a)}) - r({_e(b)}) per gene with its 95% interval from a bootstrap over individuals (the same "
+                "individuals resampled for both methods); filled: Benjamini-Hochberg q &lt; 0.05 over this pair's "
+                f"genes. {len(shown)} of {len(pair)} genes shown, smallest q first; every pair is in "
+                "STUDY/comparisons_per_gene.tsv.",
+            )
+        )
         rows = per_gene.sort_values(["q", "method_a", "method_b", "gene_id"], kind="stable").head(MAX_PER_GENE_ROWS)
-        parts.append(f"<details><summary>Per-gene paired tests of every pair ({len(rows)} of {len(per_gene)} rows, "
-                     "smallest q first)</summary>" + _table(rows, fmts={"delta_r": "+.3f", "p": ".3g", "q": ".3g"},
-                                                            left=("method_a", "method_b", "gene_id")) + "</details>")
+        parts.append(
+            f"<details><summary>Per-gene paired tests of every pair ({len(rows)} of {len(per_gene)} rows, "
+            "smallest q first)</summary>"
+            + _table(rows, fmts={"delta_r": "+.3f", "p": ".3g", "q": ".3g"}, left=("method_a", "method_b", "gene_id"))
+            + "</details>"
+        )
     if "pearson_q" in metrics.columns:
         wide = metrics.pivot(index="gene_id", columns="method", values="pearson_q")[methods].reset_index()
-        parts.append("<details><summary>q-values of each gene's r (Benjamini-Hochberg over the genes of each "
-                     "method)</summary>" + _table(wide, fmts={m: ".3g" for m in methods}, left=("gene_id",))
-                     + "</details>")
+        parts.append(
+            "<details><summary>q-values of each gene's r (Benjamini-Hochberg over the genes of each "
+            "method)</summary>" + _table(wide, fmts={m: ".3g" for m in methods}, left=("gene_id",)) + "</details>"
+        )
     if not parts:
-        return _section("statistics", "Intervals and heritability", "<p class=\"note\">Run <code>hapexpr evaluate "
-                        "STUDY</code> with this version to get q-values, per-gene intervals and heritability.</p>")
+        return _section(
+            "statistics",
+            "Intervals and heritability",
+            '<p class="note">Run <code>hapexpr evaluate '
+            "STUDY</code> with this version to get q-values, per-gene intervals and heritability.</p>",
+        )
     return _section("statistics", "Intervals and heritability", "\n".join(parts))
 
 
 def _explain_section(study: Study, explain: list) -> str:
     title = "Variant effects along the window"
-    how = ("<code>hapexpr explain STUDY --method nt-transformer --gene GENE_ID --out EFFECTS.tsv</code> "
-           "(kept as STUDY/explain/&lt;method&gt;/&lt;gene&gt;.tsv, which this report reads)")
+    how = (
+        "<code>hapexpr explain STUDY --method nt-transformer --gene GENE_ID --out EFFECTS.tsv</code> "
+        "(kept as STUDY/explain/&lt;method&gt;/&lt;gene&gt;.tsv, which this report reads)"
+    )
     if not explain:
-        return _section("explain", title, f"<p class=\"note\">No variant effects yet. Run {how}, then "
-                        "<code>hapexpr report STUDY --overwrite</code>.</p>")
+        return _section(
+            "explain",
+            title,
+            f'<p class="note">No variant effects yet. Run {how}, then '
+            "<code>hapexpr report STUDY --overwrite</code>.</p>",
+        )
     genes = study.genes.set_index("gene_id")
     parts = []
     for method, gene_id, effects in explain[:MAX_EXPLAIN_FIGURES]:
         if isinstance(effects, str) or gene_id not in genes.index:
             why = effects if isinstance(effects, str) else f"gene {gene_id} is not in this study"
-            parts.append(f"<p class=\"note\">{_e(method)}: skipped ({_e(why)}).</p>")
+            parts.append(f'<p class="note">{_e(method)}: skipped ({_e(why)}).</p>')
             continue
         g = genes.loc[gene_id]
         name = "" if pd.isna(g["gene_name"]) or g["gene_name"] == gene_id else f" ({g['gene_name']})"
-        parts.append(_figure(
-            rf.explain_figure(effects, tss=int(g["tss"]), strand=str(g["strand"]), window=study.window,
-                              title=f"{gene_id}{name}, {method}: {len(effects)} variants"),
-            f"variant effects, {gene_id}, {method}",
-            f"<b>{_e(gene_id)}</b>, {_e(method)}: mean change in the predicted expression when each variant's "
-            "allele is swapped in every haplotype carrying it (bars: +-1 sd over carriers), by position "
-            "relative to the TSS on the gene's strand."))
+        parts.append(
+            _figure(
+                rf.explain_figure(
+                    effects,
+                    tss=int(g["tss"]),
+                    strand=str(g["strand"]),
+                    window=study.window,
+                    title=f"{gene_id}{name}, {method}: {len(effects)} variants",
+                ),
+                f"variant effects, {gene_id}, {method}",
+                f"<b>{_e(gene_id)}</b>, {_e(method)}: mean change in the predicted expression when each variant's "
+                "allele is swapped in every haplotype carrying it (bars: +-1 sd over carriers), by position "
+                "relative to the TSS on the gene's strand.",
+            )
+        )
     if len(explain) > MAX_EXPLAIN_FIGURES:
-        parts.append(f"<p class=\"muted\">{len(explain) - MAX_EXPLAIN_FIGURES} more files under STUDY/explain "
-                     "are not drawn.</p>")
+        parts.append(
+            f'<p class="muted">{len(explain) - MAX_EXPLAIN_FIGURES} more files under STUDY/explain are not drawn.</p>'
+        )
     return _section("explain", title, "\n".join(parts))
 
 
@@ -508,9 +670,12 @@ def _per_gene_section(study: Study, metrics: pd.DataFrame, methods: list[str], h
         wide.insert(0, "ceiling", metrics.groupby("gene_id")["ceiling"].first())
     order = [g for g in study.gene_ids if g in wide.index] + [g for g in wide.index if g not in set(study.gene_ids)]
     wide = wide.loc[order].reset_index()
-    return _section("per-gene", "Per-gene r", "<details><summary>Pearson r of every gene and method "
-                    f"({len(wide)} genes; also in STUDY/metrics.tsv)</summary>"
-                    + _table(wide, left=("gene_id",)) + "</details>")
+    return _section(
+        "per-gene",
+        "Per-gene r",
+        "<details><summary>Pearson r of every gene and method "
+        f"({len(wide)} genes; also in STUDY/metrics.tsv)</summary>" + _table(wide, left=("gene_id",)) + "</details>",
+    )
 
 
 def _kv_table(items: list[tuple[str, object]]) -> str:
@@ -520,27 +685,60 @@ def _kv_table(items: list[tuple[str, object]]) -> str:
 
 def _provenance_section(study: Study, prov: Provenance, methods: list[str]) -> str:
     meta = study.meta
-    about = _kv_table([("study", study.path.resolve()), ("created", meta.get("created", "?")),
-                       ("written by hapexpr", meta.get("hapexpr_version", "?")),
-                       ("report by hapexpr", __version__), ("format version", meta.get("format_version", "?"))])
+    about = _kv_table(
+        [
+            ("study", study.path.resolve()),
+            ("created", meta.get("created", "?")),
+            ("written by hapexpr", meta.get("hapexpr_version", "?")),
+            ("report by hapexpr", __version__),
+            ("format version", meta.get("format_version", "?")),
+        ]
+    )
     params = _kv_table([(k, v) for k, v in sorted(meta.get("params", {}).items())])
-    inputs = pd.DataFrame([{"input": k, "path": v.get("path", ""), "size": v.get("size"),
-                            "sha256": str(v.get("sha256", ""))[:12]}
-                           for k, v in sorted(meta.get("inputs", {}).items())])
+    inputs = pd.DataFrame(
+        [
+            {"input": k, "path": v.get("path", ""), "size": v.get("size"), "sha256": str(v.get("sha256", ""))[:12]}
+            for k, v in sorted(meta.get("inputs", {}).items())
+        ]
+    )
     inputs_html = _table(inputs, left=("input", "path", "sha256")) if not inputs.empty else "<p>none recorded</p>"
-    fits = pd.DataFrame([{"method": m, "fit key": prov.fits[m].get("key", "?"),
-                          "complete": prov.fits[m].get("complete", "?"),
-                          "options": (json.dumps(prov.fits[m]["options"], sort_keys=True, default=str) if "options" in prov.fits[m]
-                                      else "no fit.json (not written by hapexpr fit)"),
-                          "models": "; ".join(prov.models.get(m, [])) or "-"} for m in methods])
-    body = (f"<h3>Study</h3>{about}<h3>Parameters</h3>{params}<h3>Inputs</h3>{inputs_html}"
-            f"<h3>Methods</h3>{_table(fits, left=tuple(fits.columns))}")
+    fits = pd.DataFrame(
+        [
+            {
+                "method": m,
+                "fit key": prov.fits[m].get("key", "?"),
+                "complete": prov.fits[m].get("complete", "?"),
+                "options": (
+                    json.dumps(prov.fits[m]["options"], sort_keys=True, default=str)
+                    if "options" in prov.fits[m]
+                    else "no fit.json (not written by hapexpr fit)"
+                ),
+                "models": "; ".join(prov.models.get(m, [])) or "-",
+            }
+            for m in methods
+        ]
+    )
+    body = (
+        f"<h3>Study</h3>{about}<h3>Parameters</h3>{params}<h3>Inputs</h3>{inputs_html}"
+        f"<h3>Methods</h3>{_table(fits, left=tuple(fits.columns))}"
+    )
     if prov.stores:
-        stores = pd.DataFrame([{"fingerprint": s["fingerprint"], "model": s.get("model", "?"), "tiny": s.get("tiny", "?"),
-                                "layer": s.get("layer", "?"), "bins": s.get("bins", "?"), "dim": s.get("dim", "?"),
-                                "weights sha256": str(s.get("weights_sha256", ""))[:12],
-                                "embedder": s.get("embedder", "nucleotide-transformer"),
-                                "tokenizer": s.get("tokenizer", "-"), "updated": s.get("updated", "?")}
-                               for s in prov.stores])
+        stores = pd.DataFrame(
+            [
+                {
+                    "fingerprint": s["fingerprint"],
+                    "model": s.get("model", "?"),
+                    "tiny": s.get("tiny", "?"),
+                    "layer": s.get("layer", "?"),
+                    "bins": s.get("bins", "?"),
+                    "dim": s.get("dim", "?"),
+                    "weights sha256": str(s.get("weights_sha256", ""))[:12],
+                    "embedder": s.get("embedder", "nucleotide-transformer"),
+                    "tokenizer": s.get("tokenizer", "-"),
+                    "updated": s.get("updated", "?"),
+                }
+                for s in prov.stores
+            ]
+        )
         body += f"<h3>Embedding stores</h3>{_table(stores, left=tuple(stores.columns))}"
     return _section("provenance", "Provenance", body)

@@ -14,7 +14,18 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#ff7f0e", "#17becf", "#e377c2", "#7f7f7f", "#bcbd22")
+_PALETTE = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#ff7f0e",
+    "#17becf",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+)
 DPI = 96
 
 
@@ -115,8 +126,14 @@ def distribution_figure(metrics: pd.DataFrame) -> bytes:
     fig = _figure(max(5.0, 1.1 * len(methods) + 2), 4.2)
     ax = fig.add_subplot(1, 1, 1)
     data = [metrics.loc[metrics["method"] == m, "pearson_r"].fillna(0.0).to_numpy() for m in methods]
-    ax.boxplot(data, positions=np.arange(len(methods)), widths=0.55, showfliers=False,
-               medianprops={"color": "k"}, boxprops={"color": "0.3"})
+    ax.boxplot(
+        data,
+        positions=np.arange(len(methods)),
+        widths=0.55,
+        showfliers=False,
+        medianprops={"color": "k"},
+        boxprops={"color": "0.3"},
+    )
     rng = np.random.default_rng(0)  # fixed jitter: the same study gives the same picture
     for i, (m, r) in enumerate(zip(methods, data)):
         ax.scatter(i + rng.uniform(-0.18, 0.18, len(r)), r, s=14, alpha=0.75, color=colours[m], edgecolors="none")
@@ -128,8 +145,7 @@ def distribution_figure(metrics: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def observed_predicted_figure(predictions: pd.DataFrame, metrics: pd.DataFrame, method: str,
-                              genes: list[str]) -> bytes:
+def observed_predicted_figure(predictions: pd.DataFrame, metrics: pd.DataFrame, method: str, genes: list[str]) -> bytes:
     """Observed (residualised) vs out-of-fold predicted expression of ``method`` for ``genes``,
     one panel per gene, points coloured by held-out fold, with the least-squares line."""
     rows, cols = _grid(len(genes), 4)
@@ -162,8 +178,15 @@ def ceiling_figure(metrics: pd.DataFrame) -> bytes:
         d = metrics[metrics["method"] == m]
         c = d["ceiling"].to_numpy(dtype=float)
         # a little horizontal jitter separates methods on the same gene
-        ax.scatter(c + rng.uniform(-0.006, 0.006, len(c)), d["pearson_r"].fillna(0.0), s=18, alpha=0.8,
-                   color=colours[m], label=m, edgecolors="none")
+        ax.scatter(
+            c + rng.uniform(-0.006, 0.006, len(c)),
+            d["pearson_r"].fillna(0.0),
+            s=18,
+            alpha=0.8,
+            color=colours[m],
+            label=m,
+            edgecolors="none",
+        )
     top = max(0.1, float(np.nanmax(metrics["ceiling"].to_numpy(dtype=float))) + 0.05)
     ax.plot([0, top], [0, top], color="0.3", ls="--", lw=1, label="r = sqrt(h2)")
     ax.axhline(0, color="0.85", lw=0.8, zorder=0)
@@ -187,15 +210,34 @@ def explain_figure(effects: pd.DataFrame, *, tss: int, strand: str, window: int,
     fig = _figure(8.0, 3.0)
     ax = fig.add_subplot(1, 1, 1)
     ax.vlines(rel, 0, eff, color=np.where(inside, "#1f77b4", "0.7"), lw=1)
-    ax.errorbar(rel[inside], eff[inside], yerr=sd[inside], fmt="o", ms=3.5, color="#1f77b4", ecolor="#9ec3e6",
-                lw=0.8, label="in window")
+    ax.errorbar(
+        rel[inside],
+        eff[inside],
+        yerr=sd[inside],
+        fmt="o",
+        ms=3.5,
+        color="#1f77b4",
+        ecolor="#9ec3e6",
+        lw=0.8,
+        label="in window",
+    )
     if (~inside).any():
-        ax.errorbar(rel[~inside], eff[~inside], yerr=sd[~inside], fmt="o", ms=3, color="0.6", ecolor="0.85",
-                    lw=0.8, label="margin (outside window)")
+        ax.errorbar(
+            rel[~inside],
+            eff[~inside],
+            yerr=sd[~inside],
+            fmt="o",
+            ms=3,
+            color="0.6",
+            ecolor="0.85",
+            lw=0.8,
+            label="margin (outside window)",
+        )
     top = np.argsort(-np.abs(eff))[: min(3, len(eff))]
     for i in top:
-        ax.annotate(str(effects["variant_id"].iloc[i]), (rel[i], eff[i]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            str(effects["variant_id"].iloc[i]), (rel[i], eff[i]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
     ax.axhline(0, color="0.5", lw=0.8)
     ax.axvline(0, color="#d62728", lw=0.8, ls=":", label="TSS")
     pad = window * 0.03
@@ -218,8 +260,18 @@ def h2_cis_figure(metrics: pd.DataFrame) -> bytes:
     for m in methods:
         d = metrics[metrics["method"] == m]
         h = d["h2_cis"].to_numpy(dtype=float)
-        ax.errorbar(h + rng.uniform(-0.004, 0.004, len(h)), d["pearson_r"].fillna(0.0), xerr=d["h2_cis_se"],
-                    fmt="o", ms=3.5, alpha=0.8, color=colours[m], ecolor=colours[m], elinewidth=0.5, label=m)
+        ax.errorbar(
+            h + rng.uniform(-0.004, 0.004, len(h)),
+            d["pearson_r"].fillna(0.0),
+            xerr=d["h2_cis_se"],
+            fmt="o",
+            ms=3.5,
+            alpha=0.8,
+            color=colours[m],
+            ecolor=colours[m],
+            elinewidth=0.5,
+            label=m,
+        )
     finite = metrics["h2_cis"].to_numpy(dtype=float)
     top = max(0.3, float(np.nanmax(finite)) + 0.05) if np.isfinite(finite).any() else 1.0
     xs = np.linspace(0, top, 100)

@@ -241,8 +241,8 @@ class Study:
         """Raise a :class:`StudyError` naming ``method`` when the study has no sequence."""
         if not self.has_sequence:
             raise StudyError(
-                f"{method} needs haplotype sequences, and this study was prepared without --fasta "
-                "(genotype-only)", path=self.path,
+                f"{method} needs haplotype sequences, and this study was prepared without --fasta (genotype-only)",
+                path=self.path,
                 hint="use a genotype method (elastic-net), or prepare the study again with --fasta",
             )
 
@@ -256,8 +256,11 @@ class Study:
     def _cis_index(self) -> pd.DataFrame:
         path = self.path / "cis" / "genes.tsv"
         if self.cis_window is None or not path.exists():
-            raise StudyError("this study stores no cis-window genotypes", path=self.path,
-                             hint="prepare it again with this version of hapexpr (--cis-window)")
+            raise StudyError(
+                "this study stores no cis-window genotypes",
+                path=self.path,
+                hint="prepare it again with this version of hapexpr (--cis-window)",
+            )
         return pd.read_csv(path, sep="\t", dtype={"gene_id": str, "chrom": str, "file": str}).set_index("gene_id")
 
     def cis_genotypes(self, gene_id: str) -> CisGenotypes:
@@ -268,7 +271,9 @@ class Study:
         lo, hi = int(row["first"]), int(row["stop"])
         dosages, table = self._cis_contig(row["file"])
         variants = table.iloc[lo:hi].reset_index(drop=True).assign(chrom=row["chrom"])
-        return CisGenotypes(gene_id, self.cis_window, variants[["variant_id", "chrom", "pos", "ref", "alt"]], dosages[lo:hi])
+        return CisGenotypes(
+            gene_id, self.cis_window, variants[["variant_id", "chrom", "pos", "ref", "alt"]], dosages[lo:hi]
+        )
 
     def _cis_contig(self, stem: str) -> tuple[np.ndarray, pd.DataFrame]:
         """One contig's (variants, samples) memmapped dosages and variant table, opened once."""
@@ -276,8 +281,9 @@ class Study:
         if stem not in cache:
             base = self.path / "cis" / stem
             with np.load(f"{base}.variants.npz", allow_pickle=False) as z:
-                table = pd.DataFrame({k: z[k].astype(object) if k != "pos" else z[k]
-                                      for k in ("variant_id", "pos", "ref", "alt")})
+                table = pd.DataFrame(
+                    {k: z[k].astype(object) if k != "pos" else z[k] for k in ("variant_id", "pos", "ref", "alt")}
+                )
             cache[stem] = (np.load(f"{base}.dosages.npy", mmap_mode="r"), table)
         return cache[stem]
 
@@ -296,9 +302,7 @@ class Study:
 
     @cached_property
     def genes(self) -> pd.DataFrame:
-        return pd.read_csv(
-            self.path / "genes.tsv", sep="\t", dtype={"gene_id": str, "gene_name": str, "chrom": str}
-        )
+        return pd.read_csv(self.path / "genes.tsv", sep="\t", dtype={"gene_id": str, "gene_name": str, "chrom": str})
 
     @property
     def gene_ids(self) -> list[str]:
@@ -345,5 +349,8 @@ class Study:
             if need == "sequence":
                 self.require_sequence(method)
             if need == "embeddings" and not self.has_embeddings:
-                raise StudyError(f"{method} needs embeddings and the study has none",
-                                 path=self.path / "embeddings", hint=f"run `hapexpr embed {self.path}` first")
+                raise StudyError(
+                    f"{method} needs embeddings and the study has none",
+                    path=self.path / "embeddings",
+                    hint=f"run `hapexpr embed {self.path}` first",
+                )

@@ -23,4 +23,3 @@ def check_fields(cls, data: dict, where: str, path=None) -> None:
         if not ok:
             names = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
             raise InputError(f"`{where}.{key}` is {value!r}, not a {names}", path=path, record=f"{where}.{key}")
-

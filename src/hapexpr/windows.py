@@ -50,8 +50,11 @@ def window_sequences(gene) -> list[bytes]:
     """(unique,) window sequences of a gene's distinct haplotypes (``GeneData``)."""
     v = gene.variants
     haps = build_haplotypes(
-        gene.reference, gene.region_start,
-        v["pos"].to_numpy(), v["ref"].to_numpy(), v["alt"].to_numpy(),
+        gene.reference,
+        gene.region_start,
+        v["pos"].to_numpy(),
+        v["ref"].to_numpy(),
+        v["alt"].to_numpy(),
         np.asarray(gene.hap_alleles, dtype=bool),
     )
     return [cut_window(h.sequence, h.offset_of(gene.tss), gene.strand, gene.window) for h in haps]

@@ -41,9 +41,13 @@ def load_embedder(
     info = store.info
     source = {k: info[k] for k in ("embedder", "model_spec", "seed", "trust_remote_code", "k", "seq_len") if k in info}
     embedder = build_embedder(
-        source, layer=None if info.get("layer") is None else int(info["layer"]), bins=int(info["bins"]),
+        source,
+        layer=None if info.get("layer") is None else int(info["layer"]),
+        bins=int(info["bins"]),
         window=int(info["window"]),
-        device=device, batch_size=batch_size, cache=None,
+        device=device,
+        batch_size=batch_size,
+        cache=None,
     )
     embedder.cache = EmbeddingCache(store.root, store.genes_dir, dtype=embedder.store_dtype)
     if embedder.weights_sha256 != info["weights_sha256"]:

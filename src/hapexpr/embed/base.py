@@ -59,8 +59,17 @@ class BaseEmbedder:
         return {"embedder": cls.name, "model_spec": spec}
 
     @classmethod
-    def from_source(cls, source: dict, *, layer: int | None, bins: int, window: int, device: str = "cpu",
-                    batch_size: int = 8, cache=None) -> BaseEmbedder:
+    def from_source(
+        cls,
+        source: dict,
+        *,
+        layer: int | None,
+        bins: int,
+        window: int,
+        device: str = "cpu",
+        batch_size: int = 8,
+        cache=None,
+    ) -> BaseEmbedder:
         raise NotImplementedError
 
     @property
@@ -81,8 +90,14 @@ class BaseEmbedder:
         """Human-readable fields for info.json and the report: ``model``, ``tiny`` ..."""
         return {}
 
-    def compute(self, sequences: Sequence[bytes], *, tss_offset: int | None = None, batch_size: int | None = None,
-                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def compute(
+        self,
+        sequences: Sequence[bytes],
+        *,
+        tss_offset: int | None = None,
+        batch_size: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """((n, bins, dim), (n, dim)) float32 for window sequences, without the cache."""
         raise NotImplementedError
 
@@ -91,8 +106,17 @@ class BaseEmbedder:
         """The store's ``info.json`` content; ``fingerprint`` hashes :meth:`keyed`."""
         keyed = self.keyed()
         fingerprint = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-        return {"bins": self.bins, "window": self.window, **keyed, **self.source, **self.describe(),
-                "fingerprint": fingerprint, "dim": self.dim, "store_version": 1, "hapexpr_version": __version__}
+        return {
+            "bins": self.bins,
+            "window": self.window,
+            **keyed,
+            **self.source,
+            **self.describe(),
+            "fingerprint": fingerprint,
+            "dim": self.dim,
+            "store_version": 1,
+            "hapexpr_version": __version__,
+        }
 
     def embed(self, sequences: Sequence[bytes], *, tss_offset: int) -> tuple[np.ndarray, np.ndarray]:
         """Embed sequences through the store's content-addressed cache.

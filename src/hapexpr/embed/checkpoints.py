@@ -103,7 +103,10 @@ def _encoder_of(model):
 
 def _max_tokens(config) -> int:
     n = int(getattr(config, "max_position_embeddings", 1002))
-    if getattr(config, "model_type", "") == "esm" and getattr(config, "position_embedding_type", "absolute") == "absolute":
+    if (
+        getattr(config, "model_type", "") == "esm"
+        and getattr(config, "position_embedding_type", "absolute") == "absolute"
+    ):
         # ESM numbers positions from pad_token_id + 1, so the first two rows are never used.
         n -= int(getattr(config, "pad_token_id", 1) or 0) + 1
     return n
@@ -150,8 +153,7 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False) -> LoadedMo
         raise InputError(f"config.json is not valid JSON ({exc})", path=config_path) from None
     if raw.get("auto_map") and not trust_remote_code:
         raise InputError(
-            "this checkpoint needs its own Python code (config.json has an auto_map, as NT v2 "
-            "checkpoints do)",
+            "this checkpoint needs its own Python code (config.json has an auto_map, as NT v2 checkpoints do)",
             path=config_path,
             hint="rerun with --trust-remote-code if you trust the code in that directory",
         )
@@ -159,8 +161,7 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False) -> LoadedMo
         raise InputError(
             "the checkpoint has no tokenizer files (vocab.txt / tokenizer_config.json)",
             path=path,
-            hint="save the tokenizer beside the model: AutoTokenizer.from_pretrained(name)"
-            ".save_pretrained(directory)",
+            hint="save the tokenizer beside the model: AutoTokenizer.from_pretrained(name).save_pretrained(directory)",
         )
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
@@ -177,8 +178,11 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False) -> LoadedMo
         except OSError as exc:
             raise InputError(f"could not load the checkpoint ({exc})", path=path) from None
     if model is None:
-        raise InputError("the checkpoint is neither a masked nor a causal language model that transformers knows",
-                         path=path, hint="pass a Nucleotide Transformer (or another DNA LM) checkpoint directory")
+        raise InputError(
+            "the checkpoint is neither a masked nor a causal language model that transformers knows",
+            path=path,
+            hint="pass a Nucleotide Transformer (or another DNA LM) checkpoint directory",
+        )
     tokenizer = HFTokenizer.from_directory(path, trust_remote_code=trust_remote_code)
     return _describe(model.float(), tokenizer, name=str(path), tiny=False)
 

@@ -37,8 +37,9 @@ class EnformerEmbedder(BaseEmbedder):
     name = "enformer"
     store_dtype = "float32"
 
-    def __init__(self, runner: EnformerRunner, *, window: int, batch_size: int = 2, cache=None,
-                 source: dict | None = None) -> None:
+    def __init__(
+        self, runner: EnformerRunner, *, window: int, batch_size: int = 2, cache=None, source: dict | None = None
+    ) -> None:
         super().__init__(bins=len(runner.bins), window=window, batch_size=batch_size, cache=cache, source=source)
         self.runner = runner
         self.device = runner.device
@@ -51,21 +52,43 @@ class EnformerEmbedder(BaseEmbedder):
     def source_for(cls, spec: str, *, trust_remote_code: bool = False, seq_len: int | None = None) -> dict:
         model = model_of(spec)
         if model != "tiny" and not Path(model).is_dir():
-            raise InputError("--model enformer:PATH needs a checkpoint directory", path=model,
-                             hint="give a local directory with config.json and model.safetensors")
+            raise InputError(
+                "--model enformer:PATH needs a checkpoint directory",
+                path=model,
+                hint="give a local directory with config.json and model.safetensors",
+            )
         model = model if model == "tiny" else str(Path(model).resolve())
-        return {"embedder": cls.name, "model_spec": f"{PREFIX}:{model}" if model != "tiny" else PREFIX,
-                "seq_len": seq_len, "seed": 0}
+        return {
+            "embedder": cls.name,
+            "model_spec": f"{PREFIX}:{model}" if model != "tiny" else PREFIX,
+            "seq_len": seq_len,
+            "seed": 0,
+        }
 
     @classmethod
-    def from_source(cls, source: dict, *, layer: int | None, bins: int, window: int, device: str = "cpu",
-                    batch_size: int = 2, cache=None) -> EnformerEmbedder:
+    def from_source(
+        cls,
+        source: dict,
+        *,
+        layer: int | None,
+        bins: int,
+        window: int,
+        device: str = "cpu",
+        batch_size: int = 2,
+        cache=None,
+    ) -> EnformerEmbedder:
         if layer is not None:
             raise InputError("--layer does not apply to Enformer's outputs (use --bins for the TSS bins)")
         model = model_of(source["model_spec"])
         seq_len = int(source.get("seq_len") or default_seq_len(model, window))
-        runner = EnformerRunner(model=model, seq_len=seq_len, n_bins=bins, batch_size=batch_size, device=device,
-                                seed=int(source.get("seed") or 0))
+        runner = EnformerRunner(
+            model=model,
+            seq_len=seq_len,
+            n_bins=bins,
+            batch_size=batch_size,
+            device=device,
+            seed=int(source.get("seed") or 0),
+        )
         return cls(runner, window=window, batch_size=batch_size, cache=cache, source={**source, "seq_len": seq_len})
 
     @property
@@ -77,17 +100,35 @@ class EnformerEmbedder(BaseEmbedder):
         return self.runner.weights_sha256
 
     def keyed(self) -> dict:
-        return {"embedder": self.name, **self.runner.key, "window": self.window, "tss_offset": self.tss_offset,
-                "dtype": self.store_dtype, "cache_version": CACHE_VERSION}
+        return {
+            "embedder": self.name,
+            **self.runner.key,
+            "window": self.window,
+            "tss_offset": self.tss_offset,
+            "dtype": self.store_dtype,
+            "cache_version": CACHE_VERSION,
+        }
 
     def describe(self) -> dict:
         model = model_of(self.source["model_spec"])
-        return {"model": f"Enformer {model}", "tiny": model == "tiny", "layer": None,
-                "weights_sha256": self.runner.weights_sha256, "seq_len": self.runner.seq_len,
-                "tss_bins": [int(b) for b in self.runner.bins], "aggregate": "mean = sum over the TSS bins"}
+        return {
+            "model": f"Enformer {model}",
+            "tiny": model == "tiny",
+            "layer": None,
+            "weights_sha256": self.runner.weights_sha256,
+            "seq_len": self.runner.seq_len,
+            "tss_bins": [int(b) for b in self.runner.bins],
+            "aggregate": "mean = sum over the TSS bins",
+        }
 
-    def compute(self, sequences: Sequence[bytes], *, tss_offset: int | None = None, batch_size: int | None = None,
-                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def compute(
+        self,
+        sequences: Sequence[bytes],
+        *,
+        tss_offset: int | None = None,
+        batch_size: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         tss = self.tss_offset if tss_offset is None else int(tss_offset)
         inputs = [centre_on_tss(bytes(s), tss, self.runner.seq_len) for s in sequences]
         if not inputs:

@@ -83,8 +83,9 @@ class Embedder(BaseEmbedder):
             raise InputError(f"--bins {bins} must be between 1 and the pooled span ({self.span} bp)")
         if batch_size < 1:
             raise InputError(f"--batch-size {batch_size} must be at least 1")
-        super().__init__(bins=bins, window=window, batch_size=batch_size, cache=cache,
-                         source=source or {"model": loaded.name})
+        super().__init__(
+            bins=bins, window=window, batch_size=batch_size, cache=cache, source=source or {"model": loaded.name}
+        )
         self.loaded = loaded
         self._pool_cache: dict[tuple, np.ndarray] = {}
         self.device = resolve_device(device)
@@ -102,15 +103,32 @@ class Embedder(BaseEmbedder):
         return {"embedder": cls.name, **model_source(spec, trust_remote_code=trust_remote_code)}
 
     @classmethod
-    def from_source(cls, source: dict, *, layer: int | None, bins: int, window: int, device: str = "cpu",
-                    batch_size: int = 8, cache=None) -> Embedder:
+    def from_source(
+        cls,
+        source: dict,
+        *,
+        layer: int | None,
+        bins: int,
+        window: int,
+        device: str = "cpu",
+        batch_size: int = 8,
+        cache=None,
+    ) -> Embedder:
         spec = source["model_spec"]
         if spec == TINY:
             loaded = load_tiny(int(source.get("seed") or 0))
         else:
             loaded = load_model(spec, trust_remote_code=bool(source.get("trust_remote_code")))
-        return cls(loaded, layer=layer, bins=bins, window=window, device=device, batch_size=batch_size,
-                   cache=cache, source=source)
+        return cls(
+            loaded,
+            layer=layer,
+            bins=bins,
+            window=window,
+            device=device,
+            batch_size=batch_size,
+            cache=cache,
+            source=source,
+        )
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -216,11 +234,7 @@ class Embedder(BaseEmbedder):
                     weights[j, :, : len(tid)] = torch.from_numpy(w)
                 # bf16 for the transformer only: pooling stays float32 (autocast would run
                 # bmm in bf16 too).
-                with (
-                    torch.autocast("cuda", dtype=torch.bfloat16)
-                    if dev.type == "cuda"
-                    else _null_context()
-                ):
+                with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _null_context():
                     hidden = self._hidden(ids.to(dev), mask.to(dev))
                 pooled = torch.bmm(weights.to(dev), hidden.float()).cpu().numpy()
                 out_bins[idx] = pooled[:, :-1]
@@ -235,6 +249,7 @@ class Embedder(BaseEmbedder):
             return self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         out = self.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         return out.hidden_states[self.layer]
+
 
 class _null_context:
     def __enter__(self):

@@ -45,14 +45,20 @@ def kmer_ids(sequence: bytes, k: int) -> tuple[np.ndarray, np.ndarray]:
 class KmerEmbedder(BaseEmbedder):
     name = "kmer"
 
-    def __init__(self, *, k: int = DEFAULT_K, bins: int, window: int, batch_size: int = 8, cache=None,
-                 source: dict | None = None) -> None:
+    def __init__(
+        self, *, k: int = DEFAULT_K, bins: int, window: int, batch_size: int = 8, cache=None, source: dict | None = None
+    ) -> None:
         if not 1 <= k <= MAX_K:
             raise InputError(f"--model kmer:{k}: k must be between 1 and {MAX_K}")
         if bins < 1 or bins > window:
             raise InputError(f"--bins {bins} must be between 1 and the window ({window} bp)")
-        super().__init__(bins=bins, window=window, batch_size=batch_size, cache=cache,
-                         source={"model_spec": f"kmer:{k}", "k": k, **(source or {})})
+        super().__init__(
+            bins=bins,
+            window=window,
+            batch_size=batch_size,
+            cache=cache,
+            source={"model_spec": f"kmer:{k}", "k": k, **(source or {})},
+        )
         self.k = int(k)
 
     @classmethod
@@ -68,26 +74,54 @@ class KmerEmbedder(BaseEmbedder):
         return {"embedder": cls.name, "model_spec": f"kmer:{int(k or DEFAULT_K)}", "k": int(k or DEFAULT_K)}
 
     @classmethod
-    def from_source(cls, source: dict, *, layer: int | None, bins: int, window: int, device: str = "cpu",
-                    batch_size: int = 8, cache=None) -> KmerEmbedder:
+    def from_source(
+        cls,
+        source: dict,
+        *,
+        layer: int | None,
+        bins: int,
+        window: int,
+        device: str = "cpu",
+        batch_size: int = 8,
+        cache=None,
+    ) -> KmerEmbedder:
         if layer is not None:
             raise InputError("--layer does not apply to k-mer counts (they have no layers)")
-        return cls(k=int(source.get("k", DEFAULT_K)), bins=bins, window=window, batch_size=batch_size,
-                   cache=cache, source=source)
+        return cls(
+            k=int(source.get("k", DEFAULT_K)),
+            bins=bins,
+            window=window,
+            batch_size=batch_size,
+            cache=cache,
+            source=source,
+        )
 
     @property
     def dim(self) -> int:
         return 4**self.k
 
     def keyed(self) -> dict:
-        return {"embedder": self.name, "k": self.k, "bins": self.bins, "window": self.window,
-                "tss_offset": self.tss_offset, "pooling": pooling.POOLING_VERSION, "dtype": "float16"}
+        return {
+            "embedder": self.name,
+            "k": self.k,
+            "bins": self.bins,
+            "window": self.window,
+            "tss_offset": self.tss_offset,
+            "pooling": pooling.POOLING_VERSION,
+            "dtype": "float16",
+        }
 
     def describe(self) -> dict:
         return {"model": f"{self.k}-mer frequencies", "tiny": False, "layer": None, "weights_sha256": ""}
 
-    def compute(self, sequences: Sequence[bytes], *, tss_offset: int | None = None, batch_size: int | None = None,
-                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def compute(
+        self,
+        sequences: Sequence[bytes],
+        *,
+        tss_offset: int | None = None,
+        batch_size: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         tss = self.tss_offset if tss_offset is None else int(tss_offset)
         n, d = len(sequences), self.dim
         out_bins = np.zeros((n, self.bins, d), dtype=np.float32)

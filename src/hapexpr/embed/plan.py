@@ -66,8 +66,12 @@ def make_plan(study, cache) -> Plan:
                 plan.compute.append(row)
         genes.append(plan)
     return Plan(
-        genes=genes, needed=needed, unique=len(seen), cached=len(cached),
-        to_compute=len(scheduled), n_genes=len(study.gene_ids),
+        genes=genes,
+        needed=needed,
+        unique=len(seen),
+        cached=len(cached),
+        to_compute=len(scheduled),
+        n_genes=len(study.gene_ids),
     )
 
 

@@ -38,17 +38,24 @@ def _gene_rows(item: dict, *, study_path: str) -> list[dict]:
     """Ray flat_map: the sequences of one gene that the plan says to compute."""
     gene = Study.open(study_path).gene(str(item["gene_id"]))
     seqs = gene.sequences
-    return [
-        {"gene_id": str(item["gene_id"]), "row": int(r), "sequence": bytes(seqs[int(r)])}
-        for r in item["rows"]
-    ]
+    return [{"gene_id": str(item["gene_id"]), "row": int(r), "sequence": bytes(seqs[int(r)])} for r in item["rows"]]
 
 
 class EmbedActor:
     """Ray Data actor: holds one model and embeds batches of rows."""
 
-    def __init__(self, *, source: dict, layer: int, bins: int, window: int, device: str,
-                 batch_size: int, weights_sha256: str, threads: int) -> None:
+    def __init__(
+        self,
+        *,
+        source: dict,
+        layer: int,
+        bins: int,
+        window: int,
+        device: str,
+        batch_size: int,
+        weights_sha256: str,
+        threads: int,
+    ) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -67,8 +74,7 @@ class EmbedActor:
         return {"gene_id": batch["gene_id"], "row": batch["row"], "bins": b, "mean": m}
 
 
-def embed_with_ray(study, plan, cache, embedder, *, source: dict, ray_address: str | None,
-                   progress) -> int:
+def embed_with_ray(study, plan, cache, embedder, *, source: dict, ray_address: str | None, progress) -> int:
     """Embed ``plan`` on Ray and commit every gene into ``cache``; returns the rows computed."""
     ray = _import_ray()
 
@@ -92,8 +98,10 @@ def _actors(ray, device: str) -> tuple[int, dict]:
     if device.startswith("cuda"):
         gpus = int(resources.get("GPU", 0))
         if gpus < 1:
-            raise InputError("--device cuda with --engine ray, but the Ray cluster has no GPUs",
-                             hint="use --device cpu, or join a cluster with GPUs via --ray-address")
+            raise InputError(
+                "--device cuda with --engine ray, but the Ray cluster has no GPUs",
+                hint="use --device cpu, or join a cluster with GPUs via --ray-address",
+            )
         return gpus, {"num_gpus": 1, "num_cpus": 1}
     cpus = int(resources.get("CPU", 1))
     # Leave one CPU for the tasks that read genes from the study.
@@ -134,9 +142,13 @@ def _run(ray, study, plan, cache, embedder, *, source, progress) -> int:
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             fn_constructor_kwargs={
-                "source": source, "layer": embedder.layer, "bins": embedder.bins,
-                "window": embedder.window, "device": embedder.device,
-                "batch_size": embedder.batch_size, "weights_sha256": embedder.weights_sha256,
+                "source": source,
+                "layer": embedder.layer,
+                "bins": embedder.bins,
+                "window": embedder.window,
+                "device": embedder.device,
+                "batch_size": embedder.batch_size,
+                "weights_sha256": embedder.weights_sha256,
                 "threads": int(res.get("num_cpus", 1)),
             },
             **res,
@@ -146,8 +158,7 @@ def _run(ray, study, plan, cache, embedder, *, source, progress) -> int:
             for gene_id in dict.fromkeys(genes):
                 sel = genes == gene_id
                 received.setdefault(gene_id, []).append(
-                    (np.asarray(batch["row"])[sel], np.asarray(batch["bins"])[sel],
-                     np.asarray(batch["mean"])[sel])
+                    (np.asarray(batch["row"])[sel], np.asarray(batch["bins"])[sel], np.asarray(batch["mean"])[sel])
                 )
                 counts[gene_id] = counts.get(gene_id, 0) + int(sel.sum())
             computed += len(genes)

@@ -37,12 +37,16 @@ def resolve(spec: str) -> type[BaseEmbedder]:
             return cls
     raise InputError(
         f"--model {spec} names no embedder: it is not `tiny`, a checkpoint directory or `kmer[:K]`",
-        path=spec, hint="save a checkpoint locally first (see docs/embeddings.md); nothing is downloaded")
+        path=spec,
+        hint="save a checkpoint locally first (see docs/embeddings.md); nothing is downloaded",
+    )
 
 
-def build_embedder(source: dict, *, layer: int | None, bins: int, window: int, device: str = "cpu",
-                   batch_size: int = 8, cache=None) -> BaseEmbedder:
+def build_embedder(
+    source: dict, *, layer: int | None, bins: int, window: int, device: str = "cpu", batch_size: int = 8, cache=None
+) -> BaseEmbedder:
     """Rebuild an embedder from its info.json ``source`` record."""
     cls = get(source.get("embedder") or DEFAULT)
-    return cls.from_source(source, layer=layer, bins=bins, window=window, device=device,
-                           batch_size=batch_size, cache=cache)
+    return cls.from_source(
+        source, layer=layer, bins=bins, window=window, device=device, batch_size=batch_size, cache=cache
+    )

@@ -112,14 +112,26 @@ def run_embed(
     study.require_sequence("embed")
     source = resolve(model).source_for(model, trust_remote_code=trust_remote_code, seq_len=seq_len)
     embedder = build_embedder(
-        source, layer=layer, bins=bins, window=study.window, device=device, batch_size=batch_size,
+        source,
+        layer=layer,
+        bins=bins,
+        window=study.window,
+        device=device,
+        batch_size=batch_size,
     )
     with study_lock(study.path, "embed"):
         return embed_study(study, embedder, engine=engine, ray_address=ray_address, cache=cache, progress=progress)
 
 
-def embed_study(study: Study, embedder, *, engine: str = "local", ray_address: str | None = None,
-                cache: str | Path | None = None, progress: bool = True) -> dict:
+def embed_study(
+    study: Study,
+    embedder,
+    *,
+    engine: str = "local",
+    ray_address: str | None = None,
+    cache: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
     """:func:`run_embed` with an embedder already built, for a caller that holds the study lock
     (e.g. a method that fills its own store before fitting). Returns the same summary."""
     t0 = time.perf_counter()
@@ -149,8 +161,9 @@ def embed_study(study: Study, embedder, *, engine: str = "local", ray_address: s
     )
     with Progress(plan.to_compute, enabled=progress) as bar:
         if engine == "ray":
-            computed = embed_with_ray(study, plan, store, embedder, source=source, ray_address=ray_address,
-                                      progress=bar)
+            computed = embed_with_ray(
+                study, plan, store, embedder, source=source, ray_address=ray_address, progress=bar
+            )
         else:
             computed = _embed_local(study, plan, store, embedder, progress=bar)
     seconds = time.perf_counter() - t0
@@ -166,8 +179,7 @@ def embed_study(study: Study, embedder, *, engine: str = "local", ray_address: s
     }
     write_info(link, info, last_run=summary)
     _say(
-        f"unique {plan.unique:,}, cached {plan.cached:,}, computed {computed:,} "
-        f"in {seconds:.1f} s -> {root}",
+        f"unique {plan.unique:,}, cached {plan.cached:,}, computed {computed:,} in {seconds:.1f} s -> {root}",
         progress,
     )
     return summary
@@ -178,9 +190,7 @@ def _embed_local(study, plan: Plan, cache, embedder, *, progress: Progress) -> i
     for gp in plan.genes:
         gene = study.gene(gp.gene_id)
         seqs = gene.sequences
-        b, m = embedder.compute(
-            [seqs[r] for r in gp.compute], tss_offset=gene.tss_offset, on_batch=progress.advance
-        )
+        b, m = embedder.compute([seqs[r] for r in gp.compute], tss_offset=gene.tss_offset, on_batch=progress.advance)
         computed += len(gp.compute)
         full_b, full_m = assemble(cache, gp, b, m, bins=embedder.bins, dim=embedder.dim)
         cache.write_gene(gp.gene_id, gp.hashes, full_b, full_m)

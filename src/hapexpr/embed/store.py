@@ -54,8 +54,9 @@ def gene_group_name(gene_id: str) -> str:
     return gene_file_name(gene_id)[: -len(".npz")] + ".zarr"
 
 
-def write_group(path: Path, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarray, *, dtype: str = "float16",
-                **attrs) -> None:
+def write_group(
+    path: Path, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarray, *, dtype: str = "float16", **attrs
+) -> None:
     """Write one group atomically: into a temporary sibling directory, then renamed onto ``path``.
 
     hashes: (rows, 32) uint8; bins: (rows, bins, dim); mean: (rows, dim); stored as ``dtype``
@@ -68,9 +69,7 @@ def write_group(path: Path, hashes: np.ndarray, bins: np.ndarray, mean: np.ndarr
         n = len(hashes)
         rows = max(1, min(n, CHUNK_ROWS))
         group.create_array("sha256", data=np.ascontiguousarray(hashes, dtype=np.uint8), chunks=(max(1, n), 32))
-        b = group.create_array(
-            "bins", shape=bins.shape, dtype=dtype, chunks=(rows, *bins.shape[1:])
-        )
+        b = group.create_array("bins", shape=bins.shape, dtype=dtype, chunks=(rows, *bins.shape[1:]))
         m = group.create_array("mean", shape=mean.shape, dtype=dtype, chunks=(rows, mean.shape[1]))
         if n:
             b[:] = bins.astype(dtype)
@@ -253,8 +252,7 @@ class EmbeddingStore:
                 f"{missing} of {len(digests)} haplotypes of gene {gene.gene_id} have no embedding "
                 f"in store {self.fingerprint}",
                 path=self.root,
-                hint=f"run `hapexpr embed {self.root.parent.parent}` with the same model options "
-                "to finish it",
+                hint=f"run `hapexpr embed {self.root.parent.parent}` with the same model options to finish it",
             )
         return self.index.fetch(digests, bins=self.bins, dim=self.dim)
 
@@ -311,8 +309,7 @@ def open_embeddings(study_path: str | Path, fingerprint: str | None = None) -> E
         if len(infos) != 1:
             have = ", ".join(f"{i['fingerprint']} ({i.get('model_spec')})" for i in list_stores(study_path))
             raise StudyError(
-                f"{'no' if not infos else 'more than one'} embedding store matches "
-                f"{fingerprint!r} (stores: {have})",
+                f"{'no' if not infos else 'more than one'} embedding store matches {fingerprint!r} (stores: {have})",
                 path=Path(study_path) / EMBEDDINGS_DIR,
                 hint="pass one of the fingerprints or models listed, or none for the most recent",
             )

@@ -147,11 +147,7 @@ class HFTokenizer:
     def from_directory(cls, path: str | Path, *, trust_remote_code: bool = False) -> HFTokenizer:
         from transformers import AutoTokenizer
 
-        return cls(
-            AutoTokenizer.from_pretrained(
-                str(path), local_files_only=True, trust_remote_code=trust_remote_code
-            )
-        )
+        return cls(AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code))
 
     def tokenize(self, sequence: bytes | str) -> Tokens:
         text = sequence.decode("ascii") if isinstance(sequence, bytes) else sequence

@@ -183,9 +183,17 @@ class _LockstepPaths:
         from sklearn.linear_model import enet_path
 
         _, coefs, _, n_iter = enet_path(
-            np.asfortranarray(X), self.yc[f], alphas=[lam], l1_ratio=self.l1_ratio,
-            precompute=gram if gram is False else np.ascontiguousarray(gram), Xy=Xy,
-            coef_init=np.asfortranarray(b0), copy_X=False, check_input=False, tol=self.tol, max_iter=max_iter,
+            np.asfortranarray(X),
+            self.yc[f],
+            alphas=[lam],
+            l1_ratio=self.l1_ratio,
+            precompute=gram if gram is False else np.ascontiguousarray(gram),
+            Xy=Xy,
+            coef_init=np.asfortranarray(b0),
+            copy_X=False,
+            check_input=False,
+            tol=self.tol,
+            max_iter=max_iter,
             return_n_iter=True,
         )
         return coefs[:, 0], n_iter[0] < max_iter
@@ -381,10 +389,16 @@ class ElasticNetModel:
         arrays = {a: np.asarray(getattr(self, a)) for a in self._ARRAYS}
         arrays["kept_"] = self.kept_.astype(np.uint8)
         learned = {a: finite_or_none(getattr(self, a)) for a in self._SCALARS}
-        learned.update(best_index_=int(self.best_index_), converged_=bool(self.converged_),
-                       n_features_in_=int(self.n_features_in_))
-        save_estimator(directory, kind=self.KIND, params={p: getattr(self, p) for p in self._PARAMS},
-                       learned=learned, arrays=arrays)
+        learned.update(
+            best_index_=int(self.best_index_), converged_=bool(self.converged_), n_features_in_=int(self.n_features_in_)
+        )
+        save_estimator(
+            directory,
+            kind=self.KIND,
+            params={p: getattr(self, p) for p in self._PARAMS},
+            learned=learned,
+            arrays=arrays,
+        )
 
     @classmethod
     def load(cls, directory) -> ElasticNetModel:

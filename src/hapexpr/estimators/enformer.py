@@ -63,8 +63,13 @@ class ZeroShotEnformer:
     KIND = "hapexpr.enformer-zero-shot/1"
 
     def save(self, directory) -> None:
-        save_estimator(directory, kind=self.KIND, params={"track": self.track, "calibrate": self.calibrate},
-                       learned={"shift_": self.shift_, "scale_": self.scale_}, arrays={})
+        save_estimator(
+            directory,
+            kind=self.KIND,
+            params={"track": self.track, "calibrate": self.calibrate},
+            learned={"shift_": self.shift_, "scale_": self.scale_},
+            arrays={},
+        )
 
     @classmethod
     def load(cls, directory) -> ZeroShotEnformer:
@@ -104,9 +109,13 @@ class EnformerRidgeHead:
 
     def save(self, directory) -> None:
         scaler, ridge = self.pipeline_[0], self.pipeline_[-1]
-        save_estimator(directory, kind=self.KIND, params={"alphas": [float(a) for a in self.alphas]},
-                       learned={"alpha_": self.alpha_, "intercept_": float(ridge.intercept_)},
-                       arrays={"x_mean_": scaler.mean_, "x_scale_": scaler.scale_, "coef_": ridge.coef_})
+        save_estimator(
+            directory,
+            kind=self.KIND,
+            params={"alphas": [float(a) for a in self.alphas]},
+            learned={"alpha_": self.alpha_, "intercept_": float(ridge.intercept_)},
+            arrays={"x_mean_": scaler.mean_, "x_scale_": scaler.scale_, "coef_": ridge.coef_},
+        )
 
     @classmethod
     def load(cls, directory) -> EnformerRidgeHead:

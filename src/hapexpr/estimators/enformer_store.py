@@ -32,9 +32,20 @@ DEFAULT_TSS_BINS = 3
 CACHE_VERSION = 1
 TINY_MAX_SEQ_LEN = 6_144  # keeps the random tiny model ~25 ms a sequence on one CPU core
 _HPARAM_KEYS = (
-    "dim", "depth", "heads", "output_heads", "target_length", "attn_dim_key", "dropout_rate",
-    "attn_dropout", "pos_dropout", "use_checkpointing", "use_convnext", "num_downsamples",
-    "dim_divisible_by", "use_tf_gamma",
+    "dim",
+    "depth",
+    "heads",
+    "output_heads",
+    "target_length",
+    "attn_dim_key",
+    "dropout_rate",
+    "attn_dropout",
+    "pos_dropout",
+    "use_checkpointing",
+    "use_convnext",
+    "num_downsamples",
+    "dim_divisible_by",
+    "use_tf_gamma",
 )
 
 # A C G T (either case) -> one-hot rows; every other byte (N, IUPAC codes) stays all-zero.
@@ -48,8 +59,16 @@ def tiny_hparams() -> dict:
     """Hyper-parameters of the tiny random Enformer: the real layout (7 halvings, so 128 bp
     bins, and all 5,313 human tracks, so track indices mean what they mean in the real model)
     with a 48-wide, one-layer trunk."""
-    return dict(dim=48, depth=1, heads=2, output_heads=dict(human=HUMAN_TRACKS), target_length=-1,
-                dim_divisible_by=8, num_downsamples=7, use_tf_gamma=False)
+    return dict(
+        dim=48,
+        depth=1,
+        heads=2,
+        output_heads=dict(human=HUMAN_TRACKS),
+        target_length=-1,
+        dim_divisible_by=8,
+        num_downsamples=7,
+        use_tf_gamma=False,
+    )
 
 
 def tiny_enformer(seed: int = 0):
@@ -105,10 +124,16 @@ def _read_state(path: Path) -> tuple[dict, Path]:
         try:
             return torch.load(pt, map_location="cpu", weights_only=True), pt
         except Exception as exc:  # pickles that need code to load are refused on purpose
-            raise InputError(f"cannot read the weights safely ({type(exc).__name__}: {exc})", path=pt,
-                             hint="convert the checkpoint to model.safetensors") from None
-    raise InputError("no model.safetensors or pytorch_model.bin in the Enformer checkpoint directory",
-                     path=path, hint="point --model at a directory holding config.json and the weights")
+            raise InputError(
+                f"cannot read the weights safely ({type(exc).__name__}: {exc})",
+                path=pt,
+                hint="convert the checkpoint to model.safetensors",
+            ) from None
+    raise InputError(
+        "no model.safetensors or pytorch_model.bin in the Enformer checkpoint directory",
+        path=path,
+        hint="point --model at a directory holding config.json and the weights",
+    )
 
 
 def load_enformer(path: str | Path, *, use_tf_gamma: bool | None = None):
@@ -124,16 +149,22 @@ def load_enformer(path: str | Path, *, use_tf_gamma: bool | None = None):
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.exists():
-        raise InputError("not an Enformer checkpoint directory (config.json is missing)", path=path,
-                         hint="pass --model tiny, or a directory with config.json and model.safetensors")
+        raise InputError(
+            "not an Enformer checkpoint directory (config.json is missing)",
+            path=path,
+            hint="pass --model tiny, or a directory with config.json and model.safetensors",
+        )
     try:
         cfg = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"config.json is not valid JSON ({exc})", path=cfg_path) from None
     hp = {k: cfg[k] for k in _HPARAM_KEYS if k in cfg}
     if "human" not in (hp.get("output_heads") or {"human": HUMAN_TRACKS}):
-        raise InputError("the checkpoint has no human output head", path=cfg_path,
-                         hint="hapexpr scores the human CAGE tracks; use a human Enformer checkpoint")
+        raise InputError(
+            "the checkpoint has no human output head",
+            path=cfg_path,
+            hint="hapexpr scores the human CAGE tracks; use a human Enformer checkpoint",
+        )
     model = Enformer.from_hparams(**hp)
     state, weights = _read_state(path)
     _load_state(model, state, weights)
@@ -145,7 +176,7 @@ def load_enformer(path: str | Path, *, use_tf_gamma: bool | None = None):
 def _load_state(model, state: dict, weights: Path) -> None:
     """Load ``state`` strictly, accepting any one of the names a shared tensor goes by."""
     if state and all(k.startswith("enformer.") for k in state):
-        state = {k[len("enformer."):]: v for k, v in state.items()}
+        state = {k[len("enformer.") :]: v for k, v in state.items()}
     groups: dict[tuple, list[str]] = {}
     for name, t in model.state_dict().items():
         groups.setdefault((t.data_ptr(), t.dtype, tuple(t.shape)) if t.numel() else (name,), []).append(name)
@@ -161,13 +192,17 @@ def _load_state(model, state: dict, weights: Path) -> None:
         raise InputError(
             f"the weights do not fit the architecture in config.json: {len(missing)} missing "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})",
-            path=weights, hint="check that config.json belongs to these weights",
+            path=weights,
+            hint="check that config.json belongs to these weights",
         )
     try:
         model.load_state_dict(full, strict=True)
     except RuntimeError as exc:
-        raise InputError(f"the weights do not fit config.json ({str(exc).splitlines()[0]})", path=weights,
-                         hint="check that config.json belongs to these weights") from None
+        raise InputError(
+            f"the weights do not fit config.json ({str(exc).splitlines()[0]})",
+            path=weights,
+            hint="check that config.json belongs to these weights",
+        ) from None
 
 
 def set_tf_gamma(model, flag: bool) -> None:
@@ -270,17 +305,27 @@ class EnformerRunner:
     ``n_forward`` counts forward passes (batches), so callers and tests can see cache reuse.
     """
 
-    def __init__(self, *, model: str = "tiny", seq_len: int, n_bins: int = DEFAULT_TSS_BINS,
-                 batch_size: int = 2, device: str = "cpu", seed: int = 0,
-                 use_tf_gamma: bool | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str = "tiny",
+        seq_len: int,
+        n_bins: int = DEFAULT_TSS_BINS,
+        batch_size: int = 2,
+        device: str = "cpu",
+        seed: int = 0,
+        use_tf_gamma: bool | None = None,
+    ) -> None:
         import torch
 
         check_seq_len(seq_len, n_bins)
         if batch_size < 1:
             raise InputError(f"--batch-size {batch_size} must be at least 1")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"--device {device} was asked for but torch sees no CUDA device",
-                             hint="use --device cpu, or run where a GPU is visible")
+            raise InputError(
+                f"--device {device} was asked for but torch sees no CUDA device",
+                hint="use --device cpu, or run where a GPU is visible",
+            )
         self.model_spec = str(model)
         self.net = tiny_enformer(seed) if self.model_spec == "tiny" else load_enformer(self.model_spec)
         if use_tf_gamma is None:
@@ -298,9 +343,14 @@ class EnformerRunner:
     @property
     def key(self) -> dict:
         """What the outputs depend on, and nothing else (not the batch size or device)."""
-        return {"cache_version": CACHE_VERSION, "weights_sha256": self.weights_sha256,
-                "hparams": _hparams(self.net), "seq_len": self.seq_len,
-                "tss_bins": [int(b) for b in self.bins], "use_tf_gamma": self.use_tf_gamma}
+        return {
+            "cache_version": CACHE_VERSION,
+            "weights_sha256": self.weights_sha256,
+            "hparams": _hparams(self.net),
+            "seq_len": self.seq_len,
+            "tss_bins": [int(b) for b in self.bins],
+            "use_tf_gamma": self.use_tf_gamma,
+        }
 
     @property
     def fingerprint(self) -> str:

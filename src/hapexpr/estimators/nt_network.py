@@ -95,11 +95,9 @@ class NTTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, gene: torch.Tensor | None = None) -> torch.Tensor:
         batch, haps, bins, _ = x.shape
-        tokens = (
-            self.proj(x)
-            + self.pos.weight[None, None, :bins]
-            + self.hap.weight[None, :haps, None]
-        ).reshape(batch, haps * bins, -1)
+        tokens = (self.proj(x) + self.pos.weight[None, None, :bins] + self.hap.weight[None, :haps, None]).reshape(
+            batch, haps * bins, -1
+        )
         if self.cls is not None:
             tokens = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1)
         tokens = self.norm(self.encoder(tokens))
@@ -162,8 +160,13 @@ def fit_input_scaling(X: np.ndarray, *, floor: float = SCALE_FLOOR, clip: bool =
     scale = np.maximum(np.where(varying, sd, 0.0), floor * typical) if floor > 0 else np.where(varying, sd, 1.0)
     Z = (flat - mean) / scale
     Z[:, ~varying] = 0.0
-    return InputScaling(mean.astype(np.float32), scale.astype(np.float32), Z.min(axis=0).astype(np.float32),
-                        Z.max(axis=0).astype(np.float32), clip)
+    return InputScaling(
+        mean.astype(np.float32),
+        scale.astype(np.float32),
+        Z.min(axis=0).astype(np.float32),
+        Z.max(axis=0).astype(np.float32),
+        clip,
+    )
 
 
 def input_scaling(X: np.ndarray, *, floor: float = SCALE_FLOOR) -> tuple[np.ndarray, np.ndarray]:
@@ -182,8 +185,7 @@ def check_features(X: np.ndarray, *, bins: int | None = None, dim: int | None = 
         )
     if (bins is not None and X.shape[2] != bins) or (dim is not None and X.shape[3] != dim):
         raise InputError(
-            f"features have {X.shape[2]} bins x {X.shape[3]} dims but the model was trained on "
-            f"{bins} x {dim}",
+            f"features have {X.shape[2]} bins x {X.shape[3]} dims but the model was trained on {bins} x {dim}",
             hint="use embeddings from the same model fingerprint and binning as the training run",
         )
     X = X.astype(np.float32, copy=False)

@@ -288,8 +288,9 @@ def train_model(
     return history
 
 
-def _batches(rows: torch.Tensor, genes: torch.Tensor | None, config: TrainConfig,
-             gen: torch.Generator) -> Iterator[torch.Tensor]:
+def _batches(
+    rows: torch.Tensor, genes: torch.Tensor | None, config: TrainConfig, gen: torch.Generator
+) -> Iterator[torch.Tensor]:
     """One epoch's mini-batches of ``rows`` (a shuffled order drawn from ``gen``).
 
     Per-gene or ``genes_per_batch = 0``: consecutive slices of a random permutation. Multi-gene:
@@ -353,8 +354,13 @@ def inner_cv(
     length = max(len(c) for c in curves)
     padded = np.array([c + [c[-1]] * (length - len(c)) for c in curves])
     mean_curve = padded.mean(axis=0)
-    return {"epochs": int(np.argmin(mean_curve)) + 1, "cv_loss": float(mean_curve.min()),
-            "mean_val_loss": mean_curve.tolist(), "best_epochs": best, "fold": fold}
+    return {
+        "epochs": int(np.argmin(mean_curve)) + 1,
+        "cv_loss": float(mean_curve.min()),
+        "mean_val_loss": mean_curve.tolist(),
+        "best_epochs": best,
+        "fold": fold,
+    }
 
 
 def fit_with_epoch_selection(
@@ -390,9 +396,15 @@ def fit_with_epoch_selection(
     cv = cv or inner_cv(make_model, X, y, config=config, gene_index=gene_index, groups=groups)
     model = make_model()
     history = train_model(model, X, y, config=config, gene_index=gene_index, epochs=cv["epochs"])
-    history.update(epoch_selection="kfold", chosen_epochs=cv["epochs"], inner_folds=int(cv["fold"].max()) + 1,
-                   inner_best_epochs=cv["best_epochs"], inner_val_loss=cv["mean_val_loss"], cv_loss=cv["cv_loss"],
-                   seconds=time.perf_counter() - start)
+    history.update(
+        epoch_selection="kfold",
+        chosen_epochs=cv["epochs"],
+        inner_folds=int(cv["fold"].max()) + 1,
+        inner_best_epochs=cv["best_epochs"],
+        inner_val_loss=cv["mean_val_loss"],
+        cv_loss=cv["cv_loss"],
+        seconds=time.perf_counter() - start,
+    )
     return model, history
 
 
@@ -490,12 +502,12 @@ def train_multi_gene(
 
     X_train = {g: check_features(X_by_gene[g])[train_idx] for g in (trained if shared_scaling else genes)}
     if shared_scaling:
-        shared = fit_input_scaling(np.concatenate([X_train[g] for g in trained]), floor=config.scale_floor,
-                                   clip=config.clip_inputs)
+        shared = fit_input_scaling(
+            np.concatenate([X_train[g] for g in trained]), floor=config.scale_floor, clip=config.clip_inputs
+        )
         scaling = {g: shared for g in genes}
     else:
-        scaling = {g: fit_input_scaling(X_train[g], floor=config.scale_floor, clip=config.clip_inputs)
-                   for g in genes}
+        scaling = {g: fit_input_scaling(X_train[g], floor=config.scale_floor, clip=config.clip_inputs) for g in genes}
     target, xs, ys, gs, people = {}, [], [], [], []
     for i, gene in enumerate(trained):
         y = np.asarray(y_by_gene[gene], dtype=np.float64)[train_idx]
@@ -514,8 +526,12 @@ def train_multi_gene(
             return NTTransformer(model_config)
 
     model, history = fit_with_epoch_selection(
-        make_model, np.concatenate(xs), np.concatenate(ys), config=config,
-        gene_index=np.concatenate(gs), groups=np.concatenate(people),
+        make_model,
+        np.concatenate(xs),
+        np.concatenate(ys),
+        config=config,
+        gene_index=np.concatenate(gs),
+        groups=np.concatenate(people),
     )
     history["shared_scaling"] = shared_scaling
     return MultiGeneFit(

@@ -107,6 +107,7 @@ class NTTransformerModel:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # initial weights depend only on the seed
                 return NTTransformer(self.config_)
+
         return make
 
     @property
@@ -151,8 +152,9 @@ class NTTransformerModel:
             if i == 0 and done is not None:
                 model, hist = done
             else:
-                model, hist = fit_with_epoch_selection(self._maker(seed_i), Xs, ys,
-                                                       config=replace(tc, seed=seed_i), cv=cv)
+                model, hist = fit_with_epoch_selection(
+                    self._maker(seed_i), Xs, ys, config=replace(tc, seed=seed_i), cv=cv
+                )
             self.modules_.append(model)
             self.histories_.append(hist)
         self.module_, self.history_ = self.modules_[0], self.histories_[0]
@@ -176,7 +178,8 @@ class NTTransformerModel:
                 raise InputError(
                     f"features have {n_cand} candidate store(s) but the model was trained on "
                     f"{'one' if self.candidate_ is None else 'several'}",
-                    hint="use the same --fingerprints as the training run")
+                    hint="use the same --fingerprints as the training run",
+                )
             X = X[:, self.candidate_]
         X = check_features(X, bins=self.config_.bins, dim=self.config_.dim_in)
         return self.scaling_.apply(X)
@@ -221,8 +224,11 @@ class NTTransformerModel:
                 "seeds": self.seeds_,
                 "candidate": self.candidate_,
                 "target_scaling": {"mean": self.y_mean_, "scale": self.y_scale_},
-                "input_scaling": {"per": "bin,dim", "clip": bool(sc.clip),
-                                  "tensors": [f"scaling.input_{n}" for n in ("mean", "scale", "lo", "hi")]},
+                "input_scaling": {
+                    "per": "bin,dim",
+                    "clip": bool(sc.clip),
+                    "tensors": [f"scaling.input_{n}" for n in ("mean", "scale", "lo", "hi")],
+                },
                 "metrics": _json_metrics(self.history_),
             },
         )
@@ -249,16 +255,18 @@ class NTTransformerModel:
         mc = NTTransformerConfig.from_dict(meta["model_config"])
         tc = TrainConfig.from_dict(meta["train_config"])
         seeds = meta.get("seeds") or [int(meta["seed"])]
-        est = cls(**{f: getattr(mc, f) for f in ARCHITECTURE}, train_config=tc, seed=int(meta["seed"]),
-                  n_seeds=len(seeds))
+        est = cls(
+            **{f: getattr(mc, f) for f in ARCHITECTURE}, train_config=tc, seed=int(meta["seed"]), n_seeds=len(seeds)
+        )
         tensors = load_file(str(directory / WEIGHTS_FILE))
         est.config_, est.train_config_ = mc, tc
         est.modules_ = []
         for i in range(len(seeds)):
             prefix = "model." if i == 0 else f"model{i}."
             module = NTTransformer(mc)
-            module.load_state_dict({k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)},
-                                   strict=True)
+            module.load_state_dict(
+                {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}, strict=True
+            )
             est.modules_.append(module.eval())
         est.module_ = est.modules_[0]
         mean, scale = tensors["scaling.input_mean"].numpy(), tensors["scaling.input_scale"].numpy()
@@ -277,8 +285,20 @@ class NTTransformerModel:
 
 def _json_metrics(history: dict) -> dict:
     """The scalar summary of a training history that a checkpoint records."""
-    keys = ("epoch_selection", "chosen_epochs", "inner_best_epochs", "cv_loss", "best_epoch", "epochs_run",
-            "best_val_loss", "n_train", "n_val", "seconds", "candidate", "candidate_cv_loss")
+    keys = (
+        "epoch_selection",
+        "chosen_epochs",
+        "inner_best_epochs",
+        "cv_loss",
+        "best_epoch",
+        "epochs_run",
+        "best_val_loss",
+        "n_train",
+        "n_val",
+        "seconds",
+        "candidate",
+        "candidate_cv_loss",
+    )
     out = {k: history[k] for k in keys if k in history}
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
 

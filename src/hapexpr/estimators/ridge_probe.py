@@ -49,7 +49,8 @@ class RidgeProbeModel:
         self.coef_ = np.zeros(d)
         self.intercept_ = float(y.mean()) if n else 0.0
         self.alphas_ = (
-            np.asarray(self.alphas, dtype=np.float64) if self.alphas is not None
+            np.asarray(self.alphas, dtype=np.float64)
+            if self.alphas is not None
             else penalty_grid(n, max(d, 1), n_penalties=self.n_penalties)
         )
         self.alpha_ = float("nan")
@@ -76,12 +77,23 @@ class RidgeProbeModel:
 
     def save(self, directory) -> None:
         """``estimator.json`` + ``weights.safetensors`` (:mod:`hapexpr.estimators.saving`)."""
-        save_estimator(directory, kind=self.KIND,
-                       params={"alphas": None if self.alphas is None else [float(a) for a in self.alphas],
-                               "n_penalties": self.n_penalties, "seed": self.seed},
-                       learned={"intercept_": float(self.intercept_), "alpha_": finite_or_none(self.alpha_)},
-                       arrays={"coef_": self.coef_, "x_mean_": self.x_mean_, "x_scale_": self.x_scale_,
-                               "alphas_": self.alphas_, "cv_mse_": self.cv_mse_})
+        save_estimator(
+            directory,
+            kind=self.KIND,
+            params={
+                "alphas": None if self.alphas is None else [float(a) for a in self.alphas],
+                "n_penalties": self.n_penalties,
+                "seed": self.seed,
+            },
+            learned={"intercept_": float(self.intercept_), "alpha_": finite_or_none(self.alpha_)},
+            arrays={
+                "coef_": self.coef_,
+                "x_mean_": self.x_mean_,
+                "x_scale_": self.x_scale_,
+                "alphas_": self.alphas_,
+                "cv_mse_": self.cv_mse_,
+            },
+        )
 
     @classmethod
     def load(cls, directory) -> RidgeProbeModel:

@@ -20,8 +20,9 @@ META = "estimator.json"
 WEIGHTS = "weights.safetensors"
 
 
-def save_estimator(directory: str | Path, *, kind: str, params: dict, learned: dict,
-                   arrays: dict[str, np.ndarray]) -> None:
+def save_estimator(
+    directory: str | Path, *, kind: str, params: dict, learned: dict, arrays: dict[str, np.ndarray]
+) -> None:
     """Write one estimator: ``kind`` (e.g. ``hapexpr.elastic-net/1``), JSON ``params`` and
     ``learned`` scalars/lists, and named numeric ``arrays``."""
     from safetensors.numpy import save_file
@@ -40,12 +41,16 @@ def load_estimator(directory: str | Path, *, kind: str) -> tuple[dict, dict, dic
     directory = Path(directory)
     meta_path = directory / META
     if not meta_path.exists():
-        raise StudyError("no saved estimator here", path=directory,
-                         hint="fit it again (`hapexpr fit-final ... --overwrite`)")
+        raise StudyError(
+            "no saved estimator here", path=directory, hint="fit it again (`hapexpr fit-final ... --overwrite`)"
+        )
     meta = json.loads(meta_path.read_text())
     if meta.get("kind") != kind:
-        raise StudyError(f"saved estimator is {meta.get('kind')!r}, expected {kind!r}", path=meta_path,
-                         hint="fit it again with this version of hapexpr (`hapexpr fit-final ... --overwrite`)")
+        raise StudyError(
+            f"saved estimator is {meta.get('kind')!r}, expected {kind!r}",
+            path=meta_path,
+            hint="fit it again with this version of hapexpr (`hapexpr fit-final ... --overwrite`)",
+        )
     arrays = load_file(str(directory / WEIGHTS)) if (directory / WEIGHTS).exists() else {}
     return meta.get("params", {}), meta.get("learned", {}), arrays
 

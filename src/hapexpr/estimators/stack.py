@@ -71,8 +71,12 @@ def stack_gene(
         test, train = folds == k, folds != k
         inner = [int(j) for j in ks if j != k]
         P_train = np.column_stack(
-            [cross_validate_gene(X, y, covariates, folds, make, seed=seed, train_folds=inner, normalise=normalise)[1][train]
-             for X, make in zip(features, makers)]
+            [
+                cross_validate_gene(X, y, covariates, folds, make, seed=seed, train_folds=inner, normalise=normalise)[
+                    1
+                ][train]
+                for X, make in zip(features, makers)
+            ]
         )
         y_res = residualise(transform_in_fold(y, train, normalise), covariates, train)
         P_test = np.column_stack(

@@ -70,7 +70,8 @@ def read_expression_table(path: str | Path) -> ExpressionTable:
     values = raw.iloc[:, n_id:]
     if values.shape[1] == 0:
         raise InputError(
-            f"the expression file has no sample columns (read as {layout}: {LAYOUTS[layout]})", path=path,
+            f"the expression file has no sample columns (read as {layout}: {LAYOUTS[layout]})",
+            path=path,
             hint="use a tensorQTL/QTLtools BED, a GTEx GCT, or a genes x samples TSV/parquet",
         )
     values.index = pd.Index(raw.iloc[:, id_col].astype(str), name="gene_id")
@@ -102,7 +103,7 @@ def _first_line(path: Path) -> str:
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     try:
-        with (gzip.open(path, "rt") if gz else open(path)) as fh:
+        with gzip.open(path, "rt") if gz else open(path) as fh:
             return fh.readline()
     except (OSError, EOFError, UnicodeDecodeError, zlib.error):
         return ""  # the table reader names the problem
@@ -116,7 +117,8 @@ def _layout(header: list[str], path: Path) -> str:
         if low[1:3] != ["start", "end"] or len(low) < 4:
             raise InputError(
                 f"the header starts like a BED ({header[0]!r}) but columns 2-3 are {header[1:3]}, not start end",
-                path=path, record="header",
+                path=path,
+                record="header",
                 hint=f"expected tensorQTL {LAYOUTS['tensorqtl-bed']!r} or QTLtools {LAYOUTS['qtltools-bed']!r}",
             )
         return "qtltools-bed" if len(low) > 5 and low[5] == "strand" else "tensorqtl-bed"
@@ -133,18 +135,26 @@ def _tss_table(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     for name, col in (("start", start), ("end", end)):
         if col.isna().any():
             i = int(np.flatnonzero(col.isna().to_numpy())[0])
-            raise InputError(f"{name} {raw.iloc[i, 1 if name == 'start' else 2]!r} is not an integer",
-                             path=path, record=f"gene {raw.iloc[i, 3]}")
+            raise InputError(
+                f"{name} {raw.iloc[i, 1 if name == 'start' else 2]!r} is not an integer",
+                path=path,
+                record=f"gene {raw.iloc[i, 3]}",
+            )
     bad = ~strand.isin(["+", "-"])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"strand {strand.iloc[i]!r} is not + or -", path=path, record=f"gene {raw.iloc[i, 3]}",
-                         hint="the 6th column of a QTLtools BED is the gene's strand")
+        raise InputError(
+            f"strand {strand.iloc[i]!r} is not + or -",
+            path=path,
+            record=f"gene {raw.iloc[i, 3]}",
+            hint="the 6th column of a QTLtools BED is the gene's strand",
+        )
     one_base = (end - start) == 1
     tss = np.where(one_base | (strand == "+"), start + 1, end).astype(np.int64)
     ids = raw.iloc[:, 3].astype(str)
-    return pd.DataFrame({"gene_id": ids, "gene_name": ids, "chrom": raw.iloc[:, 0].astype(str),
-                         "tss": tss, "strand": strand}).reset_index(drop=True)
+    return pd.DataFrame(
+        {"gene_id": ids, "gene_name": ids, "chrom": raw.iloc[:, 0].astype(str), "tss": tss, "strand": strand}
+    ).reset_index(drop=True)
 
 
 def read_covariates(path: str | Path) -> pd.DataFrame:
@@ -154,7 +164,8 @@ def read_covariates(path: str | Path) -> pd.DataFrame:
     values = raw.iloc[:, 1:]
     if values.shape[1] == 0:
         raise InputError(
-            "the covariates file has no sample columns", path=path,
+            "the covariates file has no sample columns",
+            path=path,
             hint="use the tensorQTL layout: first column the covariate id, then one column per sample",
         )
     values.index = pd.Index(raw.iloc[:, 0].astype(str), name="id")
@@ -165,7 +176,9 @@ def read_covariates(path: str | Path) -> pd.DataFrame:
     constant = cov.index[np.ptp(cov.to_numpy(), axis=1) == 0]
     if len(constant):
         raise InputError(
-            f"covariate {constant[0]!r} is constant across samples", path=path,
-            record=f"covariate {constant[0]}", hint="remove constant covariates (an intercept is always added)",
+            f"covariate {constant[0]!r} is constant across samples",
+            path=path,
+            record=f"covariate {constant[0]}",
+            hint="remove constant covariates (an intercept is always added)",
         )
     return cov

@@ -63,9 +63,7 @@ class Reference:
             )
         fai = Path(str(self.path) + ".fai")
         try:
-            self._fasta = pyfaidx.Fasta(
-                str(self.path), as_raw=True, sequence_always_upper=True
-            )
+            self._fasta = pyfaidx.Fasta(str(self.path), as_raw=True, sequence_always_upper=True)
         except PermissionError as exc:
             raise InputError(
                 f"the FASTA has no index ({fai.name}) and one cannot be created there ({exc.strerror})",
@@ -82,9 +80,7 @@ class Reference:
                     f"`samtools faidx {self.path}` reports the first problem"
                 ),
             ) from None
-        self.contigs: dict[str, int] = {
-            name: int(rec.rlen) for name, rec in self._fasta.faidx.index.items()
-        }
+        self.contigs: dict[str, int] = {name: int(rec.rlen) for name, rec in self._fasta.faidx.index.items()}
         if not self.contigs:
             raise InputError("the reference FASTA holds no sequences", path=self.path)
         # record name -> (contig it is an excerpt of, 1-based start of the excerpt on that contig)
@@ -146,7 +142,8 @@ class Reference:
             except UnicodeEncodeError as exc:
                 raise InputError(
                     f"{name}:{lo}-{hi} holds a non-ASCII character ({seq[exc.start]!r}) where bases belong",
-                    path=self.path, record=f"{name}:{lo + exc.start}",
+                    path=self.path,
+                    record=f"{name}:{lo + exc.start}",
                     hint="a FASTA holds only IUPAC letters; fix or re-create the file",
                 ) from None
             if len(body) != hi - lo + 1:

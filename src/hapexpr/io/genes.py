@@ -52,8 +52,10 @@ def _read_gff(path: Path, *, gff3: bool) -> pd.DataFrame:
                 f = line.rstrip("\n").split("\t")
                 if len(f) != 9:
                     raise InputError(
-                        f"expected 9 tab-separated fields, found {len(f)}", path=path,
-                        record=f"line {lineno}", hint="GTF/GFF3 lines have 9 tab-separated columns",
+                        f"expected 9 tab-separated fields, found {len(f)}",
+                        path=path,
+                        record=f"line {lineno}",
+                        hint="GTF/GFF3 lines have 9 tab-separated columns",
                     )
                 if f[2] not in rows:
                     continue
@@ -63,7 +65,9 @@ def _read_gff(path: Path, *, gff3: bool) -> pd.DataFrame:
                     raise InputError("start/end are not integers", path=path, record=f"line {lineno}") from None
                 if f[6] not in "+-" or len(f[6]) != 1:
                     raise InputError(
-                        f"strand {f[6]!r} is not + or -", path=path, record=f"line {lineno}",
+                        f"strand {f[6]!r} is not + or -",
+                        path=path,
+                        record=f"line {lineno}",
                         hint="every gene needs a strand to place its TSS",
                     )
                 attrs = _attributes(f[8], gff3=gff3)
@@ -88,13 +92,17 @@ def _read_gff(path: Path, *, gff3: bool) -> pd.DataFrame:
         # No gene lines: a gene's TSS is the 5'-most transcript start.
         t = pd.DataFrame(rows["transcript"], columns=COLUMNS)
         first = t.groupby("gene_id", sort=False).agg(
-            gene_name=("gene_name", "first"), chrom=("chrom", "first"), strand=("strand", "first"),
-            tss_min=("tss", "min"), tss_max=("tss", "max"),
+            gene_name=("gene_name", "first"),
+            chrom=("chrom", "first"),
+            strand=("strand", "first"),
+            tss_min=("tss", "min"),
+            tss_max=("tss", "max"),
         )
         first["tss"] = first["tss_min"].where(first["strand"] == "+", first["tss_max"])
         return first.reset_index()[COLUMNS]
     raise InputError(
-        "no gene or transcript records found", path=path,
+        "no gene or transcript records found",
+        path=path,
         hint="give a GENCODE-style GTF/GFF3, or a BED/TSV of TSSs",
     )
 
@@ -121,7 +129,8 @@ def _read_bed(path: Path) -> pd.DataFrame:
     if raw.shape[1] < 4:
         raise InputError(
             f"a BED of TSSs needs at least 4 columns (chrom start end gene_id), found {raw.shape[1]}",
-            path=path, record="line 1",
+            path=path,
+            record="line 1",
         )
     strand = raw[5] if raw.shape[1] >= 6 else pd.Series("+", index=raw.index)
     rows = []
@@ -144,7 +153,9 @@ def _read_tss_table(path: Path) -> pd.DataFrame:
     missing = [c for c in ("gene_id", "chrom", "tss", "strand") if c not in raw.columns]
     if missing:
         raise InputError(
-            f"the TSS table lacks the column(s) {', '.join(missing)}", path=path, record="header",
+            f"the TSS table lacks the column(s) {', '.join(missing)}",
+            path=path,
+            record="header",
             hint="a TSS table needs a header with gene_id, chrom, tss (1-based) and strand",
         )
     out = raw.copy()

@@ -19,7 +19,12 @@ def read_tsv(path: Path, *, what: str, comment: str | None = None, header: int |
         raise InputError(f"the {what} file does not exist", path=path)
     try:
         df = pd.read_csv(
-            path, sep="\t", dtype=str, comment=comment, header=header, keep_default_na=False,
+            path,
+            sep="\t",
+            dtype=str,
+            comment=comment,
+            header=header,
+            keep_default_na=False,
             compression="gzip" if _is_gzip(path) else None,
         )
     except pd.errors.EmptyDataError:
@@ -27,11 +32,13 @@ def read_tsv(path: Path, *, what: str, comment: str | None = None, header: int |
     except pd.errors.ParserError as exc:
         raise InputError(
             f"the {what} file could not be parsed as tab-separated columns ({_first_line(exc)})",
-            path=path, hint="check that every line has the same number of tab-separated fields",
+            path=path,
+            hint="check that every line has the same number of tab-separated fields",
         ) from None
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
         raise InputError(
-            f"the {what} file is truncated or corrupt ({exc})", path=path,
+            f"the {what} file is truncated or corrupt ({exc})",
+            path=path,
             hint="re-create or re-download the file",
         ) from None
     if df.empty:
@@ -58,8 +65,14 @@ def read_matrix_text(path: Path, *, what: str, skip: int = 0, tabs_only: bool = 
     try:
         sep, header = _sniff(path, what=what, skip=skip, tabs_only=tabs_only)
         df = pd.read_csv(
-            path, sep=sep, dtype=str, header=None, skiprows=skip + 1, keep_default_na=False,
-            compression="gzip" if _is_gzip(path) else None, engine="c",
+            path,
+            sep=sep,
+            dtype=str,
+            header=None,
+            skiprows=skip + 1,
+            keep_default_na=False,
+            compression="gzip" if _is_gzip(path) else None,
+            engine="c",
         )
     except pd.errors.EmptyDataError:
         raise InputError(f"the {what} file has no data rows", path=path) from None
@@ -67,7 +80,9 @@ def read_matrix_text(path: Path, *, what: str, skip: int = 0, tabs_only: bool = 
         raise InputError(f"the {what} file could not be parsed ({_first_line(exc)})", path=path) from None
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
         raise InputError(
-            f"the {what} file is truncated or corrupt ({exc})", path=path, hint="re-create or re-download the file",
+            f"the {what} file is truncated or corrupt ({exc})",
+            path=path,
+            hint="re-create or re-download the file",
         ) from None
     if df.empty:
         raise InputError(f"the {what} file has no data rows", path=path)
@@ -90,20 +105,23 @@ def _sniff(path: Path, *, what: str, skip: int, tabs_only: bool) -> tuple[str, l
         ws_counts.append((lineno, len(line.split())))
     if header_line is None:
         raise InputError(f"the {what} file is empty", path=path)
-    for counts, sep in ([(tab_counts, "\t")] if tabs_only else [(tab_counts, "\t"), (ws_counts, r"\s+")]):
+    for counts, sep in [(tab_counts, "\t")] if tabs_only else [(tab_counts, "\t"), (ws_counts, r"\s+")]:
         rows = {n for _, n in counts[1:]}
         single = sep == "\t" and not tabs_only and max(n for _, n in counts) == 1
         if not single and len(rows) <= 1 and (not rows or counts[0][1] in (min(rows), min(rows) - 1)):
             return sep, header_line.split("\t") if sep == "\t" else header_line.split()
     header_n, data = tab_counts[0][1], tab_counts[1:]
     lineno, n = next(((i, k) for i, k in data if k != data[0][1]), data[0] if data else tab_counts[0])
-    expected, where = (data[0][1], f"line {data[0][0]}") if data[0][1] in (header_n, header_n + 1) else (header_n, "its header line")
+    expected, where = (
+        (data[0][1], f"line {data[0][0]}") if data[0][1] in (header_n, header_n + 1) else (header_n, "its header line")
+    )
     if lineno == data[0][0]:  # the first data line already disagrees with the header
         n, expected, where = data[0][1], header_n, "its header line"
     raise InputError(
         f"the {what} file has {n} tab-separated fields on this line but {expected} on {where}"
         + ("" if tabs_only else ", and splitting on spaces does not give every line the same count either"),
-        path=path, record=f"line {lineno}",
+        path=path,
+        record=f"line {lineno}",
         hint="check that every line has the same number of tab-separated fields",
     )
 
@@ -134,7 +152,8 @@ def _check_field_counts(path: Path, *, what: str, comment: str | None) -> None:
         elif n != expected:
             raise InputError(
                 f"the {what} file has {n} tab-separated fields on this line but {expected} on its first line",
-                path=path, record=f"line {lineno}",
+                path=path,
+                record=f"line {lineno}",
                 hint="check that every line has the same number of tab-separated fields",
             )
 
@@ -158,7 +177,8 @@ def to_numeric_matrix(df: pd.DataFrame, *, path: Path, what: str, row_name: str)
         kind = "missing (NaN)" if value.strip().lower() in {"", "na", "nan", "."} else f"not a number ({value!r})"
         raise InputError(
             f"the {what} value for {row_name} {df.index[r]}, sample {df.columns[c]} is {kind}",
-            path=path, record=f"{row_name} {df.index[r]}",
+            path=path,
+            record=f"{row_name} {df.index[r]}",
             hint=f"every {what} value must be a finite number; impute or drop that {row_name} first",
         )
     return out
@@ -170,6 +190,8 @@ def check_unique(ids: pd.Index | list, *, path: Path, what: str) -> None:
     dup = s[s.duplicated()]
     if len(dup):
         raise InputError(
-            f"{what} {dup.iloc[0]!r} appears more than once", path=path, record=f"{what} {dup.iloc[0]}",
+            f"{what} {dup.iloc[0]!r} appears more than once",
+            path=path,
+            record=f"{what} {dup.iloc[0]}",
             hint=f"each {what} must be unique; remove or rename the duplicates",
         )

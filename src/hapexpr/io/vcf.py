@@ -227,14 +227,15 @@ class VcfReader:
         if not alt_list:
             return None  # ALT '.': a monomorphic site; bcftools consensus ignores it too
         if len(alt_list) > 1:
-            raise self._fail("multi-allelic record; hapexpr reads biallelic records only",
-                             _shown(name, p, ref, alt_list), _NORM_HINT)
+            raise self._fail(
+                "multi-allelic record; hapexpr reads biallelic records only", _shown(name, p, ref, alt_list), _NORM_HINT
+            )
         alt = alt_list[0]
         if not _BASES.match(alt):
             raise self._fail(
                 f"ALT {alt!r} is symbolic or not made of A, C, G, T, N",
                 _shown(name, p, ref, alt_list),
-                "keep sequence-resolved SNVs and indels only, e.g. `bcftools view -e 'ALT~\"<.*>\" || ALT=\"*\"'`",
+                'keep sequence-resolved SNVs and indels only, e.g. `bcftools view -e \'ALT~"<.*>" || ALT="*"\'`',
             )
         if not _BASES.match(ref):
             raise self._fail(f"REF {ref!r} is not made of A, C, G, T, N", _shown(name, p, ref, alt_list))
@@ -243,11 +244,17 @@ class VcfReader:
         except Exception:
             arr = None
         if arr is None:
-            raise self._fail("the record has no GT genotypes", _shown(name, p, ref, alt_list),
-                             "hapexpr needs phased GT for every sample")
+            raise self._fail(
+                "the record has no GT genotypes",
+                _shown(name, p, ref, alt_list),
+                "hapexpr needs phased GT for every sample",
+            )
         if arr.shape[1] != 3:
-            raise self._fail("genotypes that are not diploid", _shown(name, p, ref, alt_list),
-                             "hapexpr needs two alleles per sample (e.g. 0|1)")
+            raise self._fail(
+                "genotypes that are not diploid",
+                _shown(name, p, ref, alt_list),
+                "hapexpr needs two alleles per sample (e.g. 0|1)",
+            )
         rid = rec.ID or f"{name}_{p}_{ref}_{alt}"
         return ref, alt, rid, arr
 
@@ -267,8 +274,11 @@ class VcfReader:
         haploid = (alleles == -2).any(axis=2)
         if haploid.any():
             k, _ = first(haploid)
-            raise self._fail("genotypes that are not diploid", _shown(name, pos[k], refs[k], [alts[k]]),
-                             "hapexpr needs two alleles per sample (e.g. 0|1)")
+            raise self._fail(
+                "genotypes that are not diploid",
+                _shown(name, pos[k], refs[k], [alts[k]]),
+                "hapexpr needs two alleles per sample (e.g. 0|1)",
+            )
         missing = (alleles < 0).any(axis=2)
         if missing.any():
             k, who = first(missing)

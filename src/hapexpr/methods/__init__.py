@@ -7,5 +7,16 @@
 from hapexpr.methods.base import NEEDS, GeneModel, Method, Options, option
 from hapexpr.methods.registry import build, get, method_names, methods, register, unregister
 
-__all__ = ["NEEDS", "GeneModel", "Method", "Options", "build", "get", "method_names", "methods", "option",
-           "register", "unregister"]
+__all__ = [
+    "NEEDS",
+    "GeneModel",
+    "Method",
+    "Options",
+    "build",
+    "get",
+    "method_names",
+    "methods",
+    "option",
+    "register",
+    "unregister",
+]

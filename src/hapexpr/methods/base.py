@@ -58,8 +58,10 @@ class Options:
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise InputError(f"unknown option(s) {', '.join(unknown)} in {where}",
-                             hint=f"this method's options: {', '.join(sorted(names))}")
+            raise InputError(
+                f"unknown option(s) {', '.join(unknown)} in {where}",
+                hint=f"this method's options: {', '.join(sorted(names))}",
+            )
         out = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         check_fields(cls, out, where)
         return cls(**out)

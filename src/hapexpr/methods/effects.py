@@ -32,10 +32,19 @@ def summarise_effects(gene: GeneData, changes: list[np.ndarray]) -> pd.DataFrame
     v = gene.variants.iloc[rows]
     mean = np.array([c.mean() if len(c) else np.nan for c in changes])
     sd = np.array([c.std(ddof=1) if len(c) > 1 else np.nan for c in changes])
-    return pd.DataFrame({"gene_id": gene.gene_id, "variant_id": v["variant_id"].to_numpy(), "pos": v["pos"].to_numpy(),
-                         "ref": v["ref"].to_numpy(), "alt": v["alt"].to_numpy(), "in_window": v["in_window"].to_numpy(),
-                         "n_carriers": np.asarray([len(c) for c in changes], dtype=np.int64),
-                         "mean_effect": mean, "sd_effect": sd})
+    return pd.DataFrame(
+        {
+            "gene_id": gene.gene_id,
+            "variant_id": v["variant_id"].to_numpy(),
+            "pos": v["pos"].to_numpy(),
+            "ref": v["ref"].to_numpy(),
+            "alt": v["alt"].to_numpy(),
+            "in_window": v["in_window"].to_numpy(),
+            "n_carriers": np.asarray([len(c) for c in changes], dtype=np.int64),
+            "mean_effect": mean,
+            "sd_effect": sd,
+        }
+    )
 
 
 def haplotype_effects(method, gene: GeneData, est) -> pd.DataFrame:

@@ -32,8 +32,10 @@ PREDICTDB_WINDOW = 1_000_000
 @dataclass(frozen=True)
 class ElasticNetOptions(Options):
     cis_window: int | None = option(
-        PREDICTDB_WINDOW, "Variants within +-BP of the TSS (PredictDB: 1,000,000); 0 or a negative "
-        "value: the variants of the study's sequence window.")
+        PREDICTDB_WINDOW,
+        "Variants within +-BP of the TSS (PredictDB: 1,000,000); 0 or a negative "
+        "value: the variants of the study's sequence window.",
+    )
     maf: float = option(0.01, "Keep variants with minor allele frequency above this (in the training folds).")
     alpha: float = option(0.5, "Elastic-net mixing (glmnet's alpha; 1 = lasso).")
     inner_folds: int = option(10, "Inner CV folds choosing the penalty.")
@@ -83,8 +85,13 @@ class DosageElasticNet:
 
     def save(self, directory) -> None:
         self.model_.save(Path(directory) / "model")
-        save_estimator(directory, kind=self.KIND, params=self.params, learned={"columns_": self.columns_},
-                       arrays={"mean_dosage_": np.asarray(self.mean_dosage_, dtype=np.float64)})
+        save_estimator(
+            directory,
+            kind=self.KIND,
+            params=self.params,
+            learned={"columns_": self.columns_},
+            arrays={"mean_dosage_": np.asarray(self.mean_dosage_, dtype=np.float64)},
+        )
 
     @classmethod
     def load(cls, directory) -> DosageElasticNet:
@@ -194,4 +201,3 @@ def _bp(window: int) -> str:
     if window % 1000 == 0:
         return f"{window // 1000}kb"
     return f"{window}bp"
-

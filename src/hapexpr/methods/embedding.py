@@ -22,9 +22,12 @@ from hapexpr.study import GeneData
 
 @dataclass(frozen=True)
 class EmbeddingOptions(Options):
-    fingerprint: str | None = option(None, "Which embedding store to use when the study holds several: its "
-                                     "fingerprint (a unique prefix) or the --model it was made with "
-                                     "(e.g. kmer:4); default the most recently updated.")
+    fingerprint: str | None = option(
+        None,
+        "Which embedding store to use when the study holds several: its "
+        "fingerprint (a unique prefix) or the --model it was made with "
+        "(e.g. kmer:4); default the most recently updated.",
+    )
 
 
 class EmbeddingMethod(HaplotypeMethod):
@@ -49,8 +52,13 @@ class EmbeddingMethod(HaplotypeMethod):
         info = self.store.info
         tiny = bool(info.get("tiny"))
         kind = f"tiny randomly initialised {info.get('embedder', 'NT')}" if tiny else str(info.get("model", "?"))
-        return [{"description": f"embeddings {self.store.fingerprint} ({kind}, layer {info.get('layer', '?')})",
-                 "tiny": tiny, "fingerprint": self.store.fingerprint}]
+        return [
+            {
+                "description": f"embeddings {self.store.fingerprint} ({kind}, layer {info.get('layer', '?')})",
+                "tiny": tiny,
+                "fingerprint": self.store.fingerprint,
+            }
+        ]
 
     def embeddings(self, gene: GeneData, sequences: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """((n, bins, dim), (n, dim)) float32 embeddings of ``sequences`` (float16-rounded as stored)."""

@@ -44,8 +44,11 @@ class EnformerOptions(Options):
         if self.head not in HEADS:
             raise InputError(f"--head {self.head!r} is not one of {', '.join(HEADS)}")
         if self.model != "tiny" and not Path(self.model).is_dir():
-            raise InputError("--model is neither `tiny` nor a checkpoint directory", path=self.model,
-                             hint="give a local directory with config.json and model.safetensors")
+            raise InputError(
+                "--model is neither `tiny` nor a checkpoint directory",
+                path=self.model,
+                hint="give a local directory with config.json and model.safetensors",
+            )
 
 
 @register
@@ -72,8 +75,9 @@ class Enformer(EmbeddingMethod):
             spec = PREFIX if o.model == "tiny" else f"{PREFIX}:{o.model}"
             source = EnformerEmbedder.source_for(spec, seq_len=o.seq_len)
             source["seed"] = o.seed
-            self._embedder_obj = build_embedder(source, layer=None, bins=o.tss_bins, window=self.study.window,
-                                                device=o.device, batch_size=o.batch_size)
+            self._embedder_obj = build_embedder(
+                source, layer=None, bins=o.tss_bins, window=self.study.window, device=o.device, batch_size=o.batch_size
+            )
             if not 0 <= o.track < self._embedder_obj.dim:
                 raise InputError(f"--track {o.track} is outside the model's {self._embedder_obj.dim} human tracks")
         return self._embedder_obj
@@ -85,8 +89,13 @@ class Enformer(EmbeddingMethod):
     def models_used(self) -> list[dict]:
         info = self.embedder().info()
         kind = "tiny randomly initialised" if info["tiny"] else info["model"]
-        return [{"description": f"Enformer {info['fingerprint']} ({kind}, {info['seq_len']:,} bp input)",
-                 "tiny": bool(info["tiny"]), "fingerprint": info["fingerprint"]}]
+        return [
+            {
+                "description": f"Enformer {info['fingerprint']} ({kind}, {info['seq_len']:,} bp input)",
+                "tiny": bool(info["tiny"]),
+                "fingerprint": info["fingerprint"],
+            }
+        ]
 
     def prepare(self, study, *, progress: bool) -> None:
         """Run the model over every distinct haplotype not yet in the store (caller holds the lock)."""
@@ -109,9 +118,11 @@ class Enformer(EmbeddingMethod):
 def input_note(window: int, seq_len: int) -> str:
     """One line saying how the study window becomes the model input."""
     if window < seq_len:
-        return (f"each {window:,} bp study window is centred on its TSS in a {seq_len:,} bp input "
-                f"padded with N ({seq_len - window:,} bp of N, all-zero one-hot): Enformer sees no "
-                f"sequence beyond the window; prepare with --window {seq_len} to give it the full context")
+        return (
+            f"each {window:,} bp study window is centred on its TSS in a {seq_len:,} bp input "
+            f"padded with N ({seq_len - window:,} bp of N, all-zero one-hot): Enformer sees no "
+            f"sequence beyond the window; prepare with --window {seq_len} to give it the full context"
+        )
     if window > seq_len:
         return f"each {window:,} bp study window is cropped to the central {seq_len:,} bp around the TSS"
     return f"the {window:,} bp study window is the model input, TSS at its centre"

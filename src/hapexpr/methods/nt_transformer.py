@@ -37,21 +37,31 @@ from hapexpr.study import GeneData
 
 @dataclass(frozen=True)
 class NTTransformerOptions(EmbeddingOptions):
-    pairwise_weight: float | None = option(None, "Weight of the pairwise-difference loss (default in docs/nt-transformer.md).")
+    pairwise_weight: float | None = option(
+        None, "Weight of the pairwise-difference loss (default in docs/nt-transformer.md)."
+    )
     max_epochs: int | None = option(None, "Epoch cap (early stopping usually ends sooner).")
     d_model: int = option(32, "Width of the transformer.")
     n_layers: int = option(1, "Transformer layers.")
     multi_gene: bool = option(False, "One model shared across genes (reported as NAME and NAME-heldout).")
     holdout_genes: float = option(0.0, "With multi_gene: fraction of genes never trained on.")
-    epoch_selection: str = option("kfold", "kfold: epochs chosen by inner K-fold CV, then refit on all training "
-                                  "individuals; split: one 20% early-stopping split (faster, trains on 80%).")
+    epoch_selection: str = option(
+        "kfold",
+        "kfold: epochs chosen by inner K-fold CV, then refit on all training "
+        "individuals; split: one 20% early-stopping split (faster, trains on 80%).",
+    )
     epoch_folds: int = option(4, "Inner folds of --epoch-selection kfold (and of the --fingerprints choice).")
     seeds: int = option(1, "Models per fold (seeds); predictions are their mean, per-seed r in models/NAME/seeds.tsv.")
     fingerprints: tuple[str, ...] | None = option(
-        None, "Comma-separated embedding stores (e.g. layers of one model) to choose from per gene and fold "
-        "by inner CV on the training individuals; choices in models/NAME/choices.tsv.")
-    shared_scaling: bool = option(False, "With multi_gene: input scaling pooled over the trained genes "
-                                  "(default: each gene's own; shared measured worse, docs/nt-transformer.md).")
+        None,
+        "Comma-separated embedding stores (e.g. layers of one model) to choose from per gene and fold "
+        "by inner CV on the training individuals; choices in models/NAME/choices.tsv.",
+    )
+    shared_scaling: bool = option(
+        False,
+        "With multi_gene: input scaling pooled over the trained genes "
+        "(default: each gene's own; shared measured worse, docs/nt-transformer.md).",
+    )
 
     def __post_init__(self) -> None:
         if self.epoch_selection not in ("kfold", "split"):
@@ -59,8 +69,10 @@ class NTTransformerOptions(EmbeddingOptions):
         if self.epoch_folds < 2 or self.seeds < 1:
             raise InputError(f"epoch_folds must be >= 2 and seeds >= 1, got {self.epoch_folds}, {self.seeds}")
         if self.fingerprints is not None and (self.multi_gene or self.fingerprint is not None):
-            raise InputError("fingerprints chooses among stores per gene; it cannot be combined with "
-                             "multi_gene or fingerprint", hint="drop --fingerprint / --multi-gene")
+            raise InputError(
+                "fingerprints chooses among stores per gene; it cannot be combined with multi_gene or fingerprint",
+                hint="drop --fingerprint / --multi-gene",
+            )
         if not 0.0 <= self.holdout_genes < 1.0:
             raise InputError(f"holdout_genes must be in [0, 1), got {self.holdout_genes}")
         if self.holdout_genes and not self.multi_gene:
@@ -93,9 +105,12 @@ class NTTransformer(EmbeddingMethod):
         from hapexpr.estimators.nt_training import TrainConfig  # torch
 
         o = self.options
-        given = {k: v for k, v in (("pairwise_weight", o.pairwise_weight), ("max_epochs", o.max_epochs)) if v is not None}
-        return TrainConfig(seed=o.seed if seed is None else seed, epoch_selection=o.epoch_selection,
-                           inner_folds=o.epoch_folds, **given)
+        given = {
+            k: v for k, v in (("pairwise_weight", o.pairwise_weight), ("max_epochs", o.max_epochs)) if v is not None
+        }
+        return TrainConfig(
+            seed=o.seed if seed is None else seed, epoch_selection=o.epoch_selection, inner_folds=o.epoch_folds, **given
+        )
 
     def resolve(self, study) -> dict:
         # Every training setting the fit depends on, so a change of a default refits; the
@@ -145,9 +160,11 @@ class NTTransformer(EmbeddingMethod):
             per.append(np.asarray(self.embeddings(gene, sequences)[0], dtype=np.float32))
         self._use_store(fps[0])
         if len({x.shape for x in per}) != 1:
-            raise InputError(f"the --fingerprints stores give {gene.gene_id} embeddings of different shapes "
-                             f"({', '.join(str(x.shape[1:]) for x in per)})",
-                             hint="choose among stores of one model (e.g. layers) with the same bins")
+            raise InputError(
+                f"the --fingerprints stores give {gene.gene_id} embeddings of different shapes "
+                f"({', '.join(str(x.shape[1:]) for x in per)})",
+                hint="choose among stores of one model (e.g. layers) with the same bins",
+            )
         return np.stack(per, axis=1)
 
     def people_features(self, per_hap: np.ndarray, hap_index: np.ndarray) -> np.ndarray:
@@ -158,8 +175,13 @@ class NTTransformer(EmbeddingMethod):
     def estimator(self, seed: int):
         from hapexpr.estimators.nt_transformer import NTTransformerModel  # torch
 
-        return NTTransformerModel(d_model=self.options.d_model, n_layers=self.options.n_layers,
-                                  train_config=self.train_config(), seed=seed, n_seeds=self.options.seeds)
+        return NTTransformerModel(
+            d_model=self.options.d_model,
+            n_layers=self.options.n_layers,
+            train_config=self.train_config(),
+            seed=seed,
+            n_seeds=self.options.seeds,
+        )
 
     def load_estimator(self, directory: Path):
         from hapexpr.estimators.nt_transformer import NTTransformerModel  # torch
@@ -192,8 +214,18 @@ class NTTransformer(EmbeddingMethod):
         for k in np.unique(folds):
             test, train = folds == k, folds != k
             y_res = {g: residualise(transform_in_fold(y, train, study.normalise), cov, train) for g, y in y_raw.items()}
-            preds = multi_gene_fold(X, y_res, train, test, heldout, config=config, seed=o.seed + int(k),
-                                    d_model=o.d_model, n_layers=o.n_layers, shared_scaling=o.shared_scaling)
+            preds = multi_gene_fold(
+                X,
+                y_res,
+                train,
+                test,
+                heldout,
+                config=config,
+                seed=o.seed + int(k),
+                d_model=o.d_model,
+                n_layers=o.n_layers,
+                shared_scaling=o.shared_scaling,
+            )
             for g in study.gene_ids:
                 observed[g][test] = y_res[g][test]
                 predicted[g][test] = preds[g]
@@ -205,8 +237,10 @@ class NTTransformer(EmbeddingMethod):
         held = new["gene_id"].isin(heldout)
         write_predictions(study.path, name, new[~held])
         write_predictions(study.path, name + "-heldout", new[held].assign(method=name + "-heldout"))
-        console.print(f"{name}: {len(study.gene_ids) - len(heldout)} genes trained, {len(heldout)} held out, "
-                      f"{time.time() - start:.1f} s")
+        console.print(
+            f"{name}: {len(study.gene_ids) - len(heldout)} genes trained, {len(heldout)} held out, "
+            f"{time.time() - start:.1f} s"
+        )
         return new
 
     def _fit_per_gene_recorded(self, study, run, *, progress: bool) -> pd.DataFrame:
@@ -239,25 +273,41 @@ class NTTransformer(EmbeddingMethod):
                 test = folds == k
                 per_seed[:, test] = est.predict_seeds(X[test])
                 c = est.candidate_ or 0
-                choices.append({"gene_id": gene_id, "fold": int(k), "fingerprint": fps[c], "layer": layers[c],
-                                "epochs": est.history_.get("chosen_epochs", est.history_.get("best_epoch", -1) + 1)})
-            seeds = pd.DataFrame({"gene_id": gene_id,
-                                  "seed": [s - fitted[0].seed + seed for s in fitted[0].seeds_],
-                                  "pearson_r": [_pearson(obs, p) for p in per_seed]})
+                choices.append(
+                    {
+                        "gene_id": gene_id,
+                        "fold": int(k),
+                        "fingerprint": fps[c],
+                        "layer": layers[c],
+                        "epochs": est.history_.get("chosen_epochs", est.history_.get("best_epoch", -1) + 1),
+                    }
+                )
+            seeds = pd.DataFrame(
+                {
+                    "gene_id": gene_id,
+                    "seed": [s - fitted[0].seed + seed for s in fitted[0].seeds_],
+                    "pearson_r": [_pearson(obs, p) for p in per_seed],
+                }
+            )
             with atomic_open(run.gene_path(gene_id, ".seeds.tsv")) as fh:
                 seeds.to_csv(fh, sep="\t", index=False, float_format="%.6g")
             with atomic_open(run.gene_path(gene_id, ".choices.tsv")) as fh:
                 pd.DataFrame(choices).to_csv(fh, sep="\t", index=False)
             run.save_gene(gene_id, obs, pred)
         for suffix in (".seeds.tsv", ".choices.tsv"):
-            parts = [pd.read_csv(run.gene_path(g, suffix), sep="\t", dtype={"gene_id": str})
-                     for g in study.gene_ids if run.gene_path(g, suffix).exists()]
+            parts = [
+                pd.read_csv(run.gene_path(g, suffix), sep="\t", dtype={"gene_id": str})
+                for g in study.gene_ids
+                if run.gene_path(g, suffix).exists()
+            ]
             if parts:
                 with atomic_open(run.dir / suffix.lstrip(".")) as fh:
                     pd.concat(parts, ignore_index=True).to_csv(fh, sep="\t", index=False, float_format="%.6g")
         rows = run.finish({"seconds": round(time.time() - start, 2)})
-        console.print(f"{run.method}: {rows['gene_id'].nunique()} genes, {self.options.seeds} seed(s) per fold, "
-                      f"{time.time() - start:.1f} s; per-seed r in {run.dir / 'seeds.tsv'}")
+        console.print(
+            f"{run.method}: {rows['gene_id'].nunique()} genes, {self.options.seeds} seed(s) per fold, "
+            f"{time.time() - start:.1f} s; per-seed r in {run.dir / 'seeds.tsv'}"
+        )
         return rows
 
 

@@ -30,7 +30,8 @@ from hapexpr.progress import console, track_genes
 @dataclass(frozen=True)
 class StackOptions(Options):
     base: tuple[str, ...] | None = option(
-        None, "Comma-separated fits to combine (default: every per-gene fit already in the study).")
+        None, "Comma-separated fits to combine (default: every per-gene fit already in the study)."
+    )
 
 
 @register
@@ -57,7 +58,8 @@ class Stack(Method):
         if len(bases) < 2:
             raise StudyError(
                 f"stack needs at least two base fits; found {', '.join(b.fit_name for b in bases) or 'none'}",
-                path=study.path, hint="fit two or more methods first (`hapexpr fit`), or pass --base",
+                path=study.path,
+                hint="fit two or more methods first (`hapexpr fit`), or pass --base",
             )
         return bases
 
@@ -74,8 +76,10 @@ class Stack(Method):
         k = study.n_folds
         fits = k * (k - 1) + k
         todo = [g for g in study.gene_ids if not run.done(g)]
-        console.print(f"stack of {', '.join(names)}: {len(todo)} genes x {len(names)} bases x {fits} fits each "
-                      f"(nested {k}-fold){_cost(study, names, len(todo), fits)}")
+        console.print(
+            f"stack of {', '.join(names)}: {len(todo)} genes x {len(names)} bases x {fits} fits each "
+            f"(nested {k}-fold){_cost(study, names, len(todo), fits)}"
+        )
         start = time.time()
         expr, cov = study_targets(study)
         cohort = StudyCohort(study)
@@ -83,12 +87,22 @@ class Stack(Method):
         for gene_id in track_genes(todo, f"fit {self.fit_name}", enabled=progress):
             feats = [b.features(cohort, gene_id) for b in self.bases]
             y = expr.loc[gene_id].to_numpy(dtype=np.float64)
-            obs, pred, w = stack_gene(feats, [b.estimator for b in self.bases], y, cov, study.folds,
-                                      seed=self.options.seed, normalise=study.normalise)
+            obs, pred, w = stack_gene(
+                feats,
+                [b.estimator for b in self.bases],
+                y,
+                cov,
+                study.folds,
+                seed=self.options.seed,
+                normalise=study.normalise,
+            )
             run.save_gene(gene_id, obs, pred)
             write_json(run.gene_path(gene_id, ".weights.json"), dict(zip(names, w.mean(axis=0).round(4).tolist())))
-        weights = {g: json.loads(run.gene_path(g, ".weights.json").read_text()) for g in study.gene_ids
-                   if run.gene_path(g, ".weights.json").exists()}
+        weights = {
+            g: json.loads(run.gene_path(g, ".weights.json").read_text())
+            for g in study.gene_ids
+            if run.gene_path(g, ".weights.json").exists()
+        }
         write_json(weights_path, weights)
         if weights:
             mean_w = {b: round(float(np.mean([w[b] for w in weights.values()])), 3) for b in names}

@@ -52,7 +52,11 @@ def _dosage(haplotypes: np.ndarray) -> np.ndarray:
 
 
 def _additive(
-    role: str, rows: np.ndarray, haplotypes: np.ndarray, candidates: np.ndarray, n_range: tuple[int, int],
+    role: str,
+    rows: np.ndarray,
+    haplotypes: np.ndarray,
+    candidates: np.ndarray,
+    n_range: tuple[int, int],
     rng: np.random.Generator,
 ) -> Component | None:
     """1..n causal variants among ``candidates`` with effects N(0, 1) per ALT allele."""
@@ -173,8 +177,15 @@ def motif_component(*, gene, variants, rows, reference, radius) -> Component | N
 
 
 def components(
-    *, architecture: str, gene: Gene, variants: Variants, window_rows: np.ndarray, distal_rows: np.ndarray,
-    reference: np.ndarray, window: int, rng: np.random.Generator,
+    *,
+    architecture: str,
+    gene: Gene,
+    variants: Variants,
+    window_rows: np.ndarray,
+    distal_rows: np.ndarray,
+    reference: np.ndarray,
+    window: int,
+    rng: np.random.Generator,
 ) -> list[Component]:
     """The components of one gene under ``architecture`` (not "additive", which keeps today's code)."""
     hap = variants.haplotypes

@@ -92,7 +92,9 @@ def _validate(config: SimulationConfig) -> None:
     if config.h2 is not None and not 0.0 <= config.h2 <= 1.0:
         problems.append(f"--h2 must lie between 0 and 1 (got {config.h2})")
     if config.architecture not in architectures.ARCHITECTURES:
-        problems.append(f"--architecture must be one of {', '.join(architectures.ARCHITECTURES)} (got {config.architecture!r})")
+        problems.append(
+            f"--architecture must be one of {', '.join(architectures.ARCHITECTURES)} (got {config.architecture!r})"
+        )
     reach = config.window // 2 + config.margin + config.distal_block_length
     if architectures.uses_distal(config.architecture) and reach >= config.distal_max - config.distal_block_length:
         problems.append(f"--window {config.window} leaves no room for distal variants within {config.distal_max:,} bp")
@@ -137,13 +139,28 @@ def simulate(config: SimulationConfig) -> Cohort:
         if architectures.uses_motifs(arch):
             freq = haplotypes.mean(axis=1)
             planted[gene.index] = motifs.plant(
-                reference=reference[gene.chrom], tss=gene.tss, radius=min(motifs.RADIUS, config.window // 2),
-                site_positions=offsets + gene.region_start, site_maf=np.minimum(freq, 1 - freq), rng=motif_rng,
+                reference=reference[gene.chrom],
+                tss=gene.tss,
+                radius=min(motifs.RADIUS, config.window // 2),
+                site_positions=offsets + gene.region_start,
+                site_maf=np.minimum(freq, 1 - freq),
+                rng=motif_rng,
             )
-        parts.append((gene.index, assign_alleles(
-            gene=gene, offsets=offsets, haplotypes=haplotypes[:, columns], reference=reference[gene.chrom],
-            rng=allele_rng, indel_fraction=config.indel_fraction, max_indel=config.max_indel,
-        ), False))
+        parts.append(
+            (
+                gene.index,
+                assign_alleles(
+                    gene=gene,
+                    offsets=offsets,
+                    haplotypes=haplotypes[:, columns],
+                    reference=reference[gene.chrom],
+                    rng=allele_rng,
+                    indel_fraction=config.indel_fraction,
+                    max_indel=config.max_indel,
+                ),
+                False,
+            )
+        )
     if architectures.uses_distal(arch):
         parts += _distal_parts(config, layout, reference, sample_sets, columns, model, distal_rng)
     contig_order = {name: k for k, name in enumerate(layout.contigs)}
@@ -163,32 +180,67 @@ def simulate(config: SimulationConfig) -> Cohort:
         window_rows = np.flatnonzero((variant_gene == i) & ~variant_distal)
         if arch == "additive":
             expression[i], truth = simulate_expression(
-                gene=gene, variants=variants, rows=window_rows, dosage=dosage,
-                covariates=covariates, h2_target=float(h2_targets[i]), window=config.window,
-                covariate_sd=config.covariate_sd, rng=pheno_rng,
+                gene=gene,
+                variants=variants,
+                rows=window_rows,
+                dosage=dosage,
+                covariates=covariates,
+                h2_target=float(h2_targets[i]),
+                window=config.window,
+                covariate_sd=config.covariate_sd,
+                rng=pheno_rng,
             )
         else:
-            found = architectures.components(
-                architecture=arch, gene=gene, variants=variants, window_rows=window_rows,
-                distal_rows=np.flatnonzero((variant_gene == i) & variant_distal), reference=reference[gene.chrom],
-                window=config.window, rng=architecture_rng,
-            ) if h2_targets[i] > 0 else []
+            found = (
+                architectures.components(
+                    architecture=arch,
+                    gene=gene,
+                    variants=variants,
+                    window_rows=window_rows,
+                    distal_rows=np.flatnonzero((variant_gene == i) & variant_distal),
+                    reference=reference[gene.chrom],
+                    window=config.window,
+                    rng=architecture_rng,
+                )
+                if h2_targets[i] > 0
+                else []
+            )
             g, entries = architectures.genetic_value(found, float(h2_targets[i]), mixed=arch == "mixed")
             expression[i], truth = expression_from_genetic(
-                gene=gene, g=g if g.size else np.zeros(config.individuals), entries=entries, architecture=arch,
-                covariates=covariates, covariate_sd=config.covariate_sd, rng=pheno_rng,
+                gene=gene,
+                g=g if g.size else np.zeros(config.individuals),
+                entries=entries,
+                architecture=arch,
+                covariates=covariates,
+                covariate_sd=config.covariate_sd,
+                rng=pheno_rng,
             )
         truths.append(truth)
     return Cohort(
-        config=config, layout=layout, reference=reference, samples=samples, populations=populations,
-        sex=sex, pcs=pcs, variants=variants, expression=expression, truths=truths,
-        planted=planted, variant_gene=variant_gene, variant_distal=variant_distal,
+        config=config,
+        layout=layout,
+        reference=reference,
+        samples=samples,
+        populations=populations,
+        sex=sex,
+        pcs=pcs,
+        variants=variants,
+        expression=expression,
+        truths=truths,
+        planted=planted,
+        variant_gene=variant_gene,
+        variant_distal=variant_distal,
     )
 
 
 def _distal_parts(
-    config: SimulationConfig, layout: Layout, reference: dict[str, np.ndarray], sample_sets: dict[str, int],
-    columns: np.ndarray, model, rng: np.random.Generator,
+    config: SimulationConfig,
+    layout: Layout,
+    reference: dict[str, np.ndarray],
+    sample_sets: dict[str, int],
+    columns: np.ndarray,
+    model,
+    rng: np.random.Generator,
 ) -> list[tuple[int, Variants, bool]]:
     """Variation in a few short blocks per gene, 10 kb - 1 Mb from its TSS (each block unlinked).
 
@@ -201,8 +253,14 @@ def _distal_parts(
     parts = []
     for gene in layout.genes:
         blocks = place_blocks(
-            layout=layout, gene=gene, n_blocks=config.distal_blocks, length=config.distal_block_length,
-            min_distance=low, max_distance=config.distal_max - half - 1, taken=taken, rng=rng,
+            layout=layout,
+            gene=gene,
+            n_blocks=config.distal_blocks,
+            length=config.distal_block_length,
+            min_distance=low,
+            max_distance=config.distal_max - half - 1,
+            taken=taken,
+            rng=rng,
         )
         for start, end in blocks:
             seed = int(rng.integers(1, 2**31 - 1))
@@ -210,10 +268,21 @@ def _distal_parts(
                 length=end - start + 1, samples=sample_sets, model=model, seed=seed
             )
             block = replace(gene, region_start=start, region_end=end)
-            parts.append((gene.index, assign_alleles(
-                gene=block, offsets=offsets, haplotypes=haplotypes[:, columns], reference=reference[gene.chrom],
-                rng=rng, indel_fraction=config.indel_fraction, max_indel=config.max_indel,
-            ), True))
+            parts.append(
+                (
+                    gene.index,
+                    assign_alleles(
+                        gene=block,
+                        offsets=offsets,
+                        haplotypes=haplotypes[:, columns],
+                        reference=reference[gene.chrom],
+                        rng=rng,
+                        indel_fraction=config.indel_fraction,
+                        max_indel=config.max_indel,
+                    ),
+                    True,
+                )
+            )
     return parts
 
 
@@ -303,7 +372,12 @@ def simulate_cohort(
     out = Path(out)
     _check_out(out, overwrite)
     config = SimulationConfig(
-        individuals=individuals, genes=genes, window=window, h2=h2, seed=seed, architecture=architecture,
+        individuals=individuals,
+        genes=genes,
+        window=window,
+        h2=h2,
+        seed=seed,
+        architecture=architecture,
         h2_distribution=h2_distribution,
     )
     write_cohort(simulate(config), out)

@@ -166,8 +166,15 @@ def random_reference(length: int, *, rng: np.random.Generator, gc: float = 0.41,
 
 
 def place_blocks(
-    *, layout: Layout, gene: Gene, n_blocks: int, length: int, min_distance: int, max_distance: int,
-    taken: list[tuple[str, int, int]], rng: np.random.Generator,
+    *,
+    layout: Layout,
+    gene: Gene,
+    n_blocks: int,
+    length: int,
+    min_distance: int,
+    max_distance: int,
+    taken: list[tuple[str, int, int]],
+    rng: np.random.Generator,
 ) -> list[tuple[int, int]]:
     """Up to ``n_blocks`` stretches of ``length`` bp far from ``gene``'s TSS, as (start, end), 1-based.
 

@@ -28,8 +28,21 @@ PLANT_ON_VARIANTS = 4  # planted sites per gene centred on a segregating site (w
 PLANT_FIXED = 2  # further planted sites per gene at random places within RADIUS / 2
 
 _IUPAC = {
-    "A": "A", "C": "C", "G": "G", "T": "T", "R": "AG", "Y": "CT", "S": "CG", "W": "AT", "K": "GT",
-    "M": "AC", "B": "CGT", "D": "AGT", "H": "ACT", "V": "ACG", "N": "ACGT",
+    "A": "A",
+    "C": "C",
+    "G": "G",
+    "T": "T",
+    "R": "AG",
+    "Y": "CT",
+    "S": "CG",
+    "W": "AT",
+    "K": "GT",
+    "M": "AC",
+    "B": "CGT",
+    "D": "AGT",
+    "H": "ACT",
+    "V": "ACG",
+    "N": "ACGT",
 }
 _CODE = np.full(256, -1, dtype=np.int64)
 for _k, _b in enumerate(b"ACGT"):
@@ -131,7 +144,12 @@ class PlantedMotif:
 
 
 def plant(
-    *, reference: np.ndarray, tss: int, radius: int, site_positions: np.ndarray, site_maf: np.ndarray,
+    *,
+    reference: np.ndarray,
+    tss: int,
+    radius: int,
+    site_positions: np.ndarray,
+    site_maf: np.ndarray,
     rng: np.random.Generator,
 ) -> list[PlantedMotif]:
     """Write motif consensus sequences into ``reference`` (the contig, edited in place) near ``tss``.

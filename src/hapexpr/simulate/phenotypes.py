@@ -142,15 +142,28 @@ def simulate_expression(
     effects, g = raw * scale, g * scale
 
     return _with_noise(
-        gene=gene, g=g, h2=h2, covariates=covariates, covariate_sd=covariate_sd, rng=rng,
-        causal=tuple(causal.tolist()), effects=tuple(float(x) for x in effects), architecture="additive",
+        gene=gene,
+        g=g,
+        h2=h2,
+        covariates=covariates,
+        covariate_sd=covariate_sd,
+        rng=rng,
+        causal=tuple(causal.tolist()),
+        effects=tuple(float(x) for x in effects),
+        architecture="additive",
         entries=tuple(CausalEffect(int(r), "additive", float(x)) for r, x in zip(causal.tolist(), effects)),
     )
 
 
 def expression_from_genetic(
-    *, gene: Gene, g: np.ndarray, entries: list[CausalEffect], architecture: str, covariates: np.ndarray,
-    covariate_sd: float, rng: np.random.Generator,
+    *,
+    gene: Gene,
+    g: np.ndarray,
+    entries: list[CausalEffect],
+    architecture: str,
+    covariates: np.ndarray,
+    covariate_sd: float,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, GeneTruth]:
     """Expression (samples,) from a genetic value g already scaled to the target h2 (var(g) = h2).
 
@@ -165,15 +178,31 @@ def expression_from_genetic(
         summed[entry.row] = summed.get(entry.row, 0.0) + entry.effect
     causal = tuple(sorted(summed))
     return _with_noise(
-        gene=gene, g=g, h2=h2, covariates=covariates, covariate_sd=covariate_sd, rng=rng, causal=causal,
-        effects=tuple(summed[r] for r in causal), architecture=architecture,
+        gene=gene,
+        g=g,
+        h2=h2,
+        covariates=covariates,
+        covariate_sd=covariate_sd,
+        rng=rng,
+        causal=causal,
+        effects=tuple(summed[r] for r in causal),
+        architecture=architecture,
         entries=tuple(sorted(entries, key=lambda e: (e.row, e.role))),
     )
 
 
 def _with_noise(
-    *, gene: Gene, g: np.ndarray, h2: float, covariates: np.ndarray, covariate_sd: float, rng: np.random.Generator,
-    causal: tuple[int, ...], effects: tuple[float, ...], architecture: str, entries: tuple[CausalEffect, ...],
+    *,
+    gene: Gene,
+    g: np.ndarray,
+    h2: float,
+    covariates: np.ndarray,
+    covariate_sd: float,
+    rng: np.random.Generator,
+    causal: tuple[int, ...],
+    effects: tuple[float, ...],
+    architecture: str,
+    entries: tuple[CausalEffect, ...],
 ) -> tuple[np.ndarray, GeneTruth]:
     """Add noise orthogonal to g and the covariates (variance 1 - h2) and covariate effects."""
     n = g.size

@@ -85,9 +85,7 @@ def demography():
     return model
 
 
-def coalescent_haplotypes(
-    *, length: int, samples: dict[str, int], model, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def coalescent_haplotypes(*, length: int, samples: dict[str, int], model, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Simulate one region; returns 0-based site offsets (sites,) and (sites, haplotypes) int8.
 
     Haplotype columns follow msprime's individuals in the order of ``samples`` (two per

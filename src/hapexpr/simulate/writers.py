@@ -93,9 +93,11 @@ def gtf_lines(genes: Iterable[Gene], *, seed: int) -> Iterator[str]:
         tx_names = [("transcript_type", "protein_coding"), ("transcript_name", f"{g.gene_name}-201")]
         cols = f"{g.chrom}\tHAVANA\t{{}}\t{{}}\t{{}}\t.\t{g.strand}\t.\t"
         yield cols.format("gene", g.start, g.end) + _attributes(base + names + [("level", 2)]) + "\n"
-        yield cols.format("transcript", g.start, g.end) + _attributes(
-            base + tx + names + tx_names + [("level", 2), ("tag", "Ensembl_canonical")]
-        ) + "\n"
+        yield (
+            cols.format("transcript", g.start, g.end)
+            + _attributes(base + tx + names + tx_names + [("level", 2), ("tag", "Ensembl_canonical")])
+            + "\n"
+        )
         for number, (start, end) in enumerate(g.exons, start=1):
             exon = [("exon_number", number), ("exon_id", f"ENSE9{g.index + 1:07d}{number:03d}.1"), ("level", 2)]
             yield cols.format("exon", start, end) + _attributes(base + tx + names + tx_names + exon) + "\n"
@@ -148,8 +150,20 @@ def sample_lines(samples: list[str], populations: list[str], sex: np.ndarray) ->
 
 
 TRUTH_COLUMNS = (
-    "gene_id", "gene_name", "chrom", "tss", "strand", "h2", "h2_residualised", "n_causal",
-    "causal_variants", "causal_effects", "causal_af", "causal_types", "covariate_effects", "architecture",
+    "gene_id",
+    "gene_name",
+    "chrom",
+    "tss",
+    "strand",
+    "h2",
+    "h2_residualised",
+    "n_causal",
+    "causal_variants",
+    "causal_effects",
+    "causal_af",
+    "causal_types",
+    "covariate_effects",
+    "architecture",
 )
 
 
@@ -162,7 +176,13 @@ def truth_lines(truths: list[GeneTruth], variants: Variants, covariate_names: li
         g = t.gene
         cov = ",".join(f"{n}:{x:.6g}" for n, x in zip(covariate_names, t.covariate_effects))
         row = [
-            g.gene_id, g.gene_name, g.chrom, str(g.tss), g.strand, f"{t.h2:.6f}", f"{t.h2_residualised:.6f}",
+            g.gene_id,
+            g.gene_name,
+            g.chrom,
+            str(g.tss),
+            g.strand,
+            f"{t.h2:.6f}",
+            f"{t.h2_residualised:.6f}",
             str(len(t.causal)),
             ",".join(ids[i] for i in t.causal),
             ",".join(f"{x:.6g}" for x in t.effects),
@@ -186,8 +206,16 @@ def truth_variant_lines(truths: list[GeneTruth], variants: Variants) -> Iterator
         for e in t.entries:
             partner = ids[e.partner] if e.partner >= 0 else "."
             distance = int(variants.pos[e.row]) - t.gene.tss
-            row = [t.gene.gene_id, ids[e.row], e.role, f"{e.effect:.6g}", partner, f"{af[e.row]:.6g}",
-                   str(distance), str(variants.kind[e.row])]
+            row = [
+                t.gene.gene_id,
+                ids[e.row],
+                e.role,
+                f"{e.effect:.6g}",
+                partner,
+                f"{af[e.row]:.6g}",
+                str(distance),
+                str(variants.kind[e.row]),
+            ]
             yield "\t".join(row) + "\n"
 
 
