@@ -11,6 +11,8 @@
 #         kmer:4 embeddings, every method, evaluate, report.
 # and stage_times.tsv (stage, seconds). Every stage resumes: rerun the same command after a kill.
 # STUDIES (default "cis seq") picks the parts to run (two shells may run one each).
+# STACK=0 leaves out the stack: it refits every base 25 times per gene (nested 5-fold), about 5x
+# the summed fit times of the bases (fit prints its estimate first; 231 min on a busy 2-core VM).
 # JOBS (default 2) genes are fitted in parallel by the 608-gene elastic net. HAPEXPR (default
 # `hapexpr`) is the command run, e.g. HAPEXPR="python -m hapexpr.cli" from a checkout.
 #
@@ -75,8 +77,8 @@ fits=(
     "nt-transformer|--method nt-transformer --fingerprint tiny"
     "enformer|--method enformer"
     "enformer-ridge|--method enformer --head ridge"
-    "stack|--method stack"
 )
+[[ "${STACK:-1}" == 0 ]] || fits+=("stack|--method stack")
 for entry in "${fits[@]}"; do
     name="${entry%%|*}"
     read -r -a opts <<< "${entry#*|}"
