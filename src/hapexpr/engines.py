@@ -78,11 +78,24 @@ def _init_worker() -> None:
     # One core per worker: N workers on N cores, not N x BLAS threads.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
+    _die_with_parent()
     try:
         import torch
 
         torch.set_num_threads(1)
     except ImportError:
+        pass
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker is sent SIGTERM when the driver dies (killed or interrupted), so no orphan
+    keeps computing; elsewhere nothing is done."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
         pass
 
 

@@ -629,8 +629,8 @@ def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, *, reference
     if strata:
         counts = ", ".join(f"{label}: {int(summary[c].max())}" for (_, _, label), c in zip(H2_STRATA, strata))
         console.print(
-            f"null: expected r and r<0 share of a ridge on each gene's cis variants under permuted "
-            f"expression; q<.05: genes at BH q < 0.05; r/√h2: mean r over mean sqrt(h2cis) (HE "
+            f"null: expected r and r<0 share of a ridge on each gene's cis variants for simulated null "
+            f"phenotypes, in the study's folds; q<.05: genes at BH q < 0.05; r/√h2: mean r over mean sqrt(h2cis) (HE "
             f"regression, genes with h2cis >= 0.05); mean r by estimated h2cis ({counts}).",
             style="dim",
         )
