@@ -61,7 +61,7 @@ class EmbeddingMethod(HaplotypeMethod):
         ]
 
     def embeddings(self, gene: GeneData, sequences: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """((n, bins, dim), (n, dim)) float32 embeddings of ``sequences`` (float16-rounded as stored)."""
+        """((n, bins, dim), (n, dim)) float32 embeddings of ``sequences``, rounded as the store keeps them."""
         store = self.store
         hashes = hashes_of(sequences)
         group = store.gene_group(gene.gene_id)
