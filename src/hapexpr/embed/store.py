@@ -237,16 +237,24 @@ class EmbeddingStore:
         return int(self.info["dim"])
 
     def _gene_rows(self, gene) -> tuple[np.ndarray, np.ndarray]:
-        hashes = hashes_of(gene.sequences)
+        return self.sequence_rows(gene, gene.sequences)
+
+    def sequence_rows(self, gene, sequences, *, compute=None) -> tuple[np.ndarray, np.ndarray]:
+        """((n, bins, dim), (n, dim)) float32 of ``sequences`` of ``gene``: the gene's own group
+        when it holds exactly these sequences, else by hash from every group. Sequences the store
+        lacks are a StudyError, or, with ``compute`` (sequences -> rows, e.g. an embedder's
+        ``embed``, which adds them to the store), computed."""
+        hashes = hashes_of(sequences)
         group = self.gene_group(gene.gene_id)
         stored = read_hashes(group)
         if stored is not None and np.array_equal(stored, hashes):
             return read_rows(group)
-        return self.haplotype_rows(gene, [bytes(h) for h in hashes])
-
-    def haplotype_rows(self, gene, digests: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """((n, bins, dim), (n, dim)) of sequences by hash, all of which must be stored."""
+        digests = [bytes(h) for h in hashes]
         missing = sum(d not in self.index for d in digests)
+        if missing and compute is not None:
+            rows = compute(list(sequences))
+            self.index.refresh()
+            return rows
         if missing:
             raise StudyError(
                 f"{missing} of {len(digests)} haplotypes of gene {gene.gene_id} have no embedding "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hapexpr.embed import load_embedder, open_embeddings
-from hapexpr.embed.store import EmbeddingStore, hashes_of, read_hashes, read_rows
+from hapexpr.embed.store import EmbeddingStore
 from hapexpr.methods.base import Options, option
 from hapexpr.methods.haplotype import HaplotypeMethod
 from hapexpr.study import GeneData
@@ -62,17 +62,12 @@ class EmbeddingMethod(HaplotypeMethod):
 
     def embeddings(self, gene: GeneData, sequences: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """((n, bins, dim), (n, dim)) float32 embeddings of ``sequences``, rounded as the store keeps them."""
-        store = self.store
-        hashes = hashes_of(sequences)
-        group = store.gene_group(gene.gene_id)
-        stored = read_hashes(group)
-        if stored is not None and np.array_equal(stored, hashes):
-            return read_rows(group)
-        digests = [bytes(h) for h in hashes]
-        if all(d in store.index for d in digests) or not self.for_new_people:
-            return store.haplotype_rows(gene, digests)
-        if getattr(self, "_embedder", None) is None:
-            self._embedder = load_embedder(self.study.path, fingerprint=store.fingerprint)
-        bins, mean = self._embedder.embed(list(sequences), tss_offset=gene.tss_offset)
-        store.index.refresh()
-        return bins, mean
+        compute = None
+        if self.for_new_people:  # embed what the store lacks with the store's own model
+
+            def compute(seqs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+                if getattr(self, "_embedder", None) is None:
+                    self._embedder = load_embedder(self.study.path, fingerprint=self.store.fingerprint)
+                return self._embedder.embed(seqs, tss_offset=gene.tss_offset)
+
+        return self.store.sequence_rows(gene, sequences, compute=compute)
