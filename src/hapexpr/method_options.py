@@ -21,12 +21,7 @@ from hapexpr.methods import registry
 
 def _flag_type(hint: Any) -> Any:
     """The click-friendly type of a field: Optional[...] unwrapped, tuples as comma strings."""
-    args = (
-        [a for a in typing.get_args(hint) if a is not type(None)]
-        if typing.get_origin(hint) in (typing.Union, type(int | None))
-        else [hint]
-    )
-    base = args[0] if args else hint
+    base = _unwrap(hint)
     if typing.get_origin(base) is tuple:
         return str
     return base
@@ -103,5 +98,6 @@ def options_for(method: str, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unwrap(hint: Any) -> Any:
+    """``X`` of ``X | None`` (or ``Optional[X]``); any other hint as it is."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if typing.get_origin(hint) in (typing.Union, type(int | None)) and args else hint
