@@ -6,13 +6,16 @@
 # DATA_DIR (default ./geuvadis) holds the files of Debian's qtltools-example and hisat2 packages;
 # when they are missing, scripts/geuvadis.sh fetches them (apt-get download + dpkg-deb, ~17 MB).
 # WORK_DIR (default DATA_DIR/tutorial) receives two studies:
-#   cis/  genotype-only: all 608 chr22 genes, elastic net at +-1 Mb, evaluate, PredictDB export;
+#   cis/  genotype-only: all 608 chr22 genes, elastic net at +-1 Mb, evaluate, final fit on
+#         everyone, PredictDB export;
 #   seq/  the genes whose 6 kb window lies in the FASTA excerpt chr22:20-21 Mb (~26): tiny NT and
 #         kmer:4 embeddings, every method, evaluate, report.
 # and stage_times.tsv (stage, seconds). Every stage resumes: rerun the same command after a kill.
 # STUDIES (default "cis seq") picks the parts to run (two shells may run one each).
 # STACK=0 leaves out the stack: it refits every base 25 times per gene (nested 5-fold), about 5x
-# the summed fit times of the bases (fit prints its estimate first; 231 min on a busy 2-core VM).
+# the summed fit times of its bases (fit prints its estimate first). STACK_BASES (default: every
+# per-gene fit but nt-transformer, whose 25 refits per gene would dominate: 231 min estimated on
+# a busy 2-core VM with it) picks the bases.
 # JOBS (default 2) genes are fitted in parallel by the 608-gene elastic net. HAPEXPR (default
 # `hapexpr`) is the command run, e.g. HAPEXPR="python -m hapexpr.cli" from a checkout.
 #
@@ -23,6 +26,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 data="${1:-geuvadis}"
 work="${2:-$data/tutorial}"
 jobs="${JOBS:-2}"
+stack_bases="${STACK_BASES:-elastic-net,elastic-net-window,ridge-probe,ridge-probe-kmer,enformer,enformer-ridge}"
 studies=" ${STUDIES:-cis seq} "
 read -r -a hx <<< "${HAPEXPR:-hapexpr}"
 
@@ -57,6 +61,8 @@ if [[ "$studies" == *" cis "* ]]; then
 [[ -s "$cis/study.json" ]] || stage cis.prepare "${hx[@]}" prepare "${inputs[@]}" --out "$cis"
 stage cis.fit.elastic-net "${hx[@]}" fit "$cis" --method elastic-net --jobs "$jobs"
 stage cis.evaluate "${hx[@]}" evaluate "$cis"
+stage cis.fit-final.elastic-net "${hx[@]}" fit-final "$cis" --method elastic-net --jobs "$jobs"
+# reads the study's fit and fit-final (same options): no refitting
 [[ -s "$work/geuvadis-chr22.db" ]] ||
     stage cis.export-predictdb "${hx[@]}" export-predictdb "$cis" --out "$work/geuvadis-chr22.db"
 fi
@@ -78,7 +84,7 @@ fits=(
     "enformer|--method enformer"
     "enformer-ridge|--method enformer --head ridge"
 )
-[[ "${STACK:-1}" == 0 ]] || fits+=("stack|--method stack")
+[[ "${STACK:-1}" == 0 ]] || fits+=("stack|--method stack --base $stack_bases")
 for entry in "${fits[@]}"; do
     name="${entry%%|*}"
     read -r -a opts <<< "${entry#*|}"

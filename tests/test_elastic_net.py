@@ -563,6 +563,40 @@ def test_export_on_a_prepared_study_agrees_with_fit_final(study_copy, tmp_path):
         assert list(got["rsid"]) == list(table["variant_id"].to_numpy()[nz])
 
 
+def test_export_reads_the_studys_own_fits_and_parallel_export_is_identical(study_copy, tmp_path):
+    """export-predictdb computes nothing the study already holds: after `fit` and `fit-final`
+    with the same options it reads their files, and the database equals the one fitted from
+    scratch (one process) and the one fitted by two worker processes; a fit made with other
+    options is not read."""
+    import sqlite3
+
+    from hapexpr.export import export_predictdb
+    from hapexpr.final import fit_final
+    from hapexpr.fit import run_fit
+
+    def tables(path):
+        con = sqlite3.connect(path)
+        return [pd.read_sql(f"SELECT * FROM {t} ORDER BY gene", con) for t in ("weights", "extra")]
+
+    fresh = export_predictdb(study_copy, tmp_path / "fresh.db", all_genes=True, progress=False)
+    assert fresh["reused"] == []
+    pooled = export_predictdb(study_copy, tmp_path / "jobs.db", all_genes=True, jobs=2, progress=False)
+    assert pooled["reused"] == []
+    run_fit(study_copy, "elastic-net", progress=False)
+    fit_final(study_copy, "elastic-net", progress=False)
+    reused = export_predictdb(study_copy, tmp_path / "reused.db", all_genes=True, progress=False)
+    assert reused["reused"] == ["fit-final", "fit"]
+    other = export_predictdb(study_copy, tmp_path / "other.db", all_genes=True, options={"seed": 3}, progress=False)
+    assert other["reused"] == []
+    want = tables(tmp_path / "fresh.db")
+    assert len(want[0]) > 0
+    for name in ("jobs.db", "reused.db"):
+        got = tables(tmp_path / name)
+        pd.testing.assert_frame_equal(got[0], want[0])
+        # the fit's files keep 10 significant digits: the nested-CV figures agree to that
+        pd.testing.assert_frame_equal(got[1], want[1], rtol=1e-8)
+
+
 def test_export_maps_ids_to_rsids_and_counts_the_rest(exported, tmp_path):
     """--rsid-map replaces VCF ids by rsIDs on (chrom, pos, ref, alt); what is left unmapped is
     counted so the CLI can warn that S-PrediXcan matches by rsid."""

@@ -306,7 +306,9 @@ def _fit(
         ray_address=ray_address,
     )
     if final and len(rows):
-        fit_final(study, str(rows["method"].iloc[0]), overwrite=overwrite)
+        fit_final(
+            study, str(rows["method"].iloc[0]), overwrite=overwrite, engine=engine, jobs=jobs, ray_address=ray_address
+        )
 
 
 @app.command()
@@ -383,17 +385,36 @@ def export_predictdb(
         Optional[Path],
         typer.Option("--rsid-map", help="TSV of chrom pos ref alt rsid: write rsIDs where the VCF has other ids."),
     ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local, or ray: where fits the study does not hold yet run.")
+    ] = "local",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="local engine: genes fitted in parallel processes.")] = 1,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="ray engine: join this cluster.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Elastic-net weights fit on all individuals, as a PredictDB database for S-PrediXcan."""
+    """Elastic-net weights fit on all individuals, as a PredictDB database for S-PrediXcan.
+
+    The study's own `fit` and `fit-final` of the method are read when they were made with the
+    same options; what is missing is fitted here (not written into the study)."""
     given = {
         k: v
         for k, v in {"cis_window": cis_window, "maf": maf, "seed": seed, "drop_ambiguous": drop_ambiguous}.items()
         if v is not None
     }
     summary = export(
-        study, out, overwrite=overwrite, method=method, options=given, all_genes=all_genes, rsid_map=rsid_map
+        study,
+        out,
+        overwrite=overwrite,
+        method=method,
+        options=given,
+        all_genes=all_genes,
+        rsid_map=rsid_map,
+        engine=engine,
+        jobs=jobs,
+        ray_address=ray_address,
     )
+    if summary["reused"]:
+        console.print(f"read the study's {' and '.join(summary['reused'])} of {method} (same options)")
     print(
         f"{out}: {summary['genes_written']} of {summary['genes']} genes "
         f"({summary['genes_with_model']} with a model), {summary['weights_written']} weights"

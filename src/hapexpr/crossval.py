@@ -128,7 +128,7 @@ class FitRun:
 
     def gene_path(self, gene_id: str, suffix: str = ".tsv") -> Path:
         """Where this fit keeps one gene's results (``suffix`` for a method's own extras)."""
-        return self.oof / (gene_file_name(gene_id)[: -len(".npz")] + suffix)
+        return oof_path(self.study, self.method, gene_id, suffix)
 
     def done(self, gene_id: str) -> bool:
         return self.gene_path(gene_id).exists()
@@ -170,6 +170,11 @@ class FitRun:
                 f"e.g. no variant): {', '.join(no_model[:5])}{' ...' if len(no_model) > 5 else ''}"
             )
         return new
+
+
+def oof_path(study: Study, name: str, gene_id: str, suffix: str = ".tsv") -> Path:
+    """Where fit ``name`` keeps one gene's out-of-fold results (``suffix`` for a method's extras)."""
+    return study.path / "models" / name / "oof" / (gene_file_name(gene_id)[: -len(".npz")] + suffix)
 
 
 def read_predictions(study_path: Path) -> pd.DataFrame:

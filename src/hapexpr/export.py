@@ -17,6 +17,7 @@ p < 0.05 are written unless ``all_genes=True``. Columns in ``docs/elastic-net.md
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -26,14 +27,16 @@ import numpy as np
 import pandas as pd
 
 from hapexpr.cohort import StudyCohort
-from hapexpr.crossval import cross_validate_gene, residualise, study_targets
+from hapexpr.crossval import oof_path, options_key
+from hapexpr.engines import run_genes
 from hapexpr.errors import InputError
 from hapexpr.estimators.elastic_net import _pearson
+from hapexpr.final import FINAL_FORMAT, final_dir, load_final
 from hapexpr.fit_records import fitted_or_default
 from hapexpr.io.atomic import atomic_path
 from hapexpr.methods.elastic_net import strand_ambiguous
 from hapexpr.methods.registry import build
-from hapexpr.normalise import transform_in_fold
+from hapexpr.progress import track_genes
 from hapexpr.study import Study
 
 WEIGHTS_COLUMNS = ["gene", "rsid", "varID", "ref_allele", "eff_allele", "weight"]
@@ -78,42 +81,68 @@ def var_id(chrom: str, pos: int, ref: str, alt: str) -> str:
     return f"{chrom}_{pos}_{ref}_{alt}"
 
 
-def predictdb_tables(study, method, *, all_genes: bool = False, genes=None):
+def predictdb_tables(
+    study,
+    method,
+    *,
+    all_genes: bool = False,
+    genes=None,
+    engine: str = "local",
+    jobs: int = 1,
+    ray_address=None,
+    progress: bool = False,
+):
     """(weights, extra, summary) for a study: ``weights`` and ``extra`` DataFrames with the
     PredictDB columns, ``summary`` counts. ``study`` is a :class:`hapexpr.study.Study`.
 
     The outer loop is ``hapexpr fit``'s own (:func:`hapexpr.crossval.cross_validate_gene`: the
     study's folds, covariates residualised inside the training folds, estimator seed
     ``seed + fold``) and the final fit is ``hapexpr fit-final``'s (every individual, seed
-    ``seed``), so the database agrees with both. ``method``: a bound dosage method (its
-    features are named dosage columns and it has ``variant_table``), e.g. ``elastic-net``.
+    ``seed``), so the database agrees with both. When the study already holds a complete fit
+    and final fit of ``method`` with the same options, their files are read instead of fitting
+    again (``summary["reused"]`` says which); whatever is missing is computed here, on
+    ``engine`` with ``jobs`` workers (:mod:`hapexpr.engines`), without writing into the study.
+    ``method``: a bound dosage method (its features are named dosage columns and it has
+    ``variant_table``), e.g. ``elastic-net``.
     """
     from scipy.stats import false_discovery_control
 
-    seed = method.options.seed
     cohort = StudyCohort(study)
     gene_table = study.genes.set_index("gene_id")
     gene_ids = list(study.gene_ids if genes is None else genes)
     folds = np.asarray(study.folds)
-    expr, cov = study_targets(study)
-    everyone = np.ones(len(folds), dtype=bool)
+    ks = np.unique(folds)
+    reused = []
+    finals = _reuse_final(study, method, gene_ids)
+    if finals is None:
+        record = {"format": FINAL_FORMAT, **method.fit_record(), "name": method.fit_name}
+        record["key"] = options_key(record)
+        results = run_genes(
+            study, method, record, gene_ids, engine=engine, jobs=jobs, ray_address=ray_address, kind="final"
+        )
+        finals = dict(track_genes(results, "export: fit on all individuals", enabled=progress, total=len(gene_ids)))
+    else:
+        reused.append("fit-final")
+    with_model = [g for g in gene_ids if finals.get(g) is not None and np.any(finals[g].coef_ != 0)]
+    oof = _reuse_oof(study, method, with_model)
+    if oof is None:
+        record = {**method.fit_record(), "models_used": method.models_used(), "name": method.fit_name}
+        record["key"] = options_key(record)
+        results = run_genes(study, method, record, with_model, engine=engine, jobs=jobs, ray_address=ray_address)
+        oof = {
+            g: (obs, pred)
+            for g, obs, pred in track_genes(
+                results, "export: nested cross-validation", enabled=progress, total=len(with_model)
+            )
+        }
+    else:
+        reused.append("fit")
     weights, extra = [], []
-    for gid in gene_ids:
-        X = method.features(cohort, gid)
+    for gid in with_model:
+        final = finals[gid]
         names = method.variant_table(cohort, gid)
-        if not method.usable(X):
-            continue
-        y = expr.loc[gid].to_numpy(dtype=np.float64)
-        final = method.estimator(seed).fit(
-            X, residualise(transform_in_fold(y, everyone, study.normalise), cov, everyone)
-        )
         nz = np.flatnonzero(final.coef_)
-        if len(nz) == 0:
-            continue
-        observed, predicted = cross_validate_gene(
-            X, y, cov, folds, method.estimator, seed=seed, normalise=study.normalise
-        )
-        ks = np.unique(folds)
+        observed, predicted = oof[gid]
         perf = nested_perf(
             np.array([_pearson(predicted[folds == k], observed[folds == k]) for k in ks]),
             np.array([int(np.sum(folds == k)) for k in ks]),
@@ -131,7 +160,7 @@ def predictdb_tables(study, method, *, all_genes: bool = False, genes=None):
     if len(extra_df):
         extra_df["pred.perf.qval"] = false_discovery_control(extra_df["pred.perf.pval"].to_numpy(), method="bh")
     weights_df = pd.DataFrame(weights, columns=WEIGHTS_COLUMNS)
-    summary = {"genes": len(gene_ids), "genes_with_model": len(extra_df)}
+    summary = {"genes": len(gene_ids), "genes_with_model": len(extra_df), "reused": reused}
     if not all_genes and len(extra_df):
         keep = (extra_df["rho_avg"] > MIN_RHO) & (extra_df["pred.perf.pval"] < MAX_PVAL)
         extra_df = extra_df[keep]
@@ -139,6 +168,41 @@ def predictdb_tables(study, method, *, all_genes: bool = False, genes=None):
     summary["genes_written"] = len(extra_df)
     summary["weights_written"] = len(weights_df)
     return weights_df.reset_index(drop=True), extra_df[EXTRA_COLUMNS].reset_index(drop=True), summary
+
+
+def _complete_with_key(path: Path, key: str) -> bool:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return bool(record.get("complete")) and record.get("key") == key
+
+
+def _reuse_final(study, method, gene_ids) -> dict | None:
+    """gene -> estimator (None: no model) from a complete ``fit-final`` of ``method`` made with
+    the same options, or None when the study holds none."""
+    key = options_key({"format": FINAL_FORMAT, **method.fit_record(), "name": method.fit_name})
+    if not _complete_with_key(final_dir(study, method.fit_name) / "final.json", key):
+        return None
+    return {g: load_final(study, method, g) for g in gene_ids}
+
+
+def _reuse_oof(study, method, gene_ids) -> dict | None:
+    """gene -> (observed, predicted) out of fold from a complete ``fit`` of ``method`` made with
+    the same options (its per-gene files, in study sample order), or None when there is none."""
+    key = options_key({**method.fit_record(), "models_used": method.models_used()})
+    if not _complete_with_key(study.path / "models" / method.fit_name / "fit.json", key):
+        return None
+    out = {}
+    for g in gene_ids:
+        path = oof_path(study, method.fit_name, g)
+        if not path.exists():  # the fit found no model where the final fit did: fit again
+            return None
+        df = pd.read_csv(path, sep="\t", dtype={"sample_id": str})
+        if list(df["sample_id"]) != list(study.sample_ids):
+            return None
+        out[g] = (df["observed"].to_numpy(dtype=np.float64), df["predicted"].to_numpy(dtype=np.float64))
+    return out
 
 
 RSID = re.compile(r"^rs\d+$")
@@ -225,10 +289,16 @@ def export_predictdb(
     options: dict | None = None,
     all_genes: bool = False,
     rsid_map: str | Path | None = None,
+    engine: str = "local",
+    jobs: int = 1,
+    ray_address: str | None = None,
+    progress: bool = True,
 ) -> dict:
     """Fit the elastic net on every individual of a study and write a PredictDB database.
 
-    Returns counts: ``genes``, ``genes_with_model``, ``genes_written``, ``weights_written``.
+    Returns counts: ``genes``, ``genes_with_model``, ``genes_written``, ``weights_written``,
+    and ``reused``: which of the study's own ``fit`` / ``fit-final`` were read (same options)
+    instead of fitting again; ``engine``/``jobs`` run what had to be fitted.
     ``method`` is a fit of the study by name (its options, as ``hapexpr fit`` used them) or a
     dosage method to use with its defaults; ``options`` are put over them. With the same options
     the weights equal ``hapexpr fit-final``'s.
@@ -245,7 +315,9 @@ def export_predictdb(
             hint="export an elastic-net fit (`--method elastic-net`)",
         )
     mapping = read_rsid_map(rsid_map) if rsid_map is not None else None
-    weights, extra, summary = predictdb_tables(study, m, all_genes=all_genes)
+    weights, extra, summary = predictdb_tables(
+        study, m, all_genes=all_genes, engine=engine, jobs=jobs, ray_address=ray_address, progress=progress
+    )
     weights, summary["not_rsid"] = apply_rsid_map(weights, mapping)
     summary["ambiguous_kept"] = (
         0 if m.options.drop_ambiguous else int(strand_ambiguous(weights["ref_allele"], weights["eff_allele"]).sum())
