@@ -1,6 +1,8 @@
 """Enformer's own context haplotypes (``STUDY/context/``): built from the reference whatever the
 study window, equal to ``bcftools consensus``, and what Enformer reads instead of an N-padded
-window. Tiny widths (a 600 bp window, a 4,096 bp context, 1-2 kb model inputs) keep it fast."""
+window. Tiny widths (a 200 bp window, a 4,096 bp context, 1-2 kb model inputs) keep it fast.
+The tiny random Enformer's attention output starts at zero (enformer-pytorch's init), so its TSS
+bins see only the conv tower's reach, about -400..+550 bp: the window is kept smaller than that."""
 
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from hapexpr.estimators import enformer_store as es  # noqa: E402
 from hapexpr.fit import fit_method  # noqa: E402
 from hapexpr.methods.enformer import Enformer, EnformerOptions  # noqa: E402
 
-WINDOW, CONTEXT = 600, 4096
+WINDOW, CONTEXT = 200, 4096
+REACH = 350  # bp around the TSS the tiny model's TSS bins certainly see
 needs_bcftools = pytest.mark.skipif(
     shutil.which("bcftools") is None or shutil.which("samtools") is None, reason="bcftools and samtools are the oracle"
 )
@@ -37,7 +40,7 @@ needs_bcftools = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def ctx_study(tiny_cohort, tmp_path_factory):
-    """The tiny cohort with a 600 bp window and a 4,096 bp context (read-only: copy to write)."""
+    """The tiny cohort with a 200 bp window and a 4,096 bp context (read-only: copy to write)."""
     out = tmp_path_factory.mktemp("ctx") / "s"
     prepare_study(**prepare_args(tiny_cohort, out, context=CONTEXT) | {"window": WINDOW})
     return out
@@ -98,22 +101,28 @@ def test_context_haplotypes_equal_bcftools_consensus(ctx_study, tiny_cohort):
 
 
 def test_enformer_reads_the_context_not_an_n_padded_window(ctx_study, tmp_path, capsys):
-    """With a 600 bp window and a 4,096 bp context, a 2,048 bp input is the context haplotype
+    """With a 200 bp window and a 4,096 bp context, a 2,048 bp input is the context haplotype
     cropped around the TSS (no N inside the contig), and a variant outside the window but inside
-    the input changes its carrier's stored output."""
+    the input changes its carrier's output (batch size 1: equal inputs give equal outputs)."""
     L = 2048
     path = copy(ctx_study, tmp_path)
     study = Study.open(path)
-    method = Enformer(EnformerOptions(seq_len=L)).bind(study)
+    method = Enformer(EnformerOptions(seq_len=L, batch_size=1)).bind(study)
     method.prepare(study, progress=False)
     err = capsys.readouterr().err.replace("\n", " ")
     assert "context haplotypes" in err and "padded with N" not in err
     emb = method.embedder()
-    assert emb.input == "context" and method.resolved["input"] == "context" and emb.info()["window"] == CONTEXT
+    info = emb.info()
+    assert emb.input == "context" and method.resolved["input"] == "context"
+    assert info["context"] == CONTEXT and info["window"] == L
     store, found = ContextStore.open(study), False
     for g in study.gene_ids:
-        gene, window_gene = store.gene(g), study.gene(g)
+        whole, window_gene = store.gene(g), study.gene(g)
+        gene = method.input_gene(StudyCohort(study), g)  # the context cut to the input
+        inputs = [es.centre_on_tss(s, whole.tss_offset, L) for s in whole.sequences]
+        assert sorted(set(gene.sequences)) == sorted(set(inputs))
         inputs = [es.centre_on_tss(s, gene.tss_offset, L) for s in gene.sequences]
+        assert inputs == gene.sequences
         stored = method.haplotype_features(gene, gene.sequences)
         np.testing.assert_array_equal(stored, emb.runner.predict(inputs))  # float32 store: exact
         lo, hi = window_gene.tss - L // 2 + 1, window_gene.tss + L // 2 - 1
@@ -128,7 +137,7 @@ def test_enformer_reads_the_context_not_an_n_padded_window(ctx_study, tmp_path, 
         v = gene.variants
         for i in range(len(v)):
             pos = int(v["pos"].iloc[i])
-            if (pos, v["alt"].iloc[i]) in in_study_window or abs(pos - gene.tss) >= L // 2 - 200:
+            if (pos, v["alt"].iloc[i]) in in_study_window or abs(pos - gene.tss) >= REACH:
                 continue
             carriers = np.flatnonzero(gene.hap_alleles[:, i])
             if len(carriers) == 0:
@@ -145,11 +154,13 @@ def test_enformer_reads_the_context_not_an_n_padded_window(ctx_study, tmp_path, 
                 window_gene, hap_alleles=_window_alleles(window_gene, gene, gene.hap_alleles[u])
             )
             assert window_without.sequences == window_with.sequences  # the window cannot see it
+            method.for_new_people = True  # a sequence nobody in the study may carry: compute it
             without = method.haplotype_features(gene, [without_seq])
+            method.for_new_people = False
             assert not np.array_equal(without[0], stored[u]), (g, pos)
             found = True
             break
-    assert found, "no variant outside the 600 bp window but inside the 2,048 bp input was carried"
+    assert found, "no variant outside the 200 bp window but within the model's reach was carried"
     rows = fit_method(study, method, overwrite=True, progress=False)
     assert rows["predicted"].notna().all() and rows["gene_id"].nunique() == len(study.gene_ids)
 
@@ -237,7 +248,7 @@ def test_new_people_get_context_haplotypes_like_the_study_people(ctx_study, tiny
 
 def test_prepare_refuses_a_context_it_cannot_make(tiny_cohort, tmp_path):
     with pytest.raises(InputError, match="between the window"):
-        prepare_study(**prepare_args(tiny_cohort, tmp_path / "a", context=500) | {"window": WINDOW})
+        prepare_study(**prepare_args(tiny_cohort, tmp_path / "a", context=WINDOW - 50) | {"window": WINDOW})
     args = prepare_args(tiny_cohort, tmp_path / "b", context=CONTEXT)
     args["fasta"] = None
     with pytest.raises(InputError, match="needs --fasta"):

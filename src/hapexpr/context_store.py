@@ -19,6 +19,7 @@ gets no context. Each gene file is renamed into place whole, so a killed ``prepa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -29,7 +30,7 @@ import pandas as pd
 from hapexpr.io.atomic import atomic_open, atomic_path
 from hapexpr.progress import track_genes
 from hapexpr.study import GeneData, Study, gene_file_name, read_gene, write_gene
-from hapexpr.windows import region_bounds, window_bounds
+from hapexpr.windows import merge_identical_windows, region_bounds, window_bounds
 
 CONTEXT_DIR = "context"
 DEFAULT_CONTEXT = 196_608  # Enformer's published input length
@@ -158,22 +159,28 @@ class ContextStore:
         return {g: self.reason(g) or "unknown" for g in gene_ids if not self.has(g)}
 
 
+def context_input(gene: GeneData, width: int) -> GeneData:
+    """A context GeneData whose ``sequences`` are cut ``width`` bp around the TSS (TSS at
+    ``width // 2``), from the whole context haplotypes: a model input shorter than the context
+    is the context cropped symmetrically, and haplotypes that differ only outside it are one
+    sequence (one run of the model, one row of the store)."""
+    width = min(int(width), gene.window)
+    return gene if width == gene.window else merge_identical_windows(dataclasses.replace(gene, window=width))
+
+
 class ContextStudy:
     """A study seen through its context store, for the embedding machinery: ``gene_ids`` are the
-    genes with a context, ``gene(gene_id)`` their context GeneData and ``window`` the context
-    width; everything else is the study's."""
+    genes with a context, ``gene(gene_id)`` their context GeneData cut to ``window`` bp (at most
+    the context width, see :func:`context_input`); everything else is the study's."""
 
-    def __init__(self, study: Study, store: ContextStore) -> None:
+    def __init__(self, study: Study, store: ContextStore, window: int | None = None) -> None:
         self.study = study
         self.store = store
+        self.window = min(int(window or store.width), store.width)
 
     @property
     def is_context(self) -> bool:
         return True
-
-    @property
-    def window(self) -> int:
-        return self.store.width
 
     @cached_property
     def gene_ids(self) -> list[str]:
@@ -183,7 +190,7 @@ class ContextStudy:
         gene = self.store.gene(gene_id)
         if gene is None:
             raise KeyError(f"gene {gene_id} has no context ({self.store.reason(gene_id)})")
-        return gene
+        return context_input(gene, self.window)
 
     def __getattr__(self, name: str):
         return getattr(self.study, name)

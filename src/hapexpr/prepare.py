@@ -36,7 +36,7 @@ from hapexpr.io.vcf import VcfReader
 from hapexpr.normalise import check_normalise, looks_unnormalised
 from hapexpr.progress import console, track_genes
 from hapexpr.study import FORMAT_VERSION, GENE_COLUMNS, GeneData, gene_file_name, write_gene
-from hapexpr.windows import region_bounds, window_bounds
+from hapexpr.windows import merge_identical_windows, region_bounds, window_bounds
 
 
 @dataclass(frozen=True)
@@ -567,19 +567,7 @@ def build_gene(g, reader, reference, window: int) -> GeneData:
         hap_index=index,
         hap_alleles=alleles,
     )
-    return _merge_identical_windows(gene) if reference is not None else gene
-
-
-def _merge_identical_windows(gene: GeneData) -> GeneData:
-    """Haplotypes that differ only outside the window give the same window sequence: keep one."""
-    first: dict[bytes, int] = {}
-    remap = np.empty(len(gene.hap_alleles), dtype=np.int32)
-    for i, seq in enumerate(gene.sequences):
-        remap[i] = first.setdefault(seq, len(first))
-    if len(first) == len(remap):
-        return gene
-    keep = np.array([int(np.flatnonzero(remap == u)[0]) for u in range(len(first))])
-    return dataclasses.replace(gene, hap_alleles=gene.hap_alleles[keep], hap_index=remap[gene.hap_index])
+    return merge_identical_windows(gene) if reference is not None else gene
 
 
 def _move_into_place(partial: Path, out: Path) -> None:

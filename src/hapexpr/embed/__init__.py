@@ -41,7 +41,7 @@ def load_embedder(
     info = store.info
     source = {
         k: info[k]
-        for k in ("embedder", "model_spec", "seed", "trust_remote_code", "k", "seq_len", "input")
+        for k in ("embedder", "model_spec", "seed", "trust_remote_code", "k", "seq_len", "input", "context")
         if k in info
     }
     embedder = build_embedder(

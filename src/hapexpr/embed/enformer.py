@@ -50,6 +50,7 @@ class EnformerEmbedder(BaseEmbedder):
         # "window" (the study window) or "context" (prepare's context store): what is embedded.
         self.input = str(self.source.get("input") or "window")
         self.study_window = self.window
+        self.context_width = self.source.get("context")
 
     @classmethod
     def accepts(cls, spec: str) -> bool:
@@ -103,19 +104,21 @@ class EnformerEmbedder(BaseEmbedder):
         return self.runner.n_tracks
 
     def use_study(self, study):
-        """The study's context haplotypes (a :class:`ContextStudy`) when it has a context store,
-        else the study itself (its window, N-padded to ``seq_len``). Sets ``window`` (and the
-        TSS offset) to the input's width, and marks the store's fingerprint with the input."""
+        """The study's context haplotypes (a :class:`ContextStudy`, each cut to
+        min(context, seq_len) bp around the TSS) when it has a context store, else the study
+        itself (its window, N-padded to ``seq_len``). Sets ``window`` (and the TSS offset) to
+        the sequences' width, and marks the store's fingerprint with the input."""
         if isinstance(study, ContextStudy):
             return study
         store = ContextStore.open(study)
         if store is None:
-            self.input, self.window = "window", self.study_window
+            self.input, self.window, self.context_width = "window", self.study_window, None
         else:
-            self.input, self.window = "context", store.width
+            self.input, self.context_width = "context", store.width
+            self.window = min(store.width, self.runner.seq_len)
         self.tss_offset = self.window // 2
-        self.source["input"] = self.input
-        return study if store is None else ContextStudy(study, store)
+        self.source["input"], self.source["context"] = self.input, self.context_width
+        return study if store is None else ContextStudy(study, store, self.window)
 
     @property
     def weights_sha256(self) -> str:
@@ -130,7 +133,7 @@ class EnformerEmbedder(BaseEmbedder):
             "dtype": self.store_dtype,
             "cache_version": CACHE_VERSION,
             # A context input is another store than the window's (studies without one keep theirs).
-            **({"input": "context"} if self.input == "context" else {}),
+            **({"input": "context", "context": self.context_width} if self.input == "context" else {}),
         }
 
     def describe(self) -> dict:

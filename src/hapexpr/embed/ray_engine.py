@@ -35,12 +35,12 @@ def _import_ray():
     return ray
 
 
-def _gene_rows(item: dict, *, study_path: str, context: bool = False) -> list[dict]:
-    """Ray flat_map: the sequences of one gene that the plan says to compute (``context``: the
-    gene's context haplotypes, as Enformer embeds them, instead of its window)."""
+def _gene_rows(item: dict, *, study_path: str, context: int = 0) -> list[dict]:
+    """Ray flat_map: the sequences of one gene that the plan says to compute (``context`` > 0:
+    the gene's context haplotypes cut to that width, as Enformer embeds them, not its window)."""
     study = Study.open(study_path)
     gene = (
-        ContextStudy(study, ContextStore.open(study)).gene(str(item["gene_id"]))
+        ContextStudy(study, ContextStore.open(study), context).gene(str(item["gene_id"]))
         if context
         else study.gene(str(item["gene_id"]))
     )
@@ -144,7 +144,10 @@ def _run(ray, study, plan, cache, embedder, *, source, progress) -> int:
         n_actors, res = _actors(ray, embedder.device)
         ds = ray.data.from_items(todo).flat_map(
             _gene_rows,
-            fn_kwargs={"study_path": str(study.path.resolve()), "context": bool(getattr(study, "is_context", False))},
+            fn_kwargs={
+                "study_path": str(study.path.resolve()),
+                "context": study.window if getattr(study, "is_context", False) else 0,
+            },
         )
         ds = ds.map_batches(
             EmbedActor,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hapexpr.context_store import REASONS, ContextStore
+from hapexpr.context_store import REASONS, ContextStore, context_input
 from hapexpr.embed.enformer import PREFIX, EnformerEmbedder
 from hapexpr.embed.registry import build_embedder
 from hapexpr.embed.run import embed_study
@@ -100,7 +100,10 @@ class Enformer(EmbeddingMethod):
     def input_gene(self, cohort, gene_id: str) -> GeneData | None:
         """The gene as Enformer reads it: its context haplotypes (None when it has no context)
         when the study has a context store, else its window haplotypes."""
-        return cohort.context_gene(gene_id) if self.uses_context else cohort.gene(gene_id)
+        if not self.uses_context:
+            return cohort.gene(gene_id)
+        gene = cohort.context_gene(gene_id)
+        return None if gene is None else context_input(gene, self.embedder().window)
 
     def features(self, cohort, gene_id: str) -> np.ndarray:
         """(samples, haplotypes=2, tracks) float32; (samples, 2, 0) for a gene without a context
@@ -124,7 +127,8 @@ class Enformer(EmbeddingMethod):
         kind = "tiny randomly initialised" if info["tiny"] else info["model"]
         return [
             {
-                "description": f"Enformer {info['fingerprint']} ({kind}, {info['seq_len']:,} bp input)",
+                "description": f"Enformer {info['fingerprint']} ({kind}, {info['seq_len']:,} bp input "
+                f"from the {'context haplotypes' if info['input'] == 'context' else 'study window'})",
                 "tiny": bool(info["tiny"]),
                 "fingerprint": info["fingerprint"],
             }
