@@ -256,3 +256,22 @@ def test_prepare_refuses_a_context_it_cannot_make(tiny_cohort, tmp_path):
     args["context"] = None  # the default without a FASTA: no context
     prepare_study(**args)
     assert Study.open(tmp_path / "b").params["context"] == 0
+
+
+def test_explain_mutates_the_variants_of_the_model_input(ctx_study, tmp_path):
+    """explain on a context fit: every variant within the model input (1,024 bp for the tiny
+    model on a 200 bp window study), those outside the study window included."""
+    from hapexpr.explain import explain_gene
+    from hapexpr.windows import window_bounds
+
+    path = copy(ctx_study, tmp_path)
+    study = Study.open(path)
+    gene = study.gene(study.gene_ids[1])
+    table = explain_gene(path, "enformer", gene.gene_id, out=tmp_path / "e.tsv")
+    lo, hi = window_bounds(gene.tss, gene.strand, 1024)
+    w_lo, w_hi = window_bounds(gene.tss, gene.strand, WINDOW)
+    context = ContextStore.open(study).gene(gene.gene_id).variants
+    inside = context[(context["pos"] + context["ref"].str.len() - 1 >= lo) & (context["pos"] <= hi)]
+    assert list(table["pos"]) == list(inside["pos"]) and len(table) > 0
+    assert ((table["pos"] < w_lo) | (table["pos"] > w_hi)).any()
+    assert (table["n_carriers"] > 0).any() and table.loc[table["n_carriers"] > 0, "mean_effect"].notna().all()

@@ -163,9 +163,16 @@ def context_input(gene: GeneData, width: int) -> GeneData:
     """A context GeneData whose ``sequences`` are cut ``width`` bp around the TSS (TSS at
     ``width // 2``), from the whole context haplotypes: a model input shorter than the context
     is the context cropped symmetrically, and haplotypes that differ only outside it are one
-    sequence (one run of the model, one row of the store)."""
+    sequence (one run of the model, one row of the store). ``in_window`` then marks the records
+    touching that input (what ``explain`` mutates)."""
     width = min(int(width), gene.window)
-    return gene if width == gene.window else merge_identical_windows(dataclasses.replace(gene, window=width))
+    if width == gene.window:
+        return gene
+    lo, hi = window_bounds(gene.tss, gene.strand, width)
+    v = gene.variants
+    ref_end = v["pos"].to_numpy(dtype=np.int64) + v["ref"].str.len().to_numpy(dtype=np.int64) - 1
+    v = v.assign(in_window=(ref_end >= lo) & (v["pos"].to_numpy(dtype=np.int64) <= hi))
+    return merge_identical_windows(dataclasses.replace(gene, window=width, variants=v))
 
 
 class ContextStudy:
