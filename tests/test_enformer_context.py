@@ -214,6 +214,7 @@ def test_a_study_without_context_keeps_the_n_padded_window(tiny_cohort, tmp_path
     method = Enformer(EnformerOptions(seq_len=1024)).bind(study)
     emb = method.embedder()
     assert emb.input == "window" and emb.window == WINDOW and "input" not in emb.keyed()
+    assert set(method.resolved) == {"fingerprint"}  # a window fit's record and key are unchanged
     method.prepare(study, progress=False)
     err = capsys.readouterr().err.replace("\n", " ")
     assert "padded with N" in err and "--context 1024" in err and "--window" not in err
@@ -275,3 +276,17 @@ def test_explain_mutates_the_variants_of_the_model_input(ctx_study, tmp_path):
     assert list(table["pos"]) == list(inside["pos"]) and len(table) > 0
     assert ((table["pos"] < w_lo) | (table["pos"] > w_hi)).any()
     assert (table["n_carriers"] > 0).any() and table.loc[table["n_carriers"] > 0, "mean_effect"].notna().all()
+
+
+def test_cli_prepare_takes_context(tiny_cohort, tmp_path):
+    from typer.testing import CliRunner
+
+    from hapexpr.cli import app
+
+    c = tiny_cohort
+    args = ["prepare", "--vcf", c / "genotypes.vcf.gz", "--fasta", c / "reference.fa", "--genes", c / "genes.gtf"]
+    args += ["--expression", c / "expression.bed.gz", "--window", "200", "--context", "1024", "--out", tmp_path / "s"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    study = Study.open(tmp_path / "s")
+    assert study.params["context"] == 1024 and ContextStore.open(study).width == 1024

@@ -95,7 +95,9 @@ class Enformer(EmbeddingMethod):
 
     def resolve(self, study) -> dict:
         self.study = study
-        return {"fingerprint": self.embedder().info()["fingerprint"], "input": self.embedder().input}
+        resolved = {"fingerprint": self.embedder().info()["fingerprint"]}
+        # Only a context input says so: a window fit's record (hence its key) stays what it was.
+        return {**resolved, "input": "context"} if self.uses_context else resolved
 
     def input_gene(self, cohort, gene_id: str) -> GeneData | None:
         """The gene as Enformer reads it: its context haplotypes (None when it has no context)
