@@ -177,6 +177,15 @@ def prepare(
         int,
         typer.Option("--cis-window", min=0, help="Store dosages of variants within +-BP of each TSS (elastic net)."),
     ] = 1_000_000,
+    context: Annotated[
+        Optional[int],
+        typer.Option(
+            "--context",
+            min=0,
+            help="Also store each person's haplotypes over BP around each TSS for Enformer "
+            "(default 196608 with --fasta; 0: none).",
+        ),
+    ] = None,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds over individuals.")] = 5,
     folds_by: Annotated[
         Optional[tuple[str, Path]],
@@ -209,6 +218,7 @@ def prepare(
         normalise=normalise,
         cis_window=cis_window,
         folds_by=folds_by,
+        context=context,
         overwrite=overwrite,
     )
 

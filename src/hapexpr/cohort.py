@@ -6,6 +6,8 @@ A method's ``features(cohort, gene_id)`` reads everything it needs through one o
 - ``gene(gene_id)``: a :class:`~hapexpr.study.GeneData` over the study gene's stored region
   (window plus margin): the cohort's variants there, their phased genotypes and distinct
   haplotypes, with the study's reference, TSS and window;
+- ``context_gene(gene_id)``: the same over the gene's Enformer context (``STUDY/context/``), or
+  None when the study stores no context for it;
 - ``cis(gene_id, window)``: ``(table, dosages)`` of every biallelic variant within +-window bp
   of the TSS: ``table`` has ``variant_id chrom pos ref alt``, ``dosages`` (samples, variants)
   float32 ALT dosage 0..2.
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hapexpr.context_store import ContextStore
 from hapexpr.errors import InputError, StudyError
 from hapexpr.haplotypes import unique_haplotypes
 from hapexpr.io.vcf import VcfReader
@@ -64,6 +67,10 @@ class StudyCohort:
             self._gene = self.study.gene(gene_id)
         return self._gene
 
+    def context_gene(self, gene_id: str) -> GeneData | None:
+        store = _context_store(self)
+        return None if store is None else store.gene(gene_id)
+
     def cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
         stored = self.study.cis_window
         if stored is None or window > stored:
@@ -78,6 +85,13 @@ class StudyCohort:
         keep = np.abs(cis.variants["pos"].to_numpy(dtype=np.int64) - tss) <= window
         dosages = np.asarray(cis.dosages[keep], dtype=np.float32).T  # (samples, variants)
         return cis.variants[keep].reset_index(drop=True), np.ascontiguousarray(dosages)
+
+
+def _context_store(cohort) -> ContextStore | None:
+    """The study's context store, opened once per cohort."""
+    if "_context" not in cohort.__dict__:
+        cohort._context = ContextStore.open(cohort.study)
+    return cohort._context
 
 
 def read_cis(reader: VcfReader, chrom: str, tss: int, window: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -143,6 +157,21 @@ class NewCohort:
     def gene(self, gene_id: str) -> GeneData:
         self.variants(gene_id)
         return self._cache[2]
+
+    def context_gene(self, gene_id: str) -> GeneData | None:
+        """The new people's haplotypes over the study gene's context: the new VCF's records there
+        (REF checked against the stored context reference) on the study's context reference."""
+        store = _context_store(self)
+        study_gene = None if store is None else store.gene(gene_id)
+        if study_gene is None:
+            return None
+        new = read_new_variants(self.reader, study_gene)
+        if new is None:
+            raise InputError(f"the VCF has no contig {study_gene.chrom} (gene {gene_id})", path=self.reader.path)
+        alleles, index = unique_haplotypes(new.genotypes)
+        return dataclasses.replace(
+            study_gene, variants=new.table, genotypes=new.genotypes, hap_index=index, hap_alleles=alleles
+        )
 
     def cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
         gene = self.study.gene(gene_id)

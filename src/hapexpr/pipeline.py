@@ -23,7 +23,7 @@ from hapexpr.evaluate import evaluate_study, print_summary
 from hapexpr.fit import run_fit
 from hapexpr.fit_records import reference_fit
 from hapexpr.methods import registry
-from hapexpr.prepare import fingerprint_file, prepare_study
+from hapexpr.prepare import fingerprint_file, prepare_study, resolve_context
 from hapexpr.report import write_report
 from hapexpr.study import Study
 from hapexpr.typecheck import check_fields
@@ -44,6 +44,7 @@ class PrepareConfig:
     normalise: str = "none"
     cis_window: int = 1_000_000
     folds_by: str | None = None  # "COLUMN FILE"
+    context: int | None = None  # Enformer context width; None: 196,608 with a FASTA
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
             normalise=p.normalise,
             cis_window=p.cis_window,
             folds_by=folds_by,
+            context=p.context,
             progress=progress,
             **optional,
         )
@@ -242,6 +244,8 @@ def _same_prepare(study: Path, p: PrepareConfig) -> bool:
             ("cis_window", None),
         )
     )
+    context = resolve_context(p.context, fasta=p.fasta, window=p.window)
+    same_params = same_params and params.get("context", 0) == context
     inputs = meta.get("inputs", {})
     for key in ("vcf", "fasta", "genes", "expression", "covariates"):
         value = getattr(p, key)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from hapexpr import __version__
 from hapexpr.cis_store import write_cis_store
+from hapexpr.context_store import DEFAULT_CONTEXT, MAX_CONTEXT, REASONS, context_summary, write_context_store
 from hapexpr.errors import InputError, StudyError
 from hapexpr.haplotypes import unique_haplotypes
 from hapexpr.io.atomic import atomic_open, atomic_path, study_lock, write_json
@@ -35,7 +36,7 @@ from hapexpr.io.vcf import VcfReader
 from hapexpr.normalise import check_normalise, looks_unnormalised
 from hapexpr.progress import console, track_genes
 from hapexpr.study import FORMAT_VERSION, GENE_COLUMNS, GeneData, gene_file_name, write_gene
-from hapexpr.windows import region_bounds, window_bounds
+from hapexpr.windows import merge_identical_windows, region_bounds, window_bounds
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class PrepareParams:
     normalise: str = "none"
     cis_window: int = 1_000_000
     folds_by: dict | None = None
+    context: int = 0
 
 
 # A window is "mostly N" when more than this share of its reference bases is N.
@@ -79,6 +81,7 @@ def prepare_study(
     normalise: str = "none",
     cis_window: int = 1_000_000,
     folds_by: tuple[str, Path] | None = None,
+    context: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -87,6 +90,8 @@ def prepare_study(
     Without ``fasta`` the study is genotype-only (``study.json`` ``has_sequence: false``).
     Without ``genes`` the TSSs and strands come from the expression file (QTLtools BED).
     ``folds_by`` = (COLUMN, FILE): one fold per distinct value of COLUMN in the sample table FILE.
+    ``context``: width (bp) of each gene's Enformer context haplotypes (``STUDY/context/``); None:
+    196,608 with a FASTA, else 0; 0: none.
     """
     began = time.time()
     out = Path(out)
@@ -94,6 +99,7 @@ def prepare_study(
         raise InputError(f"window {window} bp is outside 12..196,608 bp")
     if cis_window < 0:
         raise InputError(f"--cis-window {cis_window} must be >= 0")
+    context = resolve_context(context, fasta=fasta, window=window)
     _check_destination(out, overwrite)
 
     table = read_expression_table(expression)
@@ -122,7 +128,9 @@ def prepare_study(
                 hint="check that the sample ids match across the VCF, expression and covariates",
             )
         fold, folds_meta = _assign_folds(len(samples), folds=folds, seed=seed), None
-    params = PrepareParams(window, folds, seed, residualised, allow_unphased, normalise, cis_window, folds_meta)
+    params = PrepareParams(
+        window, folds, seed, residualised, allow_unphased, normalise, cis_window, folds_meta, context=context
+    )
     reader = VcfReader(vcf, samples=samples, allow_unphased=allow_unphased)
     dosage_reader = VcfReader(vcf, samples=samples, allow_unphased=True)  # dosages ignore phase
     genes_df, dropped = _select_genes(genes_df, genes or expression, expr_df, expression, reader, vcf, reference, fasta)
@@ -181,6 +189,8 @@ def prepare_study(
         rows = _write_genes(partial, genes_df, reader, reference, window, progress=progress)
         with atomic_open(partial / "genes.tsv") as fh:
             pd.DataFrame(rows, columns=GENE_COLUMNS).to_csv(fh, sep="\t", index=False)
+        if context:
+            meta["context"] = _write_context(partial, genes_df, reader, reference, context, progress=progress)
         copied = _copy_truth(Path(expression).parent, partial)
         meta.update(
             n_samples=len(samples),
@@ -199,6 +209,41 @@ def prepare_study(
         f"in {time.time() - began:.1f} s -> {out}" + ("" if reference is not None else " (genotype-only: no --fasta)")
     )
     return out
+
+
+def resolve_context(context: int | None, *, fasta, window: int) -> int:
+    """The context width to store: ``None`` means Enformer's 196,608 bp with a FASTA, else 0."""
+    if context is None:
+        return DEFAULT_CONTEXT if fasta is not None else 0
+    context = int(context)
+    if context and fasta is None:
+        raise InputError(
+            f"--context {context} needs --fasta (the context is reference sequence)",
+            hint="pass --fasta, or --context 0",
+        )
+    if context and not window <= context <= MAX_CONTEXT:
+        raise InputError(
+            f"--context {context} bp must be 0 (none) or between the window ({window:,} bp) and {MAX_CONTEXT:,} bp",
+            hint=f"Enformer's input is {DEFAULT_CONTEXT:,} bp (the default with --fasta)",
+        )
+    return context
+
+
+def _write_context(partial: Path, genes_df, reader, reference, width: int, *, progress: bool) -> dict:
+    """Each gene's haplotypes over ``width`` bp around its TSS (``STUDY/context/``), by
+    :func:`build_gene`; says which genes got none and why. Returns study.json's ``context``."""
+
+    def build(g, w: int) -> GeneData:
+        return build_gene(g, reader, reference, w)
+
+    index = write_context_store(partial / "context", genes_df, reference, width, build=build, progress=progress)
+    summary = context_summary(index, width)
+    for reason, n in summary["no_context"].items():
+        shown = ", ".join(index.loc[index["reason"] == reason, "gene_id"].head(3))
+        console.print(
+            f"[yellow]{n} gene(s) get no {width:,} bp Enformer context: {REASONS[reason]} ({reason}; e.g. {shown})[/]"
+        )
+    return summary
 
 
 def _gene_table(genes: Path | None, table, expression: Path) -> pd.DataFrame:
@@ -522,19 +567,7 @@ def build_gene(g, reader, reference, window: int) -> GeneData:
         hap_index=index,
         hap_alleles=alleles,
     )
-    return _merge_identical_windows(gene) if reference is not None else gene
-
-
-def _merge_identical_windows(gene: GeneData) -> GeneData:
-    """Haplotypes that differ only outside the window give the same window sequence: keep one."""
-    first: dict[bytes, int] = {}
-    remap = np.empty(len(gene.hap_alleles), dtype=np.int32)
-    for i, seq in enumerate(gene.sequences):
-        remap[i] = first.setdefault(seq, len(first))
-    if len(first) == len(remap):
-        return gene
-    keep = np.array([int(np.flatnonzero(remap == u)[0]) for u in range(len(first))])
-    return dataclasses.replace(gene, hap_alleles=gene.hap_alleles[keep], hap_index=remap[gene.hap_index])
+    return merge_identical_windows(gene) if reference is not None else gene
 
 
 def _move_into_place(partial: Path, out: Path) -> None:

@@ -9,6 +9,8 @@ upstream insertion pushes the far end out. Positions beyond the contig (or beyon
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from hapexpr.haplotypes import build_haplotypes
@@ -58,3 +60,21 @@ def window_sequences(gene) -> list[bytes]:
         np.asarray(gene.hap_alleles, dtype=bool),
     )
     return [cut_window(h.sequence, h.offset_of(gene.tss), gene.strand, gene.window) for h in haps]
+
+
+def merge_identical_windows(gene):
+    """``gene`` (a ``GeneData``) with one row of ``hap_alleles`` per distinct window sequence:
+    haplotypes that differ only outside the window give the same window sequence."""
+    sequences = gene.sequences
+    first: dict[bytes, int] = {}
+    remap = np.empty(len(gene.hap_alleles), dtype=np.int32)
+    for i, seq in enumerate(sequences):
+        remap[i] = first.setdefault(seq, len(first))
+    if len(first) == len(remap):
+        return gene
+    keep = np.array([int(np.flatnonzero(remap == u)[0]) for u in range(len(first))])
+    merged = dataclasses.replace(gene, hap_alleles=gene.hap_alleles[keep], hap_index=remap[gene.hap_index])
+    # The sequences are already built (at 196,608 bp that is the expensive part): hand them to
+    # the merged gene's cached property rather than building them again.
+    merged.__dict__["sequences"] = [sequences[k] for k in keep.tolist()]
+    return merged

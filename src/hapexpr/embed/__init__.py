@@ -39,7 +39,11 @@ def load_embedder(
     store's cache. Fails if the checkpoint's weights changed since."""
     store = open_embeddings(study_path, fingerprint)
     info = store.info
-    source = {k: info[k] for k in ("embedder", "model_spec", "seed", "trust_remote_code", "k", "seq_len") if k in info}
+    source = {
+        k: info[k]
+        for k in ("embedder", "model_spec", "seed", "trust_remote_code", "k", "seq_len", "input", "context")
+        if k in info
+    }
     embedder = build_embedder(
         source,
         layer=None if info.get("layer") is None else int(info["layer"]),

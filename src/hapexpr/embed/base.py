@@ -90,6 +90,11 @@ class BaseEmbedder:
         """Human-readable fields for info.json and the report: ``model``, ``tiny`` ..."""
         return {}
 
+    def use_study(self, study):
+        """The study (or a view of it) whose ``gene_ids``/``gene()`` sequences this embedder
+        embeds; called before the store is opened. Default: the study's window sequences."""
+        return study
+
     def compute(
         self,
         sequences: Sequence[bytes],

@@ -1,7 +1,10 @@
 """``--model enformer[:PATH]``: Enformer's human-head outputs at the bins around the TSS.
 
-Enformer is an embedder like any other: each distinct haplotype window is centred on its TSS in
-a ``seq_len`` input (N-padded when the study window is shorter, cropped when longer), run once,
+Enformer is an embedder like any other, except for what it reads: when the study has a context
+store (``prepare --context``, 196,608 bp by default with ``--fasta``; :mod:`hapexpr.context_store`)
+it embeds each gene's distinct *context* haplotypes, built from the reference whatever the study
+window, else the study window's. Each distinct sequence is centred on its TSS in a ``seq_len``
+input (cropped symmetrically when longer, N-padded when shorter), run once,
 and its 5,313 human tracks at the ``bins`` 128-bp output bins around the TSS are stored in the
 study's content-addressed store: ``bins`` (n, bins, tracks) per bin and ``mean`` (n, tracks)
 holding their **sum** over the bins (the quantity the ``enformer`` method scores). Kept as
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hapexpr.context_store import ContextStore, ContextStudy
 from hapexpr.embed.base import BaseEmbedder
 from hapexpr.embed.registry import register
 from hapexpr.errors import InputError
@@ -43,6 +47,10 @@ class EnformerEmbedder(BaseEmbedder):
         super().__init__(bins=len(runner.bins), window=window, batch_size=batch_size, cache=cache, source=source)
         self.runner = runner
         self.device = runner.device
+        # "window" (the study window) or "context" (prepare's context store): what is embedded.
+        self.input = str(self.source.get("input") or "window")
+        self.study_window = self.window
+        self.context_width = self.source.get("context")
 
     @classmethod
     def accepts(cls, spec: str) -> bool:
@@ -95,6 +103,23 @@ class EnformerEmbedder(BaseEmbedder):
     def dim(self) -> int:
         return self.runner.n_tracks
 
+    def use_study(self, study):
+        """The study's context haplotypes (a :class:`ContextStudy`, each cut to
+        min(context, seq_len) bp around the TSS) when it has a context store, else the study
+        itself (its window, N-padded to ``seq_len``). Sets ``window`` (and the TSS offset) to
+        the sequences' width, and marks the store's fingerprint with the input."""
+        if isinstance(study, ContextStudy):
+            return study
+        store = ContextStore.open(study)
+        if store is None:
+            self.input, self.window, self.context_width = "window", self.study_window, None
+        else:
+            self.input, self.context_width = "context", store.width
+            self.window = min(store.width, self.runner.seq_len)
+        self.tss_offset = self.window // 2
+        self.source["input"], self.source["context"] = self.input, self.context_width
+        return study if store is None else ContextStudy(study, store, self.window)
+
     @property
     def weights_sha256(self) -> str:
         return self.runner.weights_sha256
@@ -107,6 +132,8 @@ class EnformerEmbedder(BaseEmbedder):
             "tss_offset": self.tss_offset,
             "dtype": self.store_dtype,
             "cache_version": CACHE_VERSION,
+            # A context input is another store than the window's (studies without one keep theirs).
+            **({"input": "context", "context": self.context_width} if self.input == "context" else {}),
         }
 
     def describe(self) -> dict:
@@ -118,6 +145,7 @@ class EnformerEmbedder(BaseEmbedder):
             "weights_sha256": self.runner.weights_sha256,
             "seq_len": self.runner.seq_len,
             "tss_bins": [int(b) for b in self.runner.bins],
+            "input": self.input,
             "aggregate": "mean = sum over the TSS bins",
         }
 

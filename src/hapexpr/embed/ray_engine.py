@@ -16,6 +16,7 @@ from collections import deque
 
 import numpy as np
 
+from hapexpr.context_store import ContextStore, ContextStudy
 from hapexpr.embed.plan import assemble
 from hapexpr.embed.registry import build_embedder
 from hapexpr.errors import InputError
@@ -34,9 +35,15 @@ def _import_ray():
     return ray
 
 
-def _gene_rows(item: dict, *, study_path: str) -> list[dict]:
-    """Ray flat_map: the sequences of one gene that the plan says to compute."""
-    gene = Study.open(study_path).gene(str(item["gene_id"]))
+def _gene_rows(item: dict, *, study_path: str, context: int = 0) -> list[dict]:
+    """Ray flat_map: the sequences of one gene that the plan says to compute (``context`` > 0:
+    the gene's context haplotypes cut to that width, as Enformer embeds them, not its window)."""
+    study = Study.open(study_path)
+    gene = (
+        ContextStudy(study, ContextStore.open(study), context).gene(str(item["gene_id"]))
+        if context
+        else study.gene(str(item["gene_id"]))
+    )
     seqs = gene.sequences
     return [{"gene_id": str(item["gene_id"]), "row": int(r), "sequence": bytes(seqs[int(r)])} for r in item["rows"]]
 
@@ -135,7 +142,13 @@ def _run(ray, study, plan, cache, embedder, *, source, progress) -> int:
     commit_ready()
     if todo:
         n_actors, res = _actors(ray, embedder.device)
-        ds = ray.data.from_items(todo).flat_map(_gene_rows, fn_kwargs={"study_path": str(study.path.resolve())})
+        ds = ray.data.from_items(todo).flat_map(
+            _gene_rows,
+            fn_kwargs={
+                "study_path": str(study.path.resolve()),
+                "context": study.window if getattr(study, "is_context", False) else 0,
+            },
+        )
         ds = ds.map_batches(
             EmbedActor,
             batch_size=embedder.batch_size,

@@ -135,6 +135,7 @@ def embed_study(
     """:func:`run_embed` with an embedder already built, for a caller that holds the study lock
     (e.g. a method that fills its own store before fitting). Returns the same summary."""
     t0 = time.perf_counter()
+    study = embedder.use_study(study)  # e.g. Enformer's context haplotypes instead of the window
     source = embedder.source
     info = embedder.info()
     link = store_root(study.path, info["fingerprint"])
