@@ -194,9 +194,7 @@ def test_ridge_head_uses_training_rows_only():
 def test_enformer_is_an_embedder_whose_store_is_reused(study_copy):
     """Enformer's outputs go through the one content-addressed store: each distinct haplotype is
     run once, a second run computes nothing, another input length is another store, and the
-    stored sum over the TSS bins equals the runner's own output for the same input (the gene's
-    context haplotypes, cropped around the TSS)."""
-    from hapexpr.context_store import ContextStore, context_input
+    stored sum over the TSS bins equals the runner's own output for the same input."""
     from hapexpr.embed import load_embedder, open_embeddings, run_embed
     from hapexpr.study import Study
 
@@ -208,15 +206,11 @@ def test_enformer_is_an_embedder_whose_store_is_reused(study_copy):
     assert other["fingerprint"] != first["fingerprint"] and other["computed"] > 0
     store = open_embeddings(study_copy, first["fingerprint"])
     assert store.info["embedder"] == "enformer" and store.dim == es.HUMAN_TRACKS and store.bins == 3
-    assert store.info["input"] == "context"
     study = Study.open(study_copy)
-    whole = ContextStore.open(study).gene(study.gene_ids[0])
-    gene = context_input(whole, L)  # the context cut to the input around the TSS
-    cropped = [es.centre_on_tss(s, whole.tss_offset, L) for s in whole.sequences]
-    assert sorted(gene.sequences) == sorted(set(cropped))  # one row per distinct input
+    gene = study.gene(study.gene_ids[0])
     bins, summed = store.haplotype_bins(gene), store.haplotype_mean(gene)
     runner = load_embedder(study_copy, first["fingerprint"]).runner
-    direct = runner.predict(gene.sequences)
+    direct = runner.predict([es.centre_on_tss(s, gene.tss_offset, L) for s in gene.sequences])
     np.testing.assert_array_equal(summed, direct)  # stored as float32: no rounding
     np.testing.assert_allclose(bins.sum(axis=1), summed, rtol=1e-5, atol=1e-6)
 
@@ -232,7 +226,7 @@ def test_prepare_and_fit_on_a_prepared_study(study_copy, capsys):
     first = Enformer().bind(study)
     first.prepare(study, progress=False)
     assert first.embedder().runner.n_forward > 0 and first.embedder().runner.seq_len == 2048
-    assert "context haplotypes" in capsys.readouterr().err.replace("\n", " ")
+    assert "padded with N" in capsys.readouterr().err.replace("\n", " ")
     for head in ("zero-shot", "ridge"):
         method = Enformer(EnformerOptions(head=head)).bind(study)
         rows = fit_method(study, method, overwrite=True, progress=False)

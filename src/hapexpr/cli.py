@@ -183,7 +183,7 @@ def prepare(
             "--context",
             min=0,
             help="Also store each person's haplotypes over BP around each TSS for Enformer "
-            "(default 196608 with --fasta; 0: none).",
+            "(196608: its whole input; needs --fasta; default none).",
         ),
     ] = None,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds over individuals.")] = 5,

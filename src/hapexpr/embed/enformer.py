@@ -1,7 +1,7 @@
 """``--model enformer[:PATH]``: Enformer's human-head outputs at the bins around the TSS.
 
 Enformer is an embedder like any other, except for what it reads: when the study has a context
-store (``prepare --context``, 196,608 bp by default with ``--fasta``; :mod:`hapexpr.context_store`)
+store (``prepare --fasta --context 196608``; :mod:`hapexpr.context_store`)
 it embeds each gene's distinct *context* haplotypes, built from the reference whatever the study
 window, else the study window's. Each distinct sequence is centred on its TSS in a ``seq_len``
 input (cropped symmetrically when longer, N-padded when shorter), run once,

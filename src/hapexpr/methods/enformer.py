@@ -5,7 +5,7 @@ haplotype is run once and its human-head tracks, summed over the bins around the
 study's content-addressed store. The haplotypes are the gene's context haplotypes
 (``STUDY/context/``, 196,608 bp around the TSS by default, whatever the study window) when the
 study has them; a gene whose context could not be built (it leaves a FASTA excerpt) gets no
-model. Studies without a context store (older ones, ``--context 0``) give Enformer the study
+model. Studies without a context store (``prepare`` without ``--context``, older ones) give Enformer the study
 window, N-padded. The method fills that store itself before fitting (as
 ``hapexpr embed STUDY --model enformer[:PATH] --bins TSS_BINS`` would) and reads each person's
 two haplotypes' outputs from it. Heads (:mod:`hapexpr.estimators.enformer`): ``zero-shot``
@@ -178,8 +178,8 @@ def input_note(window: int, seq_len: int, *, context: int | None = None) -> str:
         return (
             f"each {window:,} bp study window is centred on its TSS in a {seq_len:,} bp input "
             f"padded with N ({seq_len - window:,} bp of N, all-zero one-hot): Enformer sees no "
-            f"sequence beyond the window; this study has no context store (prepared without --fasta, "
-            f"with --context 0, or by an older hapexpr): prepare it again with --context {seq_len} "
+            f"sequence beyond the window; this study has no context store (prepared without --context, "
+            f"or without --fasta): prepare it again with --context {seq_len} "
             "to give Enformer each person's own sequence over its whole input"
         )
     if window > seq_len:
