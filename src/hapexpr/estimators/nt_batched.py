@@ -67,8 +67,9 @@ def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """LayerNorm over the last axis with per-gene weight/bias (genes, d)."""
-    extra = (None,) * (x.ndim - 2)
-    return nn.functional.layer_norm(x, x.shape[-1:], eps=LN_EPS) * w[(slice(None), *extra)] + b[(slice(None), *extra)]
+    extra = (slice(None), *(None,) * (x.ndim - 2))
+    # addcmul rounds as the fused affine step of nn.LayerNorm does (normalised * w + b does not)
+    return torch.addcmul(b[extra], nn.functional.layer_norm(x, x.shape[-1:], eps=LN_EPS), w[extra])
 
 
 def batched_forward(
