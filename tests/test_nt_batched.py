@@ -175,6 +175,10 @@ def test_gene_batch_fit_matches_default_and_resumes_after_a_kill(embedded_tiny_s
     assert ((a.predicted - b.predicted).abs() / scale).max() <= TOL
     d = ref / "models" / "nt-b2"
     assert json.loads((d / "fit.json").read_text())["gene_batch"] == 2
+    assert json.loads((d / "fit.json").read_text())["options"]["gene_batch"] == 2
+    # at their defaults the new options stay out of the record, so older fits keep their key
+    default = json.loads((ref / "models" / "nt-transformer" / "fit.json").read_text())
+    assert not {"gene_batch", "device", "precision"} & set(default["options"])
     assert len(pd.read_csv(d / "choices.tsv", sep="\t")) == a.index.get_level_values(0).nunique() * 5
 
     # killed after the first chunk of 2 genes was written; the rerun keeps them and fits the rest

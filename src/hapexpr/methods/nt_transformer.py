@@ -104,6 +104,9 @@ class NTTransformerOptions(EmbeddingOptions):
         return self.gene_batch > 1 or self.device != "cpu"
 
 
+HARDWARE_OPTIONS = ("gene_batch", "device", "precision")
+
+
 @register
 class NTTransformer(EmbeddingMethod):
     name = "nt-transformer"
@@ -151,6 +154,14 @@ class NTTransformer(EmbeddingMethod):
         else:
             out["layers"] = [open_embeddings(study.path, fingerprint=out["fingerprint"]).info.get("layer")]
         return out
+
+    def fit_record(self) -> dict:
+        # The training-hardware options at their defaults are left out of the record (and so of
+        # the fit's key): fits made before they existed stay valid and resumable.
+        record = super().fit_record()
+        defaults = {f.name: f.default for f in dataclasses.fields(self.Options) if f.name in HARDWARE_OPTIONS}
+        record["options"] = {k: v for k, v in record["options"].items() if not (k in defaults and v == defaults[k])}
+        return record
 
     def models_used(self) -> list[dict]:
         fps = self.resolved.get("fingerprints") or [self.resolved["fingerprint"]]
