@@ -258,14 +258,18 @@ def train_batched(
         drop_gen = torch.Generator().manual_seed(config.seed)
         for epoch in range(n_epochs):
             rows_idx = None if active.all() else torch.as_tensor(np.flatnonzero(active), device=device)
-            X_live, y_live = (X, y) if rows_idx is None else (X[rows_idx], y[rows_idx])
+
+            def take(t: torch.Tensor, cols: torch.Tensor, rows_idx=rows_idx) -> torch.Tensor:
+                # the live genes' rows ``cols`` only: no copy of every gene's whole data
+                return t[:, cols] if rows_idx is None else t[rows_idx[:, None], cols[None, :]]
+
             totals = torch.zeros(int(active.sum()), device=device)
             order = train_t[torch.randperm(len(train_t), generator=gen)]
             for s in range(0, len(order), config.batch_size):
                 batch = order[s : s + config.batch_size]
                 swap = torch.rand(len(batch), generator=gen) < 0.5 if config.swap_haplotypes else None
                 bd = batch.to(device)
-                xb, yb = X_live[:, bd], y_live[:, bd]
+                xb, yb = take(X, bd), take(y, bd)
                 if swap is not None:
                     xb = torch.where(swap.to(device)[None, :, None, None, None], xb.flip(2), xb)
                 masks = _dropout_masks(model_config, len(batch), length, drop_gen, device)
@@ -289,7 +293,7 @@ def train_batched(
                     break
                 continue
             with torch.no_grad(), autocast:
-                xv, yv = X_live[:, val_t], y_live[:, val_t]
+                xv, yv = take(X, val_t), take(y, val_t)
                 p_eval = params if rows_idx is None else {k: t[rows_idx] for k, t in params.items()}
                 pv = 0.5 * (
                     batched_forward(p_eval, xv, model_config) + batched_forward(p_eval, xv.flip(2), model_config)
