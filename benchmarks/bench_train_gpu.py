@@ -58,7 +58,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
-    ap.add_argument("--genes", type=int, default=256, help="genes trained by the batched runs")
+    ap.add_argument("--genes", type=int, default=128, help="genes trained by the batched runs")
     ap.add_argument("--gene-batch", type=int, default=128)
     ap.add_argument("--baseline-genes", type=int, default=8, help="genes timed one at a time")
     ap.add_argument("--reference-genes", type=int, default=4, help="genes fit by the CPU default path")
