@@ -202,6 +202,70 @@ def _adamw_step(params, grads, state, decays, lr, step, rows) -> None:
                 full.data[rows], m_full[rows], v_full[rows] = par, m, v
 
 
+class _Run:
+    """The state of one :func:`train_batched` call: (genes, ...) parameters and their AdamW
+    moments, the shared seeded generators, and one epoch / one validation pass over the genes
+    still training (``live``: a LongTensor of gene indices, or None for all of them)."""
+
+    def __init__(self, params, X, y, model_config: NTTransformerConfig, config: TrainConfig, precision: str):
+        self.params, self.X, self.y = params, X, y
+        self.model_config, self.config = model_config, config
+        self.device = X.device
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        )
+        self.decays = _decays(params, config)
+        self.moments = {k: (torch.zeros_like(t), torch.zeros_like(t)) for k, t in params.items()}
+        self.step = 0
+        self.length = 2 * model_config.bins + (model_config.pooling == "cls")
+        # as the one-at-a-time path: batches and swaps from a generator seeded with the seed,
+        # dropout from the global RNG seeded with it (see nt_training.deterministic)
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.drop_gen = torch.Generator().manual_seed(config.seed)
+
+    def _take(self, t: torch.Tensor, cols: torch.Tensor, live) -> torch.Tensor:
+        """(live genes, cols, ...): only those rows, no copy of every gene's whole data."""
+        return t[:, cols] if live is None else t[live[:, None], cols[None, :]]
+
+    def _live_params(self, live) -> dict[str, torch.Tensor]:
+        return self.params if live is None else {k: t[live] for k, t in self.params.items()}
+
+    def epoch(self, train_t: torch.Tensor, live) -> list[float]:
+        """One epoch over the training rows ``train_t`` (CPU); the live genes' mean loss."""
+        c = self.config
+        n_live = len(self.y) if live is None else len(live)
+        totals = torch.zeros(n_live, device=self.device)
+        order = train_t[torch.randperm(len(train_t), generator=self.gen)]
+        for start in range(0, len(order), c.batch_size):
+            batch = order[start : start + c.batch_size]
+            swap = torch.rand(len(batch), generator=self.gen) < 0.5 if c.swap_haplotypes else None
+            rows = batch.to(self.device)
+            xb, yb = self._take(self.X, rows, live), self._take(self.y, rows, live)
+            if swap is not None:
+                xb = torch.where(swap.to(self.device)[None, :, None, None, None], xb.flip(2), xb)
+            masks = _dropout_masks(self.model_config, len(batch), self.length, self.drop_gen, self.device)
+            for t in self.params.values():
+                t.requires_grad_(True)
+            with self.autocast:
+                pred = batched_forward(self._live_params(live), xb, self.model_config, masks)
+            loss = batched_loss(pred, yb, c.pairwise_weight)
+            grads = torch.autograd.grad(loss.sum(), list(self.params.values()))
+            for t in self.params.values():
+                t.requires_grad_(False)
+            self.step += 1
+            _adamw_step(self.params, dict(zip(self.params, grads)), self.moments, self.decays, c.lr, self.step, live)
+            totals += loss.detach() * len(batch)
+        return (totals / len(train_t)).tolist()
+
+    def validation_loss(self, val_t: torch.Tensor, live) -> list[float]:
+        """The live genes' loss on the validation rows (device), both haplotype orders averaged."""
+        with torch.no_grad(), self.autocast:
+            xv, yv = self._take(self.X, val_t, live), self._take(self.y, val_t, live)
+            p = self._live_params(live)
+            pv = 0.5 * (batched_forward(p, xv, self.model_config) + batched_forward(p, xv.flip(2), self.model_config))
+            return batched_loss(pv, yv, self.config.pairwise_weight).tolist()
+
+
 def train_batched(
     params: dict[str, torch.Tensor],
     X: torch.Tensor,
@@ -237,51 +301,18 @@ def train_batched(
         val_mask = inner_split(n, val_fraction=config.val_fraction, seed=config.seed)
     train_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
     n_epochs = config.max_epochs if epochs is None else max(epochs)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    for t in params.values():
-        t.requires_grad_(True)
-    decays = _decays(params, config)
-    state = {k: (torch.zeros_like(t), torch.zeros_like(t)) for k, t in params.items()}
+    run = _Run(params, X, y, model_config, config, precision)
     histories = [{"train_loss": [], "val_loss": []} for _ in range(g)]
     best_val = [float("inf")] * g
     best_epoch = [-1] * g
     best_state = {k: t.detach().clone() for k, t in params.items()}
     active = np.ones(g, dtype=bool)
-    length = 2 * model_config.bins + (model_config.pooling == "cls")
     val_t = torch.as_tensor(val_rows, device=device)
     train_t = torch.as_tensor(train_rows)
-    step = 0
     with _rng_context(str(device)):
-        # the one-at-a-time path: batches and swaps from a generator seeded with the seed,
-        # dropout from the global RNG seeded with it (see nt_training.deterministic)
-        gen = torch.Generator().manual_seed(config.seed)
-        drop_gen = torch.Generator().manual_seed(config.seed)
         for epoch in range(n_epochs):
-            rows_idx = None if active.all() else torch.as_tensor(np.flatnonzero(active), device=device)
-
-            def take(t: torch.Tensor, cols: torch.Tensor, rows_idx=rows_idx) -> torch.Tensor:
-                # the live genes' rows ``cols`` only: no copy of every gene's whole data
-                return t[:, cols] if rows_idx is None else t[rows_idx[:, None], cols[None, :]]
-
-            totals = torch.zeros(int(active.sum()), device=device)
-            order = train_t[torch.randperm(len(train_t), generator=gen)]
-            for s in range(0, len(order), config.batch_size):
-                batch = order[s : s + config.batch_size]
-                swap = torch.rand(len(batch), generator=gen) < 0.5 if config.swap_haplotypes else None
-                bd = batch.to(device)
-                xb, yb = take(X, bd), take(y, bd)
-                if swap is not None:
-                    xb = torch.where(swap.to(device)[None, :, None, None, None], xb.flip(2), xb)
-                masks = _dropout_masks(model_config, len(batch), length, drop_gen, device)
-                sub = params if rows_idx is None else {k: t[rows_idx] for k, t in params.items()}
-                with autocast:
-                    pred = batched_forward(sub, xb, model_config, masks)
-                loss = batched_loss(pred, yb, config.pairwise_weight)
-                grads = torch.autograd.grad(loss.sum(), list(params.values()))
-                step += 1
-                _adamw_step(params, dict(zip(params, grads)), state, decays, config.lr, step, rows_idx)
-                totals += loss.detach() * len(batch)
-            epoch_loss = (totals / len(train_t)).tolist()
+            live_idx = None if active.all() else torch.as_tensor(np.flatnonzero(active), device=device)
+            epoch_loss = run.epoch(train_t, live_idx)
             live = np.flatnonzero(active)
             for j, gi in enumerate(live):
                 histories[gi]["train_loss"].append(epoch_loss[j])
@@ -292,13 +323,7 @@ def train_batched(
                 if not active.any():
                     break
                 continue
-            with torch.no_grad(), autocast:
-                xv, yv = take(X, val_t), take(y, val_t)
-                p_eval = params if rows_idx is None else {k: t[rows_idx] for k, t in params.items()}
-                pv = 0.5 * (
-                    batched_forward(p_eval, xv, model_config) + batched_forward(p_eval, xv.flip(2), model_config)
-                )
-                val_loss = batched_loss(pv, yv, config.pairwise_weight).tolist()
+            val_loss = run.validation_loss(val_t, live_idx)
             improved = []
             for j, gi in enumerate(live):
                 histories[gi]["val_loss"].append(val_loss[j])
@@ -313,8 +338,6 @@ def train_batched(
                     best_state[k][idx] = t.detach()[idx]
             if not active.any():
                 break
-    for t in params.values():
-        t.requires_grad_(False)
     if epochs is not None:
         if not all(np.isfinite(h["train_loss"]).all() for h in histories):
             raise HapexprError(
