@@ -146,7 +146,11 @@ def test_batched_genes_must_agree_and_bf16_needs_cuda():
         )
     with pytest.raises(InputError, match="CUDA"):
         check_precision("bf16", "cpu")
-    check_precision("bf16", "cuda:0")
+    if torch.cuda.is_available():
+        check_precision("bf16", "cuda:0")
+    else:
+        with pytest.raises(InputError, match="no CUDA device"):
+            fit_genes_batched([NTTransformerModel(train_config=FAST)], [data[0][0]], [data[0][1]], device="cuda")
     with pytest.raises(InputError, match="CUDA"):
         NTTransformerOptions(precision="bf16")
     with pytest.raises(InputError, match="multi-gene"):

@@ -38,7 +38,13 @@ LN_EPS = 1e-5
 
 
 def check_precision(precision: str, device: str) -> None:
-    """bf16 only on CUDA: CPU autocast to bf16 is slow and its rounding was never validated."""
+    """A CUDA device must exist; bf16 only on CUDA (CPU autocast to bf16 is slow and its
+    rounding was never validated)."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(
+            f"--device {device}: torch sees no CUDA device here",
+            hint="use --device cpu (or auto), or a torch build and machine with a GPU",
+        )
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "bf16" and not str(device).startswith("cuda"):
