@@ -136,3 +136,11 @@ def test_bench_accuracy_smoke(tmp_path):
     en = table.set_index("method").loc["elastic-net"]
     assert 0.0 <= en["explain_prec"] <= 1.0 and en["explain_genes"] == 1
     assert out.rstrip().endswith("ok")
+
+
+def test_bench_train_gpu_smoke(tmp_path):
+    out = run_smoke("bench_train_gpu.py", tmp_path)
+    m = re.search(r"^agreement fp32: max \|batched - CPU default path\| standardised prediction = (\S+)", out, re.M)
+    assert m and float(m.group(1)) <= 1e-4, out
+    assert re.search(r"^RATIO train_gpu batched/one_at_a_time = [\d.]+x genes/s \(fp32; baseline: ", out, re.M), out
+    assert out.rstrip().endswith("ok")

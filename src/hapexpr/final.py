@@ -102,9 +102,11 @@ def fit_final(
         cov = study_targets(study)[1]
         todo = [g for g in study.gene_ids if not _done(study, m.fit_name, g, key)]
         start, no_model = time.time(), []
-        results = run_genes(
-            study, m, {**record, "key": key}, todo, engine=engine, jobs=jobs, ray_address=ray_address, kind="final"
-        )
+        results = m.fit_final_genes(study, todo)
+        if results is None:
+            results = run_genes(
+                study, m, {**record, "key": key}, todo, engine=engine, jobs=jobs, ray_address=ray_address, kind="final"
+            )
         for gene_id, est in track_genes(results, f"fit-final {m.fit_name}", enabled=progress, total=len(todo)):
             if est is None:
                 no_model.append(gene_id)

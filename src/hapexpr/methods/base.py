@@ -168,6 +168,12 @@ class Method:
         return the rows of predictions.tsv, or None to use the per-gene loop."""
         return None
 
+    def fit_final_genes(self, study, genes: list[str]):
+        """Fit the final models of ``genes`` together (e.g. many small models at once on a
+        GPU): an iterator of ``(gene_id, estimator or None)``, or None to fit them one gene at
+        a time (:func:`hapexpr.engines.fit_final_one`)."""
+        return None
+
     def fit_record(self) -> dict:
         """What fit.json records: the method, its options and what was resolved in the study."""
         return {"method": self.name, "options": self.options.to_dict(), "resolved": self.resolved}

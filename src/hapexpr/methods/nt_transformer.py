@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,13 @@ class NTTransformerOptions(EmbeddingOptions):
         "With multi_gene: input scaling pooled over the trained genes "
         "(default: each gene's own; shared measured worse, docs/nt-transformer.md).",
     )
+    gene_batch: int = option(
+        1,
+        "Per-gene models trained this many genes at a time as one batched network (fit and "
+        "fit-final; same predictions as 1 within the tolerance of docs/nt-transformer.md).",
+    )
+    device: str = option("cpu", "cpu, cuda, cuda:N or auto.")
+    precision: str = option("fp32", "nt-transformer training: fp32, or bf16 (autocast; CUDA only).")
 
     def __post_init__(self) -> None:
         if self.epoch_selection not in ("kfold", "split"):
@@ -77,6 +85,26 @@ class NTTransformerOptions(EmbeddingOptions):
             raise InputError(f"holdout_genes must be in [0, 1), got {self.holdout_genes}")
         if self.holdout_genes and not self.multi_gene:
             raise InputError("holdout_genes needs multi_gene", hint="add --multi-gene")
+        if self.gene_batch < 1:
+            raise InputError(f"gene_batch must be >= 1, got {self.gene_batch}")
+        if self.precision not in ("fp32", "bf16"):
+            raise InputError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision == "bf16" and self.device == "cpu":
+            raise InputError("--precision bf16 needs a CUDA device", hint="add --device cuda, or use fp32 on CPU")
+        if self.batched and (self.multi_gene or self.fingerprints is not None):
+            raise InputError(
+                "--gene-batch / --device trains per-gene models of one store; it cannot be combined "
+                "with --multi-gene or --fingerprints",
+                hint="drop --gene-batch and --device (or the other option)",
+            )
+
+    @property
+    def batched(self) -> bool:
+        """Whether per-gene models train G at a time (:mod:`hapexpr.estimators.nt_batched`)."""
+        return self.gene_batch > 1 or self.device != "cpu"
+
+
+HARDWARE_OPTIONS = ("gene_batch", "device", "precision")
 
 
 @register
@@ -126,6 +154,14 @@ class NTTransformer(EmbeddingMethod):
         else:
             out["layers"] = [open_embeddings(study.path, fingerprint=out["fingerprint"]).info.get("layer")]
         return out
+
+    def fit_record(self) -> dict:
+        # The training-hardware options at their defaults are left out of the record (and so of
+        # the fit's key): fits made before they existed stay valid and resumable.
+        record = super().fit_record()
+        defaults = {f.name: f.default for f in dataclasses.fields(self.Options) if f.name in HARDWARE_OPTIONS}
+        record["options"] = {k: v for k, v in record["options"].items() if not (k in defaults and v == defaults[k])}
+        return record
 
     def models_used(self) -> list[dict]:
         fps = self.resolved.get("fingerprints") or [self.resolved["fingerprint"]]
@@ -192,7 +228,7 @@ class NTTransformer(EmbeddingMethod):
         """Multi-gene mode: one shared-weight model per outer fold over every gene. Per gene with
         several seeds or candidate stores: the usual per-gene loop, plus the side files."""
         if not self.options.multi_gene:
-            if self.options.seeds == 1 and not self.options.fingerprints:
+            if self.options.seeds == 1 and not self.options.fingerprints and not self.options.batched:
                 return None
             return self._fit_per_gene_recorded(study, run, progress=progress)
         from hapexpr.estimators.nt_training import (  # torch
@@ -244,56 +280,17 @@ class NTTransformer(EmbeddingMethod):
         return new
 
     def _fit_per_gene_recorded(self, study, run, *, progress: bool) -> pd.DataFrame:
-        """The per-gene CV loop (:func:`cross_validate_gene`, as ``fit_per_gene`` runs it), with
-        each fold's estimator kept to record, per gene: each seed's out-of-fold Pearson r
-        (``models/NAME/seeds.tsv``) and each fold's chosen store, layer and number of epochs
-        (``models/NAME/choices.tsv``)."""
+        """The per-gene CV loop (:func:`cross_validate_gene`, as ``fit_per_gene`` runs it, or
+        ``gene_batch`` genes at a time), with each fold's estimator kept to record, per gene:
+        each seed's out-of-fold Pearson r (``models/NAME/seeds.tsv``) and each fold's chosen
+        store, layer and number of epochs (``models/NAME/choices.tsv``)."""
         expr, cov = study_targets(study)
-        folds = study.folds
         cohort = StudyCohort(study)
-        seed = self.options.seed
         start = time.time()
-        fps = self.resolved.get("fingerprints") or [self.resolved["fingerprint"]]
-        layers = self.resolved.get("layers") or [None] * len(fps)
         todo = [g for g in study.gene_ids if not run.done(g)]
-        for gene_id in track_genes(todo, f"fit {run.method}", enabled=progress):
-            X = self.features(cohort, gene_id)
-            y = expr.loc[gene_id].to_numpy(dtype=np.float64)
-            fitted: list = []
-
-            def make(s: int, fitted: list = fitted):
-                est = self.estimator(s)
-                fitted.append(est)
-                return est
-
-            obs, pred = cross_validate_gene(X, y, cov, folds, make, seed=seed, normalise=study.normalise)
-            per_seed = np.full((self.options.seeds, len(y)), np.nan)
-            choices = []
-            for k, est in zip(np.unique(folds), fitted):
-                test = folds == k
-                per_seed[:, test] = est.predict_seeds(X[test])
-                c = est.candidate_ or 0
-                choices.append(
-                    {
-                        "gene_id": gene_id,
-                        "fold": int(k),
-                        "fingerprint": fps[c],
-                        "layer": layers[c],
-                        "epochs": est.history_.get("chosen_epochs", est.history_.get("best_epoch", -1) + 1),
-                    }
-                )
-            seeds = pd.DataFrame(
-                {
-                    "gene_id": gene_id,
-                    "seed": [s - fitted[0].seed + seed for s in fitted[0].seeds_],
-                    "pearson_r": [_pearson(obs, p) for p in per_seed],
-                }
-            )
-            with atomic_open(run.gene_path(gene_id, ".seeds.tsv")) as fh:
-                seeds.to_csv(fh, sep="\t", index=False, float_format="%.6g")
-            with atomic_open(run.gene_path(gene_id, ".choices.tsv")) as fh:
-                pd.DataFrame(choices).to_csv(fh, sep="\t", index=False)
-            run.save_gene(gene_id, obs, pred)
+        genes = (self._cv_batched if self.options.batched else self._cv_one_at_a_time)(study, cohort, expr, cov, todo)
+        for gene_id, X, obs, pred, fitted in track_genes(genes, f"fit {run.method}", enabled=progress, total=len(todo)):
+            self._record_gene(study, run, gene_id, X, obs, pred, fitted)
         for suffix in (".seeds.tsv", ".choices.tsv"):
             parts = [
                 pd.read_csv(run.gene_path(g, suffix), sep="\t", dtype={"gene_id": str})
@@ -303,12 +300,147 @@ class NTTransformer(EmbeddingMethod):
             if parts:
                 with atomic_open(run.dir / suffix.lstrip(".")) as fh:
                     pd.concat(parts, ignore_index=True).to_csv(fh, sep="\t", index=False, float_format="%.6g")
-        rows = run.finish({"seconds": round(time.time() - start, 2)})
+        extra = {"gene_batch": self.options.gene_batch, "device": self._train_device()} if self.options.batched else {}
+        rows = run.finish({"seconds": round(time.time() - start, 2), **extra})
         console.print(
             f"{run.method}: {rows['gene_id'].nunique()} genes, {self.options.seeds} seed(s) per fold, "
             f"{time.time() - start:.1f} s; per-seed r in {run.dir / 'seeds.tsv'}"
         )
         return rows
+
+    def _cv_one_at_a_time(self, study, cohort, expr, cov, genes: list[str]) -> Iterator[tuple]:
+        """(gene_id, X, observed, predicted, each fold's estimator) of :func:`cross_validate_gene`."""
+        for gene_id in genes:
+            X = self.features(cohort, gene_id)
+            y = expr.loc[gene_id].to_numpy(dtype=np.float64)
+            fitted: list = []
+
+            def make(s: int, fitted: list = fitted):
+                est = self.estimator(s)
+                fitted.append(est)
+                return est
+
+            obs, pred = cross_validate_gene(
+                X, y, cov, study.folds, make, seed=self.options.seed, normalise=study.normalise
+            )
+            yield gene_id, X, obs, pred, fitted
+
+    def _cv_batched(self, study, cohort, expr, cov, genes: list[str]) -> Iterator[tuple]:
+        """What :meth:`_cv_one_at_a_time` yields, computed ``gene_batch`` genes at a time: per
+        outer fold, the same targets (normalised and residualised on the training folds) and
+        seeds as :func:`cross_validate_gene`, one batched fit for the genes of the chunk."""
+        from hapexpr.estimators.nt_batched import fit_genes_batched  # torch
+
+        folds, seed, device = study.folds, self.options.seed, self._train_device()
+        for first in range(0, len(genes), self.options.gene_batch):
+            chunk = genes[first : first + self.options.gene_batch]
+            X = {g: self.features(cohort, g) for g in chunk}
+            y = {g: expr.loc[g].to_numpy(dtype=np.float64) for g in chunk}
+            obs = {g: np.full(len(folds), np.nan) for g in chunk}
+            pred = {g: np.full(len(folds), np.nan) for g in chunk}
+            fitted: dict[str, list] = {g: [] for g in chunk}
+            for k in np.unique(folds):
+                test = folds == k
+                train = ~test
+                y_res = {g: residualise(transform_in_fold(y[g], train, study.normalise), cov, train) for g in chunk}
+                for group in _same_shape(chunk, X):
+                    ests = fit_genes_batched(
+                        [self.estimator(seed + int(k)) for _ in group],
+                        [X[g][train] for g in group],
+                        [y_res[g][train] for g in group],
+                        device=device,
+                        precision=self.options.precision,
+                    )
+                    for g, est in zip(group, ests):
+                        obs[g][test] = y_res[g][test]
+                        pred[g][test] = est.predict(X[g][test])
+                        fitted[g].append(est)
+            for g in chunk:
+                yield g, X[g], obs[g], pred[g], fitted[g]
+
+    def fit_final_genes(self, study, genes: list[str]) -> Iterator[tuple] | None:
+        """With ``gene_batch`` / ``device``: the final models, ``gene_batch`` genes at a time,
+        on targets made as :func:`hapexpr.engines.fit_final_one` makes them."""
+        if not self.options.batched:
+            return None
+        return self._final_batched(study, genes)
+
+    def _final_batched(self, study, genes: list[str]) -> Iterator[tuple]:
+        from hapexpr.estimators.nt_batched import fit_genes_batched  # torch
+
+        expr, cov = study_targets(study)
+        cohort = StudyCohort(study)
+        everyone = np.ones(len(study.sample_ids), dtype=bool)
+        for first in range(0, len(genes), self.options.gene_batch):
+            chunk = genes[first : first + self.options.gene_batch]
+            X = {g: self.features(cohort, g) for g in chunk}
+            y = {
+                g: residualise(
+                    transform_in_fold(expr.loc[g].to_numpy(dtype=np.float64), everyone, study.normalise), cov, everyone
+                )
+                for g in chunk
+            }
+            done = {}
+            for group in _same_shape(chunk, X):
+                ests = fit_genes_batched(
+                    [self.estimator(self.options.seed) for _ in group],
+                    [X[g] for g in group],
+                    [y[g] for g in group],
+                    device=self._train_device(),
+                    precision=self.options.precision,
+                )
+                done.update(zip(group, ests))
+            for g in chunk:
+                yield g, done[g]
+
+    def _train_device(self) -> str:
+        """The torch device of batched training (``auto``: CUDA when there is one)."""
+        if self.options.device != "auto":
+            return self.options.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def _record_gene(self, study, run, gene_id: str, X, obs, pred, fitted: list) -> None:
+        """Write one gene's seeds.tsv and choices.tsv parts, then its out-of-fold predictions."""
+        folds, seed = study.folds, self.options.seed
+        fps = self.resolved.get("fingerprints") or [self.resolved["fingerprint"]]
+        layers = self.resolved.get("layers") or [None] * len(fps)
+        per_seed = np.full((self.options.seeds, len(obs)), np.nan)
+        choices = []
+        for k, est in zip(np.unique(folds), fitted):
+            test = folds == k
+            per_seed[:, test] = est.predict_seeds(X[test])
+            c = est.candidate_ or 0
+            choices.append(
+                {
+                    "gene_id": gene_id,
+                    "fold": int(k),
+                    "fingerprint": fps[c],
+                    "layer": layers[c],
+                    "epochs": est.history_.get("chosen_epochs", est.history_.get("best_epoch", -1) + 1),
+                }
+            )
+        seeds = pd.DataFrame(
+            {
+                "gene_id": gene_id,
+                "seed": [s - fitted[0].seed + seed for s in fitted[0].seeds_],
+                "pearson_r": [_pearson(obs, p) for p in per_seed],
+            }
+        )
+        with atomic_open(run.gene_path(gene_id, ".seeds.tsv")) as fh:
+            seeds.to_csv(fh, sep="\t", index=False, float_format="%.6g")
+        with atomic_open(run.gene_path(gene_id, ".choices.tsv")) as fh:
+            pd.DataFrame(choices).to_csv(fh, sep="\t", index=False)
+        run.save_gene(gene_id, obs, pred)
+
+
+def _same_shape(genes: list[str], X: dict[str, np.ndarray]) -> list[list[str]]:
+    """``genes`` grouped by the shape of their features (one batched network per shape)."""
+    groups: dict[tuple, list[str]] = {}
+    for g in genes:
+        groups.setdefault(np.shape(X[g]), []).append(g)
+    return list(groups.values())
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
