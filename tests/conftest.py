@@ -88,3 +88,14 @@ def embedded_tiny_study(tiny_study, tmp_path_factory) -> Path:
     shutil.copytree(tiny_study, out)
     run_embed(out, bins=8, batch_size=8, progress=False)
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (training results do not depend on it; timing noise does)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

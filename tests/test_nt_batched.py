@@ -31,12 +31,7 @@ TOL = 1e-4  # max |batched - one at a time| of standardised predictions (docs/nt
 FAST = TrainConfig(max_epochs=15, patience=4, batch_size=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def genes(n_genes=3, *, n=90, bins=6, dim=8, seed=0):

@@ -31,12 +31,7 @@ from hapexpr.estimators.nt_transformer import NTTransformerModel  # noqa: E402
 FAST = TrainConfig(max_epochs=12, patience=3, batch_size=64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted(seed=0, *, n=120, bins=6, dim=8, n_haps=10, h2=0.7):

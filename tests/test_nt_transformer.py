@@ -31,12 +31,7 @@ from hapexpr.methods.nt_transformer import NTTransformerOptions  # noqa: E402
 FAST = TrainConfig(max_epochs=25, patience=5, batch_size=64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cohort(seed=0, *, n=300, bins=8, dim=16, n_haps=14, h2=0.6):

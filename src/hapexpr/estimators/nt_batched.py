@@ -30,7 +30,7 @@ from torch import nn
 from hapexpr.errors import HapexprError, InputError
 from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig, fit_input_scaling
 from hapexpr.estimators.nt_training import TrainConfig, inner_folds, inner_split
-from hapexpr.estimators.nt_transformer import SEED_STRIDE, NTTransformerModel, _split_candidates
+from hapexpr.estimators.nt_transformer import SEED_STRIDE, NTTransformerModel
 
 PRECISIONS = ("fp32", "bf16")
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, which train_model uses
@@ -476,25 +476,16 @@ def fit_genes_batched(
         raise InputError("batched training draws no attention dropout", hint="use attn_dropout=0 (the default)")
     Xs, ys = [], []
     for est, X, y in zip(estimators, X_by_gene, y_by_gene):
-        X, n_cand = _split_candidates(X)
+        X, n_cand, y_std = est._start_fit(X, y)
         if n_cand > 1:
             raise InputError(
                 "batched training takes one embedding store per gene",
                 hint="drop --fingerprints or use --gene-batch 1",
             )
-        y = np.asarray(y, dtype=np.float64)
-        if y.shape != (X.shape[0],) or not np.isfinite(y).all():
-            raise InputError(f"y must be ({X.shape[0]},) finite values, got shape {y.shape}")
-        if first.n_seeds < 1:
-            raise InputError(f"n_seeds must be >= 1, got {first.n_seeds}")
-        est.y_mean_ = float(y.mean())
-        sd = float(y.std())
-        est.y_scale_ = sd if sd > 0 else 1.0
         tc = est.train_config
         est.scaling_ = fit_input_scaling(X, floor=tc.scale_floor, clip=tc.clip_inputs)
-        est.config_ = est._model_config(X.shape[-2], X.shape[-1])
         Xs.append(est.scaling_.apply(X).astype(np.float32))
-        ys.append((y - est.y_mean_) / est.y_scale_)
+        ys.append(y_std)
     if len({x.shape for x in Xs}) != 1:
         raise InputError(
             f"batched genes have features of different shapes ({sorted({x.shape for x in Xs})})",

@@ -117,17 +117,7 @@ class NTTransformerModel:
     def fit(self, X: np.ndarray, y: np.ndarray) -> NTTransformerModel:
         """X: (samples, 2, bins, dim) or (samples, candidates, 2, bins, dim) embeddings of
         training individuals; y: (samples,)."""
-        X, n_cand = _split_candidates(X)
-        y = np.asarray(y, dtype=np.float64)
-        if y.shape != (X.shape[0],) or not np.isfinite(y).all():
-            raise InputError(f"y must be ({X.shape[0]},) finite values, got shape {y.shape}")
-        if self.n_seeds < 1:
-            raise InputError(f"n_seeds must be >= 1, got {self.n_seeds}")
-        self.y_mean_ = float(y.mean())
-        sd = float(y.std())
-        self.y_scale_ = sd if sd > 0 else 1.0
-        ys = (y - self.y_mean_) / self.y_scale_
-        self.config_ = self._model_config(X.shape[-2], X.shape[-1])
+        X, n_cand, ys = self._start_fit(X, y)
         tc = self.train_config
         first = replace(tc, seed=self.seed)
         # one candidate: no choice to make; several: the same inner CV scores each of them
@@ -162,6 +152,21 @@ class NTTransformerModel:
             self.history_["candidate"], self.history_["candidate_cv_loss"] = self.candidate_, losses
         self.train_config_ = first
         return self
+
+    def _start_fit(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+        """Check the training data and fix the target scaling and the network's shape:
+        (X without a candidates axis when there is one store, number of candidates, standardised y)."""
+        X, n_cand = _split_candidates(X)
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape != (X.shape[0],) or not np.isfinite(y).all():
+            raise InputError(f"y must be ({X.shape[0]},) finite values, got shape {y.shape}")
+        if self.n_seeds < 1:
+            raise InputError(f"n_seeds must be >= 1, got {self.n_seeds}")
+        self.y_mean_ = float(y.mean())
+        sd = float(y.std())
+        self.y_scale_ = sd if sd > 0 else 1.0
+        self.config_ = self._model_config(X.shape[-2], X.shape[-1])
+        return X, n_cand, (y - self.y_mean_) / self.y_scale_
 
     @property
     def input_mean_(self) -> np.ndarray:
