@@ -1,5 +1,7 @@
 """The study's Enformer context store: each person's two haplotypes over a wide region centred on
-the TSS (Enformer's 196,608 bp input by default), whatever the study window.
+the TSS (``prepare --context W``; 196,608 bp is Enformer's input), whatever the study window.
+Opt-in, because building every person's haplotypes at that width costs about 0.2 CPU s and
+75 KB a gene (docs/enformer.md) that only Enformer uses.
 
 The window store (``genes/``) holds what the window methods need; Enformer is trained on a
 196,608 bp input and would otherwise see the study window and N around it. So ``prepare``
