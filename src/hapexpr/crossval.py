@@ -116,6 +116,7 @@ class FitRun:
         self.oof.mkdir(parents=True, exist_ok=True)
         self.record = {"format": FIT_FORMAT, "name": name, "names": self.names, **record}
         write_json(state, {"key": self.key, **self.record, "complete": self.complete})
+        self._cpu_start = cpu_seconds()
 
     def previous_rows(self) -> pd.DataFrame | None:
         """This fit's rows of predictions.tsv when an identical fit already completed (then
@@ -162,7 +163,14 @@ class FitRun:
         write_predictions(self.study.path, self.method, new)
         write_json(
             self.dir / "fit.json",
-            {"key": self.key, **self.record, "complete": True, "genes_without_model": no_model, **(extra or {})},
+            {
+                "key": self.key,
+                **self.record,
+                "complete": True,
+                "genes_without_model": no_model,
+                "cpu_seconds": round(cpu_seconds() - self._cpu_start, 2),
+                **(extra or {}),
+            },
         )
         if no_model:
             console.print(
@@ -170,6 +178,15 @@ class FitRun:
                 f"e.g. no variant): {', '.join(no_model[:5])}{' ...' if len(no_model) > 5 else ''}"
             )
         return new
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of the child processes it has reaped (``--jobs``
+    workers once their pool is shut down); Ray workers are not counted."""
+    import resource
+
+    mine, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
 
 
 def oof_path(study: Study, name: str, gene_id: str, suffix: str = ".tsv") -> Path:

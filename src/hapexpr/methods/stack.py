@@ -111,12 +111,14 @@ class Stack(Method):
 
 
 def _cost(study, names: list[str], genes: int, fits: int) -> str:
-    """'; about N min' from the bases' own fit times (seconds per gene per fold), when recorded."""
+    """'; about N min' from the bases' own fit costs (seconds per gene per fold), when recorded:
+    their CPU seconds (what one process needs, whatever else shared the machine while they
+    ran), else their wall time."""
     total = 0.0
     for name in names:
         record = fit_record(study, name)
-        seconds = record.get("seconds")
+        seconds = record.get("cpu_seconds") or record.get("seconds")
         if not seconds:
             return ""
         total += float(seconds) / max(1, len(study.gene_ids)) / study.n_folds * fits * genes
-    return f"; about {total / 60:.1f} min from the bases' own fit times"
+    return f"; about {total / 60:.1f} min of CPU from the bases' own fits"
