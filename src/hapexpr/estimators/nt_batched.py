@@ -29,7 +29,7 @@ from torch import nn
 
 from hapexpr.errors import HapexprError, InputError
 from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig, fit_input_scaling
-from hapexpr.estimators.nt_training import TrainConfig, inner_folds, inner_split
+from hapexpr.estimators.nt_training import TrainConfig, inner_folds, training_rows
 from hapexpr.estimators.nt_transformer import SEED_STRIDE, NTTransformerModel
 
 PRECISIONS = ("fp32", "bf16")
@@ -300,12 +300,7 @@ def train_batched(
         epochs = [int(e) for e in epochs]
         if len(epochs) != g or min(epochs) < 1:
             raise ValueError(f"epochs must be {g} counts >= 1, got {epochs}")
-        val_mask = np.zeros(n, dtype=bool)
-    elif n < 4:
-        raise ValueError(f"need at least 4 training rows for an inner validation split, got {n}")
-    elif val_mask is None:
-        val_mask = inner_split(n, val_fraction=config.val_fraction, seed=config.seed)
-    train_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    train_rows, val_rows = training_rows(n, config, refit=epochs is not None, val_mask=val_mask)
     n_epochs = config.max_epochs if epochs is None else max(epochs)
     run = _Run(params, X, y, model_config, config, precision)
     histories = [{"train_loss": [], "val_loss": []} for _ in range(g)]

@@ -154,6 +154,20 @@ def deterministic(seed: int) -> Iterator[torch.Generator]:
             torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
+def training_rows(
+    n: int, config: TrainConfig, *, refit: bool, val_mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of one training run: every row and none for a refit on
+    a fixed number of epochs, else ``val_mask``'s split or a seeded ``val_fraction`` of the rows."""
+    if refit:
+        val_mask = np.zeros(n, dtype=bool)
+    elif n < 4:
+        raise ValueError(f"need at least 4 training rows for an inner validation split, got {n}")
+    elif val_mask is None:
+        val_mask = inner_split(n, val_fraction=config.val_fraction, seed=config.seed)
+    return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+
+
 def inner_split(n: int, *, val_fraction: float, seed: int) -> np.ndarray:
     """(n,) bool, True for the inner validation rows: a seeded share of the given rows."""
     n_val = min(max(1, round(val_fraction * n)), n - 1)
@@ -210,15 +224,9 @@ def train_model(
     """
     start_time = time.perf_counter()
     n = len(X)
-    if epochs is not None:
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
-        val_mask = np.zeros(n, dtype=bool)
-    elif n < 4:
-        raise ValueError(f"need at least 4 training rows for an inner validation split, got {n}")
-    elif val_mask is None:
-        val_mask = inner_split(n, val_fraction=config.val_fraction, seed=config.seed)
-    train_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    train_rows, val_rows = training_rows(n, config, refit=epochs is not None, val_mask=val_mask)
     x_all = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
     y_all = torch.as_tensor(np.asarray(y), dtype=torch.float32)
     g_all = None if gene_index is None else torch.as_tensor(np.asarray(gene_index), dtype=torch.long)
