@@ -29,7 +29,7 @@ from torch import nn
 
 from hapexpr.errors import HapexprError, InputError
 from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig, fit_input_scaling
-from hapexpr.estimators.nt_training import TrainConfig, inner_folds, training_rows
+from hapexpr.estimators.nt_training import TrainConfig, inner_folds, kfold_choice, training_rows
 from hapexpr.estimators.nt_transformer import SEED_STRIDE, NTTransformerModel
 
 PRECISIONS = ("fp32", "bf16")
@@ -433,15 +433,7 @@ def _fit_seed(X, y, model_config, config, device, precision, cvs) -> tuple[list[
     )
     seconds = (time.perf_counter() - start) / g
     for h, cv in zip(hists, cvs):
-        h.update(
-            epoch_selection="kfold",
-            chosen_epochs=cv["epochs"],
-            inner_folds=int(cv["fold"].max()) + 1,
-            inner_best_epochs=cv["best_epochs"],
-            inner_val_loss=cv["mean_val_loss"],
-            cv_loss=cv["cv_loss"],
-            seconds=seconds + cv.get("seconds", 0.0),
-        )
+        h.update(kfold_choice(cv, seconds=seconds + cv.get("seconds", 0.0)))
     return _unstack(params, model_config), hists
 
 

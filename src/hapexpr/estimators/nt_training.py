@@ -404,16 +404,22 @@ def fit_with_epoch_selection(
     cv = cv or inner_cv(make_model, X, y, config=config, gene_index=gene_index, groups=groups)
     model = make_model()
     history = train_model(model, X, y, config=config, gene_index=gene_index, epochs=cv["epochs"])
-    history.update(
-        epoch_selection="kfold",
-        chosen_epochs=cv["epochs"],
-        inner_folds=int(cv["fold"].max()) + 1,
-        inner_best_epochs=cv["best_epochs"],
-        inner_val_loss=cv["mean_val_loss"],
-        cv_loss=cv["cv_loss"],
-        seconds=time.perf_counter() - start,
-    )
+    history.update(kfold_choice(cv, seconds=time.perf_counter() - start))
     return model, history
+
+
+def kfold_choice(cv: dict, *, seconds: float) -> dict:
+    """What a training history records of an epoch count chosen by inner K-fold CV (``cv`` as
+    :func:`inner_cv` returns it) and of the time the choice and refit took."""
+    return {
+        "epoch_selection": "kfold",
+        "chosen_epochs": cv["epochs"],
+        "inner_folds": int(cv["fold"].max()) + 1,
+        "inner_best_epochs": cv["best_epochs"],
+        "inner_val_loss": cv["mean_val_loss"],
+        "cv_loss": cv["cv_loss"],
+        "seconds": seconds,
+    }
 
 
 def _adamw(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
