@@ -221,7 +221,7 @@ def resolve_context(context: int | None, *, fasta, window: int) -> int:
     if context and fasta is None:
         raise InputError(
             f"--context {context} needs --fasta (the context is reference sequence)",
-            hint="pass --fasta, or --context 0",
+            hint="pass --fasta, or leave out --context (no Enformer context)",
         )
     if context and not window <= context <= MAX_CONTEXT:
         raise InputError(
