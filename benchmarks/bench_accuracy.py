@@ -9,11 +9,18 @@ taken through the CLI, one process per stage:
     hapexpr fit --method ridge-probe --fingerprint <tiny>                            --final
     hapexpr fit --method ridge-probe --fingerprint <kmer:4> --name ridge-probe-kmer
     hapexpr fit --method nt-transformer --fingerprint <tiny>                         (per gene)
+    hapexpr fit --method nt-transformer --fingerprint <kmer:4> --name nt-transformer-kmer   (per gene)
     hapexpr fit --method nt-transformer --multi-gene --holdout-genes 0.25 --fingerprint <tiny>
                                                             --name nt-transformer-multi
+    hapexpr fit --method nt-transformer --multi-gene --holdout-genes 0.25 --fingerprint <kmer:4>
+                                                            --name nt-transformer-multi-kmer
     hapexpr fit --method stack --base <--stack-base>
+    hapexpr fit --method stack --base <--stack-base>,nt-transformer --name stack-nt
     hapexpr evaluate ; hapexpr explain (elastic-net, ridge-probe; --explain-genes genes)
 
+``--nt-epoch-selection split`` gives every transformer fit ``--epoch-selection split`` (one
+early-stopping split instead of inner K-fold CV: ~4x less training, for the 200-gene cohort).
+The stack's bases are the ``--stack-base`` fits this run makes or an earlier one left in the study.
 Embedding stores are always chosen by fingerprint (read from each store's ``info.json``), never
 "the most recent one". Then, per architecture and method, over all seeds' genes pooled:
 
@@ -42,7 +49,8 @@ as TSV. Cohorts, studies and logs stay in ``--workdir`` and every stage resumes 
     python benchmarks/bench_accuracy.py --smoke
     python benchmarks/bench_accuracy.py --workdir W --genes 20 --seeds 1,2 --out acc.tsv
     python benchmarks/bench_accuracy.py --workdir W --architectures motif --genes 200 \
-        --methods elastic-net,elastic-net-window,nt-transformer-multi --seeds 1
+        --methods elastic-net,elastic-net-window,ridge-probe-kmer,nt-transformer-multi-kmer \
+        --nt-epoch-selection split --seeds 1
 
 Targets (issue 13): additive: elastic net >= 0.85 of the ceiling and no method above it beyond
 noise; cis-interaction: per-gene transformer beats the elastic net (paired p < 0.05); motif with
@@ -75,11 +83,22 @@ METHODS = (
     "ridge-probe",
     "ridge-probe-kmer",
     "nt-transformer",
+    "nt-transformer-kmer",
     "nt-transformer-multi",
+    "nt-transformer-multi-kmer",
     "stack",
+    "stack-nt",
 )
+MULTI = ("nt-transformer-multi", "nt-transformer-multi-kmer")
 # Methods that see only the sequence window (the distal target compares the +-1 Mb elastic net with them).
-WINDOW_LIMITED = ("elastic-net-window", "ridge-probe", "ridge-probe-kmer", "nt-transformer", "nt-transformer-multi")
+WINDOW_LIMITED = (
+    "elastic-net-window",
+    "ridge-probe",
+    "ridge-probe-kmer",
+    "nt-transformer",
+    "nt-transformer-kmer",
+    *MULTI,
+)
 EXPLAINED = ("elastic-net", "ridge-probe")
 ALPHA = 0.05
 
@@ -112,6 +131,8 @@ def store_fingerprints(study: Path) -> dict[str, str]:
 def fit_commands(study: Path, fps: dict[str, str], args) -> dict[str, list[str]]:
     s = str(study)
     nt_extra = ["--max-epochs", str(args.nt_max_epochs)] if args.nt_max_epochs else []
+    nt_extra += ["--epoch-selection", args.nt_epoch_selection] if args.nt_epoch_selection else []
+    multi = ["--method", "nt-transformer", "--multi-gene", "--holdout-genes", str(args.holdout_genes), *nt_extra]
     return {
         "elastic-net": ["fit", s, "--method", "elastic-net", "--final"],
         "elastic-net-window": ["fit", s, "--method", "elastic-net", "--cis-window", "0", "--final"],
@@ -127,19 +148,26 @@ def fit_commands(study: Path, fps: dict[str, str], args) -> dict[str, list[str]]
             fps[args.kmer],
         ],
         "nt-transformer": ["fit", s, "--method", "nt-transformer", "--fingerprint", fps["tiny"], *nt_extra],
-        "nt-transformer-multi": [
+        "nt-transformer-kmer": [
             "fit",
             s,
             "--method",
             "nt-transformer",
-            "--multi-gene",
-            "--holdout-genes",
-            str(args.holdout_genes),
             "--name",
-            "nt-transformer-multi",
+            "nt-transformer-kmer",
             "--fingerprint",
-            fps["tiny"],
+            fps[args.kmer],
             *nt_extra,
+        ],
+        "nt-transformer-multi": ["fit", s, *multi, "--name", "nt-transformer-multi", "--fingerprint", fps["tiny"]],
+        "nt-transformer-multi-kmer": [
+            "fit",
+            s,
+            *multi,
+            "--name",
+            "nt-transformer-multi-kmer",
+            "--fingerprint",
+            fps[args.kmer],
         ],
     }
 
@@ -193,16 +221,30 @@ def run_cohort(arch: str, seed: int, args, work: Path, methods: list[str]) -> tu
             ],
             log,
         )
-    models = {"tiny"} if any(m in methods for m in ("ridge-probe", "nt-transformer", "nt-transformer-multi")) else set()
-    models |= {args.kmer} if "ridge-probe-kmer" in methods else set()
+    models = {"tiny"} if {"ridge-probe", "nt-transformer", "nt-transformer-multi"} & set(methods) else set()
+    models |= (
+        {args.kmer}
+        if {"ridge-probe-kmer", "nt-transformer-kmer", "nt-transformer-multi-kmer"} & set(methods)
+        else set()
+    )
     for model in sorted(models):
         if model not in store_fingerprints(study) or not _store_complete(study, model):
             secs[f"embed {model}"] = run([*HAPEXPR, "embed", str(study), "--model", model], log)
     fps = store_fingerprints(study)
     cmds = fit_commands(study, {m: fps.get(m, "") for m in ("tiny", args.kmer)}, args)
-    if "stack" in methods:
-        base = [b for b in args.stack_base.split(",") if b in methods]
-        cmds["stack"] = ["fit", str(study), "--method", "stack", "--base", ",".join(base)]
+    # A base is one of this run's methods or a fit an earlier run left in the study.
+    base = [b for b in args.stack_base.split(",") if b in methods or _fit_complete(study, b)]
+    cmds["stack"] = ["fit", str(study), "--method", "stack", "--base", ",".join(base)]
+    cmds["stack-nt"] = [
+        "fit",
+        str(study),
+        "--method",
+        "stack",
+        "--name",
+        "stack-nt",
+        "--base",
+        ",".join([*base, "nt-transformer"]),
+    ]
     for m in methods:
         if not _fit_complete(study, m):
             secs[f"fit {m}"] = run([*HAPEXPR, *cmds[m]], log)
@@ -351,11 +393,11 @@ def architecture_table(arch: str, runs: list[dict]) -> tuple[pd.DataFrame, pd.Da
         row.update(_vs(comparisons, method, "elastic-net"))
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("mean_r", ascending=False, ignore_index=True)
-    # Unseen-variant r of the elastic net on the multi-gene fit's own (gene, person) pairs, for the motif target.
-    if "nt-transformer-multi" in set(preds["method"]):
-        keys = on_unseen.loc[on_unseen["method"] == "nt-transformer-multi", ["gene_id", "sample_id"]]
+    # Unseen-variant r of the elastic net on each multi-gene fit's own (gene, person) pairs, for the motif target.
+    for multi in [m for m in MULTI if m in set(preds["method"])]:
+        keys = on_unseen.loc[on_unseen["method"] == multi, ["gene_id", "sample_id"]]
         en = on_unseen[on_unseen["method"] == "elastic-net"].merge(keys, on=["gene_id", "sample_id"])
-        table.attrs["unseen_r_en_on_multi_genes"] = pooled_r(en)
+        table.attrs[f"unseen_r_en_on_{multi}_genes"] = pooled_r(en)
     return table, comparisons
 
 
@@ -464,32 +506,39 @@ def targets(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], genes_per_coho
         out.append("additive: NOT RUN")
     if "cis-interaction" in tables:
         t, comp = tables["cis-interaction"]
-        if "nt-transformer" in set(t["method"]):
-            d, p = pair(comp, "nt-transformer", "elastic-net")
-            dw, pw = pair(comp, "nt-transformer", "elastic-net-window")
+        per_gene = [m for m in ("nt-transformer", "nt-transformer-kmer") if m in set(t["method"])]
+        for m in per_gene:
+            d, p = pair(comp, m, "elastic-net")
+            dw, pw = pair(comp, m, "elastic-net-window")
             met = d > 0 and p < ALPHA
             out.append(
-                f"cis-interaction: nt-transformer - elastic-net mean r = {fmt(d)} (Wilcoxon p = {fmt(p)}); "
+                f"cis-interaction: {m} - elastic-net mean r = {fmt(d)} (Wilcoxon p = {fmt(p)}); "
                 f"vs elastic-net-window {fmt(dw)} (p = {fmt(pw)}) -> {'MET' if met else 'NOT MET'}"
             )
-        else:
-            out.append("cis-interaction: NOT RUN (no nt-transformer fit)")
+        if not per_gene:
+            out.append("cis-interaction: NOT RUN (no per-gene transformer fit)")
     else:
         out.append("cis-interaction: NOT RUN")
-    if "motif" in tables and "nt-transformer-multi" in set(tables["motif"][0]["method"]):
+    fitted = [m for m in MULTI if "motif" in tables and m in set(tables["motif"][0]["method"])]
+    for multi in fitted:
         t, comp = tables["motif"]
-        held = get(t, "nt-transformer-multi", "heldout_r")
-        u_multi, u_en = get(t, "nt-transformer-multi", "unseen_r"), t.attrs.get("unseen_r_en_on_multi_genes", np.nan)
+        held = get(t, multi, "heldout_r")
+        u_multi, u_en = get(t, multi, "unseen_r"), t.attrs.get(f"unseen_r_en_on_{multi}_genes", np.nan)
         big = genes_per_cohort["motif"] >= 200
         met = held > 0.1 and u_multi > u_en
+        verdict = (
+            ("MET" if met else "NOT MET")
+            if big
+            else ("would be MET" if met else "would be NOT MET") + " (size below target)"
+        )
         out.append(
             f"motif ({genes_per_cohort['motif']} genes per cohort{'' if big else ', FEWER THAN the 200 the target asks'}): "
-            f"nt-transformer-multi held-out-gene mean r = {fmt(held)} (target > 0.1) over "
-            f"{int(get(t, 'nt-transformer-multi', 'heldout_genes'))} held-out genes; unseen-variant carriers r = "
-            f"{fmt(u_multi)} vs elastic-net {fmt(u_en)} on the same {int(get(t, 'nt-transformer-multi', 'unseen_n'))} "
-            f"(gene, person) pairs -> {('MET' if met else 'NOT MET') if big else ('would be MET' if met else 'would be NOT MET') + ' (size below target)'}"
+            f"{multi} held-out-gene mean r = {fmt(held)} (target > 0.1) over "
+            f"{int(get(t, multi, 'heldout_genes'))} held-out genes; unseen-variant carriers r = "
+            f"{fmt(u_multi)} vs elastic-net {fmt(u_en)} on the same {int(get(t, multi, 'unseen_n'))} "
+            f"(gene, person) pairs -> {verdict}"
         )
-    else:
+    if not fitted:
         out.append("motif: NOT RUN (no multi-gene transformer fit)")
     if "distal" in tables:
         t, comp = tables["distal"]
@@ -534,6 +583,12 @@ def main() -> int:
         type=int,
         default=None,
         help="cap the transformer's epochs (smoke mode only uses this; default: the method's own)",
+    )
+    ap.add_argument(
+        "--nt-epoch-selection",
+        choices=("kfold", "split"),
+        default=None,
+        help="the transformers' --epoch-selection (default: the method's own, kfold; split is ~4x faster)",
     )
     ap.add_argument(
         "--no-run",
