@@ -482,17 +482,45 @@ def cis_dosages(study: Study, gene_id: str, *, min_maf: float = MIN_MAF) -> np.n
     0.38 with the filter)."""
     gene = study.gene(gene_id)
     inside = gene.variants["in_window"].to_numpy(dtype=bool) if "in_window" in gene.variants else slice(None)
-    d = gene.dosages[inside]
-    p = d.mean(axis=1) / 2
-    return d[np.minimum(p, 1 - p) >= min_maf]
+    return _common(gene.dosages[inside], min_maf)
+
+
+def wide_cis_dosages(study: Study, gene_id: str, *, min_maf: float = MIN_MAF) -> np.ndarray | None:
+    """(variants, samples) dosages of the study's cis store, +-``study.cis_window`` of the TSS
+    (the elastic net's +-1 Mb features), with minor allele frequency >= ``min_maf``, in study
+    sample order; None when the study stores no cis genotypes (prepared with --cis-window 0 or
+    before hapexpr stored them)."""
+    if study.cis_window is None or study.cis_window == 0:
+        return None
+    return _common(np.asarray(study.cis_genotypes(gene_id).dosages, dtype=np.float64), min_maf)
+
+
+def _common(dosages: np.ndarray, min_maf: float) -> np.ndarray:
+    p = dosages.mean(axis=1) / 2
+    return dosages[np.minimum(p, 1 - p) >= min_maf]
+
+
+HERITABILITY_COLUMNS = [
+    "gene_id",
+    "n_cis_variants",
+    "h2_cis",
+    "h2_cis_se",
+    "n_wide_variants",
+    "h2_cis_wide",
+    "h2_cis_wide_se",
+]
+"""The columns of STUDY/heritability.tsv (before ``h2_true``, added for simulated cohorts)."""
 
 
 def gene_references(study: Study, gene_ids: list[str], *, seed: int = 0) -> pd.DataFrame:
-    """One row per gene: ``gene_id n_cis_variants h2_cis h2_cis_se null_r null_frac_below_0``.
+    """One row per gene: ``gene_id n_cis_variants h2_cis h2_cis_se n_wide_variants h2_cis_wide
+    h2_cis_wide_se null_r null_frac_below_0``.
 
     h2_cis: HE-regression cis-heritability estimated inside the training folds
-    (``hapexpr.heritability.cis_heritability``) on the expression the models are trained on;
-    null_r / null_frac_below_0: mean of :func:`ridge_null_r` and its share below 0.
+    (``hapexpr.heritability.cis_heritability``) on the expression the models are trained on,
+    from the window's variants (:func:`cis_dosages`); h2_cis_wide: the same from the study's
+    +-cis_window store (:func:`wide_cis_dosages`; NaN without one), the ceiling of the +-1 Mb
+    elastic net; null_r / null_frac_below_0: mean of :func:`ridge_null_r` and its share below 0.
     """
     expr, cov = study_targets(study)
     folds = study.folds
@@ -504,6 +532,8 @@ def gene_references(study: Study, gene_ids: list[str], *, seed: int = 0) -> pd.D
         d = cis_dosages(study, gene_id)
         y = expr.loc[gene_id].to_numpy(dtype=np.float64)
         h = cis_heritability(y, d, folds, residualise, cov)
+        wide_d = wide_cis_dosages(study, gene_id)
+        wide = None if wide_d is None else cis_heritability(y, wide_d, folds, residualise, cov)
         null = ridge_null_r(d, folds, rng=rng)
         rows.append(
             {
@@ -511,13 +541,14 @@ def gene_references(study: Study, gene_ids: list[str], *, seed: int = 0) -> pd.D
                 "n_cis_variants": h.m,
                 "h2_cis": h.h2,
                 "h2_cis_se": h.se,
+                "n_wide_variants": np.nan if wide is None else wide.m,
+                "h2_cis_wide": np.nan if wide is None else wide.h2,
+                "h2_cis_wide_se": np.nan if wide is None else wide.se,
                 "null_r": float(null.mean()),
                 "null_frac_below_0": float((null < 0).mean()),
             }
         )
-    return pd.DataFrame(
-        rows, columns=["gene_id", "n_cis_variants", "h2_cis", "h2_cis_se", "null_r", "null_frac_below_0"]
-    )
+    return pd.DataFrame(rows, columns=["gene_id", *HERITABILITY_COLUMNS[1:], "null_r", "null_frac_below_0"])
 
 
 def truth_path(study: Study) -> Path | None:
@@ -561,9 +592,9 @@ def evaluate_study(
         )
     metrics = gene_metrics(predictions, study.n_folds)
     refs = gene_references(study, sorted(metrics["gene_id"].unique()), seed=seed)
-    metrics = metrics.merge(refs.drop(columns=["n_cis_variants"]), on="gene_id", how="left")
+    metrics = metrics.merge(refs.drop(columns=["n_cis_variants", "n_wide_variants"]), on="gene_id", how="left")
     metrics["ratio_h2_cis"] = metrics["pearson_r"] / np.sqrt(metrics["h2_cis"].where(metrics["h2_cis"] > 0))
-    heritability = refs[["gene_id", "n_cis_variants", "h2_cis", "h2_cis_se"]]
+    heritability = refs[HERITABILITY_COLUMNS]
     truth = read_truth(study)
     if truth is not None:
         metrics = metrics.merge(truth, on="gene_id", how="left")
