@@ -181,6 +181,8 @@ def run_cohort(arch: str, seed: int, args, work: Path, methods: list[str]) -> tu
     log = work / f"{arch}_s{seed}" / "log.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
     secs = {}
+    if args.no_run:  # main() has checked that the cohort is complete
+        return cohort, study, secs
     if not (cohort / "truth.tsv").exists():
         secs["simulate"] = run(
             [
