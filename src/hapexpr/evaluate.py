@@ -488,9 +488,9 @@ def cis_dosages(study: Study, gene_id: str, *, min_maf: float = MIN_MAF) -> np.n
 def wide_cis_dosages(study: Study, gene_id: str, *, min_maf: float = MIN_MAF) -> np.ndarray | None:
     """(variants, samples) dosages of the study's cis store, +-``study.cis_window`` of the TSS
     (the elastic net's +-1 Mb features), with minor allele frequency >= ``min_maf``, in study
-    sample order; None when the study stores no cis genotypes (prepared with --cis-window 0 or
-    before hapexpr stored them)."""
-    if study.cis_window is None or study.cis_window == 0:
+    sample order; None when the study stores no cis genotypes (prepared before hapexpr stored
+    them)."""
+    if study.cis_window is None:
         return None
     return _common(np.asarray(study.cis_genotypes(gene_id).dosages, dtype=np.float64), min_maf)
 
