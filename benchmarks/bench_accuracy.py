@@ -352,9 +352,7 @@ def every_gene(metrics: pd.DataFrame, study_path: Path) -> pd.DataFrame:
 
 
 def pooled_r(pred: pd.DataFrame) -> float:
-    if len(pred) < 3 or pred["predicted"].std() == 0:
-        return float("nan")
-    return float(np.corrcoef(pred["observed"], pred["predicted"])[0, 1])
+    return _r(pred["observed"].to_numpy(), pred["predicted"].to_numpy())
 
 
 def unseen_contrast(on_unseen: pd.DataFrame, a: str, b: str, *, resamples: int = 2000, seed: int = 0) -> dict:
@@ -568,7 +566,7 @@ def targets(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], genes_per_coho
         out.append("cis-interaction: NOT RUN")
     fitted = [m for m in MULTI if "motif" in tables and m in set(tables["motif"][0]["method"])]
     for multi in fitted:
-        t, comp = tables["motif"]
+        t = tables["motif"][0]
         held = get(t, multi, "heldout_r")
         tr, ho = t.attrs[multi]["trained"], t.attrs[multi]["heldout"]
         big = genes_per_cohort["motif"] >= 200
