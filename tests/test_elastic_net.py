@@ -617,6 +617,9 @@ def test_export_maps_ids_to_rsids_and_counts_the_rest(exported, tmp_path):
     got = pd.read_sql("SELECT * FROM weights", sqlite3.connect(out))
     assert set(got.loc[got["varID"] == weights["varID"].iloc[0], "rsid"]) == {"rs999"}
     assert summary["not_rsid"] == int((~got["rsid"].str.match(r"^rs\d+$")).sum())
+    # the covariance names the SNPs as the weights do, mapped rsIDs included
+    cov = _read_covariance(tmp_path / "m.covariances.txt.gz")
+    assert {g: set(m.index) for g, m in cov.items()} == {g: set(w["rsid"]) for g, w in got.groupby("gene")}
 
 
 def _read_covariance(path: Path) -> dict[str, pd.DataFrame]:
