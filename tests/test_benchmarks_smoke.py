@@ -144,3 +144,28 @@ def test_bench_train_gpu_smoke(tmp_path):
     assert m and float(m.group(1)) <= 1e-4, out
     assert re.search(r"^RATIO train_gpu batched/one_at_a_time = [\d.]+x genes/s \(fp32; baseline: ", out, re.M), out
     assert out.rstrip().endswith("ok")
+
+
+METAXCAN = os.environ.get("HAPEXPR_METAXCAN")
+METAXCAN_PYTHON = os.environ.get("HAPEXPR_METAXCAN_PYTHON")
+
+
+@pytest.mark.skipif(
+    not (METAXCAN and METAXCAN_PYTHON) or shutil.which("bcftools") is None,
+    reason="MetaXcan is not a dependency: set HAPEXPR_METAXCAN (its software/ directory) and "
+    "HAPEXPR_METAXCAN_PYTHON (an interpreter with numpy<2 and its requirements; see bench_metaxcan.py)",
+)
+def test_bench_metaxcan_smoke(tmp_path):
+    """MetaXcan's own Predict.py and SPrediXcan.py on hapexpr's database and covariance file."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_metaxcan.py"), "--smoke", "--out", str(tmp_path / "mx")]
+        + ["--metaxcan", METAXCAN, "--python", METAXCAN_PYTHON],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert re.search(r"^Predict.py vs hapexpr predict: (\d+) of \1 genes", done.stdout, re.M), out
+    assert done.stdout.rstrip().endswith("ok")

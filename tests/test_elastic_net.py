@@ -617,6 +617,107 @@ def test_export_maps_ids_to_rsids_and_counts_the_rest(exported, tmp_path):
     got = pd.read_sql("SELECT * FROM weights", sqlite3.connect(out))
     assert set(got.loc[got["varID"] == weights["varID"].iloc[0], "rsid"]) == {"rs999"}
     assert summary["not_rsid"] == int((~got["rsid"].str.match(r"^rs\d+$")).sum())
+    # the covariance names the SNPs as the weights do, mapped rsIDs included
+    cov = _read_covariance(tmp_path / "m.covariances.txt.gz")
+    assert {g: set(m.index) for g, m in cov.items()} == {g: set(w["rsid"]) for g, w in got.groupby("gene")}
+
+
+def _read_covariance(path: Path) -> dict[str, pd.DataFrame]:
+    """gene -> symmetric (snps x snps) covariance from a PredictDB covariance file."""
+    df = pd.read_csv(path, sep=r"\s+", dtype={"RSID1": str, "RSID2": str})
+    assert list(df.columns) == ["GENE", "RSID1", "RSID2", "VALUE"]
+    out = {}
+    for gene, rows in df.groupby("GENE", sort=False):
+        ids = list(dict.fromkeys(rows["RSID1"]))
+        m = pd.DataFrame(np.nan, index=ids, columns=ids)
+        for a, b, v in rows[["RSID1", "RSID2", "VALUE"]].itertuples(index=False):
+            assert np.isnan(m.loc[a, b]), f"{gene}: pair {a} {b} written twice"
+            m.loc[a, b] = m.loc[b, a] = v
+        out[gene] = m
+    return out
+
+
+def test_export_writes_predictdb_snp_covariances(exported):
+    """The covariance file holds, per gene, every pair of its model's SNPs once (ids as in the
+    weights' rsid column, genes contiguous) with the n-1 sample covariance of the true dosages."""
+    import gzip
+    import sqlite3
+
+    root, data, summary = exported
+    path = root / "all.covariances.txt.gz"
+    assert summary["covariance"] == str(path)
+    assert gzip.open(path, "rt").readline() == "GENE RSID1 RSID2 VALUE\n"
+    weights = pd.read_sql("SELECT * FROM weights", sqlite3.connect(root / "all.db"))
+    cov = _read_covariance(path)
+    assert set(cov) == set(weights["gene"]) and summary["covariances_written"] > 0
+    genes = pd.read_csv(path, sep=" ")["GENE"]
+    assert (genes != genes.shift()).sum() == genes.nunique()  # contiguous, as MetaXcan requires
+    for gid, w in weights.groupby("gene"):
+        m = cov[gid]
+        assert set(m.index) == set(w["rsid"]) and not m.isna().to_numpy().any()
+        cols = [(int(v.split("_")[1]) - 4510) // 20 for v in w["varID"]]
+        want = np.cov(data["X"][gid][:, cols], rowvar=False, ddof=1)  # independent: the simulated dosages
+        np.testing.assert_allclose(m.loc[list(w["rsid"]), list(w["rsid"])].to_numpy(), np.atleast_2d(want), rtol=1e-8)
+
+
+def _spredixcan_z(weights: pd.Series, cov: pd.DataFrame, gwas_z: pd.Series) -> float:
+    """S-PrediXcan (Barbeira et al. 2018): z_g = sum_l w_l sigma_l z_l / sigma_g, with
+    sigma_l^2 the SNP variances and sigma_g^2 = w' Cov w, both from the covariance file."""
+    ids = list(weights.index)
+    c = cov.loc[ids, ids].to_numpy()
+    w = weights.to_numpy()
+    return float(np.sum(w * np.sqrt(np.diag(c)) * gwas_z[ids].to_numpy()) / np.sqrt(w @ c @ w))
+
+
+def test_spredixcan_on_the_exported_covariance_matches_individual_level_association(exported):
+    """A trait driven by two genes' predicted expression: S-PrediXcan's z from the exported
+    weights + covariance and per-SNP GWAS z-scores equals (to the summary-statistics
+    approximation) the z of regressing the trait on predicted expression person by person."""
+    import sqlite3
+
+    from scipy import stats
+
+    root, data, _ = exported
+    weights = pd.read_sql("SELECT * FROM weights", sqlite3.connect(root / "all.db"))
+    cov = _read_covariance(root / "all.covariances.txt.gz")
+    rng = np.random.default_rng(5)
+    n = len(data["samples"])
+    snp_dosage, pred = {}, {}
+    for gid, w in weights.groupby("gene"):
+        cols = [(int(v.split("_")[1]) - 4510) // 20 for v in w["varID"]]
+        X = data["X"][gid][:, cols]
+        snp_dosage.update(zip(w["rsid"], X.T))
+        pred[gid] = X @ w["weight"].to_numpy()
+    assert "ENSG000" in pred
+    trait = rng.normal(size=n)
+    for gid, b in zip(sorted(pred), [0.25, -0.15, 0.0]):
+        trait += b * (pred[gid] - pred[gid].mean()) / (pred[gid].std() or 1.0)
+    gwas_z = {}
+    for rsid, x in snp_dosage.items():  # marginal GWAS: one regression per SNP
+        fit = stats.linregress(x, trait)
+        gwas_z[rsid] = fit.slope / fit.stderr
+    gwas_z = pd.Series(gwas_z)
+    for gid, w in weights.groupby("gene"):
+        z_spx = _spredixcan_z(w.set_index("rsid")["weight"], cov[gid], gwas_z)
+        if np.ptp(pred[gid]) == 0:
+            continue
+        fit = stats.linregress(pred[gid], trait)
+        z_ind = fit.slope / fit.stderr
+        assert abs(z_spx - z_ind) < 0.1 + 0.05 * abs(z_ind), (gid, z_spx, z_ind)
+    # the heritable gene drives the trait: S-PrediXcan finds it
+    w0 = weights[weights["gene"] == "ENSG000"].set_index("rsid")["weight"]
+    assert abs(_spredixcan_z(w0, cov["ENSG000"], gwas_z)) > 2
+
+
+def test_export_refuses_an_existing_covariance_file(exported, tmp_path):
+    from hapexpr.errors import InputError
+    from hapexpr.export import export_predictdb
+
+    root, _, _ = exported
+    (tmp_path / "c.txt.gz").write_bytes(b"keep")
+    with pytest.raises(InputError, match="covariance file already exists"):
+        export_predictdb(root / "study", tmp_path / "w.db", options=WINDOW, covariance=tmp_path / "c.txt.gz")
+    assert (tmp_path / "c.txt.gz").read_bytes() == b"keep" and not (tmp_path / "w.db").exists()
 
 
 def test_strand_ambiguous_snps_are_dropped_on_request():

@@ -274,6 +274,10 @@ def test_evaluate_study_writes_the_new_tables(study_copy):
     for col in ("pearson_q", "null_r", "null_frac_below_0", "h2_cis", "h2_cis_se", "ratio_h2_cis", "h2", "ceiling"):
         assert col in metrics.columns, col
     assert comparisons.loc[0, "n_genes"] == 2
+    on_disk = pd.read_csv(study_copy / "metrics.tsv", sep="\t", dtype={"gene_id": str})
+    assert on_disk.columns[-1] == "gene_name"  # last: scripts reading the other columns keep working
+    genes = pd.read_csv(study_copy / "genes.tsv", sep="\t", dtype=str).set_index("gene_id")["gene_name"]
+    assert (on_disk["gene_name"] == on_disk["gene_id"].map(genes)).all() and on_disk["gene_name"].notna().all()
     per = pd.read_csv(study_copy / "comparisons_per_gene.tsv", sep="\t")
     assert len(per) == 2 and (per["n"] == len(preds[preds.method == "good"]) / 4).all()
     her = pd.read_csv(study_copy / "heritability.tsv", sep="\t", dtype={"gene_id": str})

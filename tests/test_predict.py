@@ -80,6 +80,10 @@ def test_elastic_net_new_people_get_what_the_final_model_gives_their_twins(en_st
     # the people differ, so the test could tell rows apart
     assert disk.groupby("gene_id")["predicted"].nunique().max() > 1
     assert len(table) == len(disk)
+    # gene names from the simulated GTF (gene_name "SIMG<n>"), beside each id, as genes.tsv has them
+    names = study.genes.set_index("gene_id")["gene_name"]
+    assert disk["gene_name"].str.fullmatch(r"SIMG\d+").all()
+    assert (disk["gene_name"] == disk["gene_id"].map(names)).all()
 
 
 def test_missing_study_variants_get_the_study_mean_dosage(en_study, tiny_cohort, tmp_path):

@@ -101,6 +101,56 @@ def test_gtex_gct(tiny_cohort, tmp_path):
     table = read_expression_table(path)
     assert table.layout == "gct" and table.tss is None
     pd.testing.assert_frame_equal(table.values, read_expression_table(tiny_cohort / "expression.bed.gz").values)
+    assert (table.names == "some gene name").all() and list(table.names.index) == list(bed["gene_id"])
+
+
+def test_gene_names_come_from_the_annotation_else_the_expression_file():
+    """GTF names win; a gene the annotation names only by its id takes the GCT Description;
+    a gene named nowhere keeps its id."""
+    from hapexpr.io.genes import fill_gene_names
+
+    genes = pd.DataFrame(
+        {"gene_id": ["G1", "G2", "G3"], "gene_name": ["A1", "G2", "G3"], "chrom": "chr1", "tss": 1, "strand": "+"}
+    )
+    got = fill_gene_names(genes, pd.Series({"G1": "OTHER", "G2": "B2"}))
+    assert list(got["gene_name"]) == ["A1", "B2", "G3"]
+    assert fill_gene_names(genes, None) is genes
+
+
+def test_prepare_stores_gct_descriptions_as_gene_names(tiny_cohort, tmp_path):
+    """A GTF without gene_name + a GCT whose Description names the genes: genes.tsv gets the
+    Description; old studies without the column read as 'no names' (the ids)."""
+    import re
+
+    from hapexpr.prepare import prepare_study
+    from hapexpr.study import Study
+
+    bed = _bed(tiny_cohort)
+    body = bed.iloc[:, 4:].copy()
+    body.insert(0, "Description", [f"NAME{i}" for i in range(len(bed))])
+    body.insert(0, "Name", bed["gene_id"])
+    gct = tmp_path / "e.gct"
+    with open(gct, "w") as fh:
+        fh.write(f"#1.2\n{len(body)}\t{body.shape[1] - 2}\n")
+        body.to_csv(fh, sep="\t", index=False)
+    gtf = tmp_path / "genes.gtf"
+    gtf.write_text(re.sub(r' gene_name "[^"]*";', "", (tiny_cohort / "genes.gtf").read_text()))
+    out = tmp_path / "s"
+    prepare_study(
+        vcf=tiny_cohort / "genotypes.vcf.gz",
+        genes=gtf,
+        expression=gct,
+        out=out,
+        window=2000,
+        folds=5,
+        progress=False,
+    )
+    study = Study.open(out)
+    want = dict(zip(bed["gene_id"], body["Description"]))
+    assert dict(study.gene_names) == {g: want[g] for g in study.gene_ids}
+    genes = pd.read_csv(out / "genes.tsv", sep="\t", dtype=str)
+    genes.drop(columns="gene_name").to_csv(out / "genes.tsv", sep="\t", index=False)
+    assert dict(Study.open(out).gene_names) == {g: g for g in study.gene_ids}
 
 
 def test_bed_header_that_fits_no_layout_names_the_layouts(tmp_path):

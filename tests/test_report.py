@@ -174,6 +174,12 @@ def test_report_content_is_self_contained(full_report):
     assert "window" in prov and str(meta["params"]["window"]) in prov
     # evaluate was run because metrics.tsv was missing
     assert (study / "metrics.tsv").exists()
+    # gene names (the simulated GTF's SIMG<n>) beside the ids in the per-gene table
+    names = Study.open(study).gene_names
+    per_gene = page[page.index('id="per-gene"') : page.index('id="provenance"')]
+    assert '<th class="l">gene_name</th>' in per_gene
+    for gid, name in names.items():
+        assert re.search(rf"<td class=\"l\">{re.escape(gid)}</td><td class=\"l\">{re.escape(name)}</td>", per_gene)
 
 
 def test_refuses_to_overwrite_without_flag(full_report):
@@ -252,3 +258,22 @@ def test_renders_in_headless_chromium(full_report, tmp_path):
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200
     amber = (img[..., 0] > 240) & (img[..., 1] > 230) & (img[..., 1] < 250) & (img[..., 2] > 190) & (img[..., 2] < 215)
     assert amber.sum() > 5000
+
+
+def test_genes_are_labelled_with_their_names_where_they_have_one(study_copy):
+    from hapexpr.report import gene_labels, with_gene_names
+
+    study = Study.open(study_copy)
+    labels = gene_labels(study)
+    assert all(labels[g] == f"{g} ({n})" for g, n in study.gene_names.items())
+    table = with_gene_names(
+        pd.DataFrame({"method": "m", "gene_id": [study.gene_ids[0], "ELSEWHERE"]}), study.gene_names
+    )
+    assert list(table.columns) == ["method", "gene_id", "gene_name"]
+    assert list(table["gene_name"]) == [study.gene_names[study.gene_ids[0]], "ELSEWHERE"]
+    (study_copy / "genes.tsv").write_text(
+        pd.read_csv(study_copy / "genes.tsv", sep="\t", dtype=str)
+        .drop(columns="gene_name")
+        .to_csv(sep="\t", index=False)
+    )
+    assert gene_labels(Study.open(study_copy)) == {g: g for g in study.gene_ids}  # an old study: no names

@@ -395,6 +395,14 @@ def export_predictdb(
         Optional[Path],
         typer.Option("--rsid-map", help="TSV of chrom pos ref alt rsid: write rsIDs where the VCF has other ids."),
     ] = None,
+    covariance: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--covariance",
+            help="SNP covariance file for S-PrediXcan (GENE RSID1 RSID2 VALUE, gzipped) "
+            "[default: OUT's name with .covariances.txt.gz]",
+        ),
+    ] = None,
     engine: Annotated[
         str, typer.Option("--engine", help="local, or ray: where fits the study does not hold yet run.")
     ] = "local",
@@ -402,7 +410,7 @@ def export_predictdb(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="ray engine: join this cluster.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Elastic-net weights fit on all individuals, as a PredictDB database for S-PrediXcan.
+    """Elastic-net weights fit on all individuals, as a PredictDB database and SNP covariance file for S-PrediXcan.
 
     The study's own `fit` and `fit-final` of the method are read when they were made with the
     same options; what is missing is fitted here (not written into the study)."""
@@ -419,6 +427,7 @@ def export_predictdb(
         options=given,
         all_genes=all_genes,
         rsid_map=rsid_map,
+        covariance=covariance,
         engine=engine,
         jobs=jobs,
         ray_address=ray_address,
@@ -429,6 +438,7 @@ def export_predictdb(
         f"{out}: {summary['genes_written']} of {summary['genes']} genes "
         f"({summary['genes_with_model']} with a model), {summary['weights_written']} weights"
     )
+    print(f"{summary['covariance']}: SNP covariances of the models ({summary['covariances_written']} rows)")
     if summary["not_rsid"]:
         console.print(
             f"[yellow]{summary['not_rsid']} of {summary['weights_written']} weights have ids that are not "

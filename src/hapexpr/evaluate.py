@@ -606,6 +606,7 @@ def evaluate_study(
     sig = significant_pairs(per_gene)
     if not sig.empty:
         comparisons = comparisons.merge(sig, on=["method_a", "method_b"], how="left")
+    metrics["gene_name"] = metrics["gene_id"].map(study.gene_names)  # last: scripts read columns by position too
     _write_tsv(study.path / "metrics.tsv", metrics)
     _write_tsv(study.path / "comparisons.tsv", comparisons)
     _write_tsv(study.path / "comparisons_per_gene.tsv", per_gene)

@@ -13,10 +13,16 @@ held-out fold; R2 is the squared mean of the per-fold Pearson r, the p-value Sto
 combination of the per-fold Fisher z (two-sided), the q-value Benjamini-Hochberg over every gene
 that got a model. As in PredictDB's published databases, only models with mean r > 0.1 and
 p < 0.05 are written unless ``all_genes=True``. Columns in ``docs/elastic-net.md``.
+
+Beside the database goes what S-PrediXcan needs with it, the SNP covariance file in PredictDB's
+layout: gzipped, space-separated ``GENE RSID1 RSID2 VALUE``, per gene the upper triangle (with the
+diagonal) of the sample covariance (R's ``cov``, n-1) of the dosages of its model's SNPs over the
+study's individuals, SNPs named as in the weights' ``rsid`` column.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import sqlite3
@@ -50,6 +56,7 @@ CREATE INDEX weights_gene ON weights (gene);
 CREATE INDEX weights_rsid_gene ON weights (rsid, gene);
 CREATE INDEX gene_model_summary ON extra (gene);
 """
+COVARIANCE_COLUMNS = ["GENE", "RSID1", "RSID2", "VALUE"]
 # PredictDB's filter for its published databases.
 MIN_RHO = 0.1
 MAX_PVAL = 0.05
@@ -92,8 +99,10 @@ def predictdb_tables(
     ray_address=None,
     progress: bool = False,
 ):
-    """(weights, extra, summary) for a study: ``weights`` and ``extra`` DataFrames with the
-    PredictDB columns, ``summary`` counts. ``study`` is a :class:`hapexpr.study.Study`.
+    """(weights, extra, covariance, summary) for a study: ``weights`` and ``extra`` DataFrames
+    with the PredictDB columns, ``covariance`` (:func:`snp_covariance` of each written gene, SNPs
+    named by varID: ``GENE varID1 varID2 VALUE``), ``summary`` counts. ``study`` is a
+    :class:`hapexpr.study.Study`.
 
     The outer loop is ``hapexpr fit``'s own (:func:`hapexpr.crossval.cross_validate_gene`: the
     study's folds, covariates residualised inside the training folds, estimator seed
@@ -137,11 +146,17 @@ def predictdb_tables(
         }
     else:
         reused.append("fit")
-    weights, extra = [], []
+    weights, extra, covariance = [], [], []
     for gid in with_model:
         final = finals[gid]
         names = method.variant_table(cohort, gid)
         nz = np.flatnonzero(final.coef_)
+        dosages = method.features(cohort, gid).to_numpy(dtype=np.float64)[:, nz]  # (samples, model SNPs)
+        ids = [
+            var_id(names["chrom"].iloc[j], int(names["pos"].iloc[j]), names["ref"].iloc[j], names["alt"].iloc[j])
+            for j in nz
+        ]
+        covariance.append(snp_covariance(gid, dosages, ids))
         observed, predicted = oof[gid]
         perf = nested_perf(
             np.array([_pearson(predicted[folds == k], observed[folds == k]) for k in ks]),
@@ -165,9 +180,58 @@ def predictdb_tables(
         keep = (extra_df["rho_avg"] > MIN_RHO) & (extra_df["pred.perf.pval"] < MAX_PVAL)
         extra_df = extra_df[keep]
         weights_df = weights_df[weights_df["gene"].isin(set(extra_df["gene"]))]
+    cov_df = pd.concat(covariance, ignore_index=True) if covariance else snp_covariance("", np.zeros((0, 0)), [])
+    cov_df = cov_df[cov_df["GENE"].isin(set(extra_df["gene"]))]
     summary["genes_written"] = len(extra_df)
     summary["weights_written"] = len(weights_df)
-    return weights_df.reset_index(drop=True), extra_df[EXTRA_COLUMNS].reset_index(drop=True), summary
+    summary["covariances_written"] = len(cov_df)
+    return (
+        weights_df.reset_index(drop=True),
+        extra_df[EXTRA_COLUMNS].reset_index(drop=True),
+        cov_df.reset_index(drop=True),
+        summary,
+    )
+
+
+def snp_covariance(gene_id: str, dosages: np.ndarray, ids: list[str]) -> pd.DataFrame:
+    """PredictDB's covariance rows of one gene: ``GENE RSID1 RSID2 VALUE`` for every pair
+    i <= j of its model's SNPs (upper triangle with the diagonal, in model order).
+
+    dosages: (samples, snps) ALT dosages 0..2 of the study's individuals; VALUE is their sample
+    covariance with the n-1 denominator, as R's ``cov`` in PredictDB's ``do_covariance``.
+    """
+    k = len(ids)
+    cov = np.atleast_2d(np.cov(dosages, rowvar=False, ddof=1)) if k else np.zeros((0, 0))
+    i, j = np.triu_indices(k)
+    names = np.asarray(ids, dtype=object)
+    return pd.DataFrame({"GENE": gene_id, "RSID1": names[i], "RSID2": names[j], "VALUE": cov[i, j]})
+
+
+def name_covariance(covariance: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
+    """``covariance`` (SNPs named by varID) with each SNP named by its ``rsid`` in ``weights``
+    for the same gene, so that S-PrediXcan finds every model SNP in the covariance."""
+    rsid = dict(zip(zip(weights["gene"], weights["varID"]), weights["rsid"]))
+    genes = covariance["GENE"].to_numpy()
+    return covariance.assign(
+        RSID1=[rsid[g, v] for g, v in zip(genes, covariance["RSID1"])],
+        RSID2=[rsid[g, v] for g, v in zip(genes, covariance["RSID2"])],
+    )
+
+
+def write_covariance(covariance: pd.DataFrame, out: Path, *, overwrite: bool = False) -> None:
+    """Write the covariance rows gzipped and space-separated, with a header, atomically (the
+    layout PredictDB ships and MetaXcan's ``load_matrix_manager`` reads: whitespace, genes
+    contiguous)."""
+    _check_out(out, overwrite, what="covariance file")
+    with atomic_path(out) as tmp:
+        with gzip.open(tmp, "wt") as fh:
+            covariance[COVARIANCE_COLUMNS].to_csv(fh, sep=" ", index=False, float_format="%.10g")
+
+
+def covariance_path(out: str | Path) -> Path:
+    """Default covariance file beside database ``out``: ``weights.db`` -> ``weights.covariances.txt.gz``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem if out.suffix == '.db' else out.name}.covariances.txt.gz")
 
 
 def _complete_with_key(path: Path, key: str) -> bool:
@@ -269,14 +333,14 @@ def _rows(df: pd.DataFrame):
         )
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool, *, what: str = "database") -> None:
     if out.is_dir():
         raise InputError("the output is a directory", path=out, hint="give a file name such as weights.db")
     if out.exists() and not overwrite:
         raise InputError(
-            "the output database already exists",
+            f"the output {what} already exists",
             path=out,
-            hint="pass --overwrite to replace it, or choose another --out",
+            hint=f"pass --overwrite to replace it, or choose another {'--out' if what == 'database' else '--covariance'}",
         )
 
 
@@ -289,22 +353,31 @@ def export_predictdb(
     options: dict | None = None,
     all_genes: bool = False,
     rsid_map: str | Path | None = None,
+    covariance: str | Path | None = None,
     engine: str = "local",
     jobs: int = 1,
     ray_address: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Fit the elastic net on every individual of a study and write a PredictDB database.
+    """Fit the elastic net on every individual of a study and write a PredictDB database, and
+    beside it the SNP covariance file S-PrediXcan reads with it (``covariance``; default
+    :func:`covariance_path` of ``out``).
 
     Returns counts: ``genes``, ``genes_with_model``, ``genes_written``, ``weights_written``,
-    and ``reused``: which of the study's own ``fit`` / ``fit-final`` were read (same options)
+    ``covariances_written`` (rows), ``covariance`` (its path), and ``reused``: which of the study's own ``fit`` / ``fit-final`` were read (same options)
     instead of fitting again; ``engine``/``jobs`` run what had to be fitted.
     ``method`` is a fit of the study by name (its options, as ``hapexpr fit`` used them) or a
     dosage method to use with its defaults; ``options`` are put over them. With the same options
     the weights equal ``hapexpr fit-final``'s.
     """
     out = Path(out)
+    cov_out = covariance_path(out) if covariance is None else Path(covariance)
+    if cov_out.resolve() == out.resolve():
+        raise InputError(
+            "the covariance file and the database are the same file", path=out, hint="give another --covariance"
+        )
     _check_out(out, overwrite)  # refuse before the (long) fitting, and again before writing
+    _check_out(cov_out, overwrite, what="covariance file")
     study = Study.open(study_path)
     m = fitted_or_default(study, method)
     if options:
@@ -315,12 +388,15 @@ def export_predictdb(
             hint="export an elastic-net fit (`--method elastic-net`)",
         )
     mapping = read_rsid_map(rsid_map) if rsid_map is not None else None
-    weights, extra, summary = predictdb_tables(
+    weights, extra, cov, summary = predictdb_tables(
         study, m, all_genes=all_genes, engine=engine, jobs=jobs, ray_address=ray_address, progress=progress
     )
     weights, summary["not_rsid"] = apply_rsid_map(weights, mapping)
     summary["ambiguous_kept"] = (
         0 if m.options.drop_ambiguous else int(strand_ambiguous(weights["ref_allele"], weights["eff_allele"]).sum())
     )
+    # The covariance first: a database is never left without the covariance it was written with.
+    write_covariance(name_covariance(cov, weights), cov_out, overwrite=overwrite)
     write_predictdb(weights, extra, out, overwrite=overwrite)
+    summary["covariance"] = str(cov_out)
     return summary

@@ -24,7 +24,16 @@ from hapexpr.io.atomic import atomic_open
 from hapexpr.progress import console, track_genes
 from hapexpr.study import Study
 
-PRED_COLUMNS = ["method", "gene_id", "sample_id", "predicted", "n_study_variants_missing", "n_new_variants", "in_study"]
+PRED_COLUMNS = [
+    "method",
+    "gene_id",
+    "sample_id",
+    "predicted",
+    "n_study_variants_missing",
+    "n_new_variants",
+    "in_study",
+    "gene_name",
+]
 
 
 def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, progress: bool = True) -> pd.DataFrame:
@@ -65,6 +74,7 @@ def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, p
                     "n_study_variants_missing": n_missing,
                     "n_new_variants": n_new,
                     "in_study": in_study,
+                    "gene_name": study.gene_names[gene_id],
                 }
             )
         )

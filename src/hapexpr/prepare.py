@@ -30,7 +30,7 @@ from hapexpr.haplotypes import unique_haplotypes
 from hapexpr.io.atomic import atomic_open, atomic_path, study_lock, write_json
 from hapexpr.io.expression import read_covariates, read_expression_table
 from hapexpr.io.fasta import Reference
-from hapexpr.io.genes import read_genes
+from hapexpr.io.genes import fill_gene_names, read_genes
 from hapexpr.io.tables import check_unique, read_matrix_text
 from hapexpr.io.vcf import VcfReader
 from hapexpr.normalise import check_normalise, looks_unnormalised
@@ -251,7 +251,7 @@ def _write_context(partial: Path, genes_df, reader, reference, width: int, *, pr
 def _gene_table(genes: Path | None, table, expression: Path) -> pd.DataFrame:
     """The annotation, or the TSSs the expression BED carries when no --genes is given."""
     if genes is not None:
-        return read_genes(genes)
+        return fill_gene_names(read_genes(genes), table.names)
     if table.tss is None:
         raise InputError(
             f"--genes is needed: this expression file ({table.layout}) carries no gene strands",

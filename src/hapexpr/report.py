@@ -269,7 +269,7 @@ def render(
                 "individuals. Each dot is a gene; box = quartiles, line = median, diamond = mean.",
             ),
         ),
-        _best_genes_section(metrics, summary, predictions),
+        _best_genes_section(metrics, summary, predictions, gene_labels(study)),
         _ceiling_section(metrics, has_truth),
         _statistics_section(
             metrics,
@@ -277,6 +277,7 @@ def render(
             methods,
             {provenance.reference, provenance.primary},
             seed_spread(study, methods),
+            study.gene_names,
         ),
         _explain_section(study, explain),
         _per_gene_section(study, metrics, methods, has_truth),
@@ -415,7 +416,7 @@ def _scatter_section(metrics: pd.DataFrame, has_truth: bool, reference: str | No
     return _section("method-vs-method", "Per-gene r, method against method", body)
 
 
-def _best_genes_section(metrics: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame) -> str:
+def _best_genes_section(metrics: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame, labels: dict) -> str:
     title = "Observed vs predicted, best genes"
     best = summary.sort_values("mean_r", ascending=False, kind="stable")["method"].iloc[0]
     r = metrics[metrics["method"] == best].set_index("gene_id")["pearson_r"].dropna()
@@ -432,7 +433,7 @@ def _best_genes_section(metrics: pd.DataFrame, summary: pd.DataFrame, prediction
         "best-genes",
         title,
         _figure(
-            rf.observed_predicted_figure(predictions, metrics, best, genes),
+            rf.observed_predicted_figure(predictions, metrics, best, genes, labels),
             f"observed vs predicted, {best}",
             f"The {len(genes)} genes best predicted by <b>{_e(best)}</b> (highest mean r): residualised observed "
             "expression against the out-of-fold prediction of each individual, coloured by held-out fold, "
@@ -544,8 +545,14 @@ def _key_pair(per_gene: pd.DataFrame, methods: list[str], key: set[str]) -> tupl
 
 
 def _statistics_section(
-    metrics: pd.DataFrame, per_gene: pd.DataFrame | None, methods: list[str], key: set[str], seeds: pd.DataFrame
+    metrics: pd.DataFrame,
+    per_gene: pd.DataFrame | None,
+    methods: list[str],
+    key: set[str],
+    seeds: pd.DataFrame,
+    names: pd.Series,
 ) -> str:
+    labels = {g: _label(g, n) for g, n in names.items()}
     parts = []
     if not seeds.empty:
         parts.append(
@@ -589,7 +596,7 @@ def _statistics_section(
         parts.append(
             f"<h3>Per-gene paired test: {_e(a)} against {_e(b)}</h3>"
             + _figure(
-                rf.paired_interval_figure(shown, a, b),
+                rf.paired_interval_figure(shown, a, b, labels),
                 f"per-gene r({a}) - r({b}) with bootstrap intervals",
                 f"r({_e(a)}) - r({_e(b)}) per gene with its 95% interval from a bootstrap over individuals (the same "
                 "individuals resampled for both methods); filled: Benjamini-Hochberg q &lt; 0.05 over this pair's "
@@ -601,14 +608,21 @@ def _statistics_section(
         parts.append(
             f"<details><summary>Per-gene paired tests of every pair ({len(rows)} of {len(per_gene)} rows, "
             "smallest q first)</summary>"
-            + _table(rows, fmts={"delta_r": "+.3f", "p": ".3g", "q": ".3g"}, left=("method_a", "method_b", "gene_id"))
+            + _table(
+                with_gene_names(rows, names),
+                fmts={"delta_r": "+.3f", "p": ".3g", "q": ".3g"},
+                left=("method_a", "method_b", "gene_id", "gene_name"),
+            )
             + "</details>"
         )
     if "pearson_q" in metrics.columns:
         wide = metrics.pivot(index="gene_id", columns="method", values="pearson_q")[methods].reset_index()
+        wide = with_gene_names(wide, names)
         parts.append(
             "<details><summary>q-values of each gene's r (Benjamini-Hochberg over the genes of each "
-            "method)</summary>" + _table(wide, fmts={m: ".3g" for m in methods}, left=("gene_id",)) + "</details>"
+            "method)</summary>"
+            + _table(wide, fmts={m: ".3g" for m in methods}, left=("gene_id", "gene_name"))
+            + "</details>"
         )
     if not parts:
         return _section(
@@ -641,7 +655,7 @@ def _explain_section(study: Study, explain: list) -> str:
             parts.append(f'<p class="note">{_e(method)}: skipped ({_e(why)}).</p>')
             continue
         g = genes.loc[gene_id]
-        name = "" if pd.isna(g["gene_name"]) or g["gene_name"] == gene_id else f" ({g['gene_name']})"
+        label = _label(gene_id, study.gene_names[gene_id])
         parts.append(
             _figure(
                 rf.explain_figure(
@@ -649,10 +663,10 @@ def _explain_section(study: Study, explain: list) -> str:
                     tss=int(g["tss"]),
                     strand=str(g["strand"]),
                     window=study.window,
-                    title=f"{gene_id}{name}, {method}: {len(effects)} variants",
+                    title=f"{label}, {method}: {len(effects)} variants",
                 ),
                 f"variant effects, {gene_id}, {method}",
-                f"<b>{_e(gene_id)}</b>, {_e(method)}: mean change in the predicted expression when each variant's "
+                f"<b>{_e(label)}</b>, {_e(method)}: mean change in the predicted expression when each variant's "
                 "allele is swapped in every haplotype carrying it (bars: +-1 sd over carriers), by position "
                 "relative to the TSS on the gene's strand.",
             )
@@ -669,13 +683,33 @@ def _per_gene_section(study: Study, metrics: pd.DataFrame, methods: list[str], h
     if has_truth:
         wide.insert(0, "ceiling", metrics.groupby("gene_id")["ceiling"].first())
     order = [g for g in study.gene_ids if g in wide.index] + [g for g in wide.index if g not in set(study.gene_ids)]
-    wide = wide.loc[order].reset_index()
+    wide = with_gene_names(wide.loc[order].reset_index(), study.gene_names)
     return _section(
         "per-gene",
         "Per-gene r",
         "<details><summary>Pearson r of every gene and method "
-        f"({len(wide)} genes; also in STUDY/metrics.tsv)</summary>" + _table(wide, left=("gene_id",)) + "</details>",
+        f"({len(wide)} genes; also in STUDY/metrics.tsv)</summary>"
+        + _table(wide, left=("gene_id", "gene_name"))
+        + "</details>",
     )
+
+
+def _label(gene_id: str, name: str) -> str:
+    """How a figure names a gene: ``ID (NAME)``, or the id alone when the gene has no other name."""
+    return gene_id if not isinstance(name, str) or name == gene_id else f"{gene_id} ({name})"
+
+
+def gene_labels(study: Study) -> dict[str, str]:
+    """gene_id -> :func:`_label` for every gene of the study."""
+    return {g: _label(g, n) for g, n in study.gene_names.items()}
+
+
+def with_gene_names(df: pd.DataFrame, names: pd.Series) -> pd.DataFrame:
+    """``df`` with a ``gene_name`` column right after ``gene_id`` (a gene the study lacks: its id)."""
+    out = df.copy()
+    ids = out["gene_id"].astype(str)
+    out.insert(out.columns.get_loc("gene_id") + 1, "gene_name", ids.map(names).fillna(ids).to_numpy())
+    return out
 
 
 def _kv_table(items: list[tuple[str, object]]) -> str:

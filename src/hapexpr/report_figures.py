@@ -145,9 +145,13 @@ def distribution_figure(metrics: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def observed_predicted_figure(predictions: pd.DataFrame, metrics: pd.DataFrame, method: str, genes: list[str]) -> bytes:
+def observed_predicted_figure(
+    predictions: pd.DataFrame, metrics: pd.DataFrame, method: str, genes: list[str], labels: dict | None = None
+) -> bytes:
     """Observed (residualised) vs out-of-fold predicted expression of ``method`` for ``genes``,
-    one panel per gene, points coloured by held-out fold, with the least-squares line."""
+    one panel per gene, points coloured by held-out fold, with the least-squares line.
+    labels: gene_id -> how to name the gene in its panel's title (default the id)."""
+    labels = labels or {}
     rows, cols = _grid(len(genes), 4)
     fig = _figure(3.3 * cols, 3.2 * rows)
     sub = predictions[predictions["method"] == method]
@@ -160,7 +164,7 @@ def observed_predicted_figure(predictions: pd.DataFrame, metrics: pd.DataFrame, 
             slope, icpt = np.polyfit(d["predicted"], d["observed"], 1)
             xs = np.linspace(d["predicted"].min(), d["predicted"].max(), 2)
             ax.plot(xs, slope * xs + icpt, color="k", lw=1)
-        ax.set_title(f"{g}  r = {r_of.get(g, np.nan):.3f}", fontsize=9)
+        ax.set_title(f"{labels.get(g, g)}  r = {r_of.get(g, np.nan):.3f}", fontsize=9)
         ax.set_xlabel(f"predicted ({method})")
         ax.set_ylabel("observed (residualised)")
     return _png(fig)
@@ -285,9 +289,11 @@ def h2_cis_figure(metrics: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def paired_interval_figure(per_gene: pd.DataFrame, a: str, b: str) -> bytes:
+def paired_interval_figure(per_gene: pd.DataFrame, a: str, b: str, labels: dict | None = None) -> bytes:
     """Forest plot of r(a) - r(b) per gene with its 95% bootstrap interval, filled where the
-    bootstrap q < 0.05. per_gene: rows of comparisons_per_gene.tsv for one pair, in drawing order."""
+    bootstrap q < 0.05. per_gene: rows of comparisons_per_gene.tsv for one pair, in drawing order;
+    labels: gene_id -> tick label (default the id)."""
+    labels = labels or {}
     fig = _figure(6.4, 1.2 + 0.22 * len(per_gene))
     ax = fig.add_subplot(1, 1, 1)
     ys = np.arange(len(per_gene))[::-1]
@@ -298,7 +304,7 @@ def paired_interval_figure(per_gene: pd.DataFrame, a: str, b: str) -> bytes:
     ax.scatter(d[sig], ys[sig], color="#d62728", s=22, zorder=3, label="q < 0.05")
     ax.scatter(d[~sig], ys[~sig], facecolors="w", edgecolors="0.3", s=22, zorder=3, label="q >= 0.05")
     ax.axvline(0, color="0.5", lw=0.8, ls="--")
-    ax.set_yticks(ys, per_gene["gene_id"].astype(str), fontsize=7)
+    ax.set_yticks(ys, [labels.get(g, g) for g in per_gene["gene_id"].astype(str)], fontsize=7)
     ax.set_xlabel(f"r({a}) - r({b}), 95% bootstrap interval over individuals")
     ax.legend(fontsize=7, frameon=False, loc="best")
     return _png(fig)

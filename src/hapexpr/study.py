@@ -309,6 +309,14 @@ class Study:
         return list(self.genes["gene_id"])
 
     @cached_property
+    def gene_names(self) -> pd.Series:
+        """gene_id -> gene_name: the annotation's name, or the id where it gave none (and for
+        every gene of a study written before genes.tsv had the column)."""
+        ids = self.genes["gene_id"]
+        names = self.genes["gene_name"] if "gene_name" in self.genes.columns else ids
+        return pd.Series(names.fillna(ids).to_numpy(dtype=object), index=ids.to_numpy(), name="gene_name")
+
+    @cached_property
     def expression(self) -> pd.DataFrame:
         """(genes, samples) float64, index gene_id, columns sample_id in study order."""
         df = pd.read_csv(self.path / "expression.tsv", sep="\t", index_col=0, dtype={0: str})

@@ -42,11 +42,14 @@ class ExpressionTable:
     values: (genes, samples) float64, index ``gene_id``, sample-id columns, file order.
     layout: one of ``LAYOUTS``.
     tss: ``gene_id gene_name chrom tss strand`` (1-based TSS) when the file carries strands, else None.
+    names: gene_id -> gene name where the file names genes beside their ids (a GCT's
+        ``Description``; blank or id-equal entries left out), else None.
     """
 
     values: pd.DataFrame
     layout: str
     tss: pd.DataFrame | None
+    names: pd.Series | None = None
 
 
 def read_expression(path: str | Path) -> pd.DataFrame:
@@ -84,7 +87,16 @@ def read_expression_table(path: str | Path) -> ExpressionTable:
         exc.message += f" (the file was read as {layout}: {LAYOUTS[layout]})"
         raise
     tss = _tss_table(raw, path) if layout == "qtltools-bed" else None
-    return ExpressionTable(numeric, layout, tss)
+    names = _names(values.index, raw.iloc[:, 1]) if layout == "gct" else None
+    return ExpressionTable(numeric, layout, tss, names)
+
+
+def _names(ids: pd.Index, described: pd.Series) -> pd.Series | None:
+    """gene_id -> name from an id column's neighbour (GCT ``Description``), blank and id-equal
+    entries left out; None when nothing is left."""
+    names = pd.Series(described.astype(str).str.strip().to_numpy(), index=ids)
+    names = names[(names != "") & (names != "nan") & (names != names.index)]
+    return names if len(names) else None
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -171,3 +171,12 @@ def _read_tss_table(path: Path) -> pd.DataFrame:
         i = int(bad.to_numpy().nonzero()[0][0])
         raise InputError(f"strand {out['strand'].iloc[i]!r} is not + or -", path=path, record=f"data line {i + 1}")
     return out[COLUMNS]
+
+
+def fill_gene_names(genes: pd.DataFrame, names: pd.Series | None) -> pd.DataFrame:
+    """``genes`` (``COLUMNS``) with ``gene_name`` taken from ``names`` (gene_id -> name, e.g. a
+    GTEx GCT's Description) where the annotation gave none (an empty name or the id itself)."""
+    if names is None or not len(names):
+        return genes
+    own = genes["gene_name"].where(genes["gene_name"].notna() & (genes["gene_name"] != genes["gene_id"]))
+    return genes.assign(gene_name=own.fillna(genes["gene_id"].map(names)).fillna(genes["gene_id"]))
