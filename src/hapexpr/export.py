@@ -36,6 +36,7 @@ from hapexpr.fit_records import fitted_or_default
 from hapexpr.io.atomic import atomic_path
 from hapexpr.methods.elastic_net import strand_ambiguous
 from hapexpr.methods.registry import build
+from hapexpr.preflight import output_file
 from hapexpr.progress import track_genes
 from hapexpr.study import Study
 
@@ -250,7 +251,7 @@ def apply_rsid_map(weights: pd.DataFrame, mapping: dict | None) -> tuple[pd.Data
 def write_predictdb(weights: pd.DataFrame, extra: pd.DataFrame, out: Path, *, overwrite: bool = False) -> None:
     """Write the two tables as a new SQLite database at ``out``, atomically."""
     out = Path(out)
-    _check_out(out, overwrite)
+    output_file(out, overwrite=overwrite)
     with atomic_path(out) as tmp:
         con = sqlite3.connect(tmp)
         try:
@@ -266,17 +267,6 @@ def _rows(df: pd.DataFrame):
     for row in df.itertuples(index=False, name=None):
         yield tuple(
             None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v) for v in row
-        )
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.is_dir():
-        raise InputError("the output is a directory", path=out, hint="give a file name such as weights.db")
-    if out.exists() and not overwrite:
-        raise InputError(
-            "the output database already exists",
-            path=out,
-            hint="pass --overwrite to replace it, or choose another --out",
         )
 
 
@@ -304,7 +294,8 @@ def export_predictdb(
     the weights equal ``hapexpr fit-final``'s.
     """
     out = Path(out)
-    _check_out(out, overwrite)  # refuse before the (long) fitting, and again before writing
+    output_file(out, overwrite=overwrite)  # refuse before the (long) fitting, and again before writing
+    mapping = read_rsid_map(rsid_map) if rsid_map is not None else None
     study = Study.open(study_path)
     m = fitted_or_default(study, method)
     if options:
@@ -314,7 +305,6 @@ def export_predictdb(
             f"{m.fit_name} is not a model of allele dosages; PredictDB holds dosage weights",
             hint="export an elastic-net fit (`--method elastic-net`)",
         )
-    mapping = read_rsid_map(rsid_map) if rsid_map is not None else None
     weights, extra, summary = predictdb_tables(
         study, m, all_genes=all_genes, engine=engine, jobs=jobs, ray_address=ray_address, progress=progress
     )

@@ -18,11 +18,13 @@ from pathlib import Path
 import yaml
 
 from hapexpr.embed import run_embed
+from hapexpr.embed.registry import resolve as resolve_embedder
 from hapexpr.errors import InputError
 from hapexpr.evaluate import evaluate_study, print_summary
 from hapexpr.fit import run_fit
 from hapexpr.fit_records import reference_fit
 from hapexpr.methods import registry
+from hapexpr.preflight import torch_device, writable_folder
 from hapexpr.prepare import fingerprint_file, prepare_study, resolve_context
 from hapexpr.report import write_report
 from hapexpr.study import Study
@@ -138,6 +140,12 @@ def load_config(path: str | Path) -> RunConfig:
     prep = dataclasses.replace(prep, **files)
     embed = data.get("embed", {})
     embed = None if embed is False else _build(EmbedConfig, embed or {}, "embed", path)
+    if embed is not None:  # the model and device resolve now, not after prepare has run
+        try:
+            resolve_embedder(embed.model)
+            torch_device(embed.device, flag="embed.device")
+        except InputError as exc:
+            raise InputError(exc.message, path=path, record="embed", hint=exc.hint) from None
     fits = []
     if not isinstance(data.get("fit") or [], list):
         raise InputError(
@@ -165,8 +173,10 @@ def load_config(path: str | Path) -> RunConfig:
     extra = sorted(set(data) - {f.name for f in dataclasses.fields(RunConfig)})
     if extra:
         raise InputError(f"unknown top-level key(s) {', '.join(extra)}", path=path)
+    study = (base / str(data["study"])).resolve()
+    writable_folder(study, what="the study folder")
     return RunConfig(
-        study=str((base / str(data["study"])).resolve()),
+        study=str(study),
         prepare=prep,
         embed=embed,
         fit=tuple(fits),

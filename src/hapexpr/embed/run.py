@@ -18,6 +18,7 @@ from hapexpr.embed.registry import build_embedder, resolve
 from hapexpr.embed.store import EmbeddingCache, clean_stale, data_location, store_root, study_key, write_info
 from hapexpr.errors import InputError
 from hapexpr.io.atomic import study_lock
+from hapexpr.preflight import torch_device, writable_folder
 from hapexpr.progress import console
 from hapexpr.study import Study
 
@@ -110,6 +111,9 @@ def run_embed(
         raise InputError(f"unknown engine {engine!r}", hint="use --engine local or --engine ray")
     study = Study.open(study_path)
     study.require_sequence("embed")
+    torch_device(device)  # before a model is loaded
+    if cache is not None:
+        writable_folder(cache, what="the --cache folder")
     source = resolve(model).source_for(model, trust_remote_code=trust_remote_code, seq_len=seq_len)
     embedder = build_embedder(
         source,
