@@ -190,10 +190,16 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
     study = Path(config.study)
     p = config.prepare
     t0 = time.time()
+    total = 1 + (config.embed is not None) + len(config.fit) + config.evaluate + config.report
+    done = iter(range(1, total + 1))
+
+    def stage(name: str) -> str:  # "[fit ridge-probe] (step 4 of 11, 37 s so far)"
+        return f"[{name}] (step {next(done)} of {total}, {time.time() - t0:.0f} s so far)"
+
     if (study / "study.json").exists() and _same_prepare(study, p):
-        say(f"[prepare] {study} is already prepared with these inputs; skipped")
+        say(f"{stage('prepare')} {study} is already prepared with these inputs; skipped")
     else:
-        say("[prepare]")
+        say(stage("prepare"))
         optional = {k: None if getattr(p, k) is None else Path(getattr(p, k)) for k in ("fasta", "genes", "covariates")}
         folds_by = None
         if p.folds_by:
@@ -216,22 +222,22 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
             **optional,
         )
     if config.embed is not None:
-        say("[embed]")
+        say(stage("embed"))
         run_embed(study, **dataclasses.asdict(config.embed), progress=progress)
     for f in config.fit:
-        say(f"[fit {f.method}{'' if f.name is None else ' --name ' + f.name}]")
+        say(stage(f"fit {f.method}{'' if f.name is None else ' --name ' + f.name}"))
         run_fit(study, f.method, options=dict(f.options), name=f.name, progress=progress)
     if config.evaluate:
-        say("[evaluate]")
+        say(stage("evaluate"))
         _, summary, comparisons = evaluate_study(study)
         print_summary(summary, comparisons, reference=reference_fit(Study.open(study), summary["method"]))
     if config.report:
         index = study / "report" / "index.html"
         preds = study / "predictions.tsv"
         if index.exists() and preds.exists() and index.stat().st_mtime >= preds.stat().st_mtime:
-            say(f"[report] {index} is newer than the predictions; skipped")
+            say(f"{stage('report')} {index} is newer than the predictions; skipped")
         else:
-            say("[report]")
+            say(stage("report"))
             write_report(study, overwrite=True)
         say(f"report: {index}")
     Study.open(study)
