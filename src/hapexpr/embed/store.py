@@ -160,6 +160,13 @@ class HashIndex:
         return out_bins, out_mean
 
 
+def layer_note(info: dict) -> str:
+    """``", layer L"`` for a store of one hidden layer; nothing for embedders without layers
+    (k-mer counts, Enformer's tracks), whose info records ``layer`` None."""
+    layer = info.get("layer", "?")
+    return "" if layer is None else f", layer {layer}"
+
+
 def store_root(study_path: str | Path, fingerprint: str) -> Path:
     """``STUDY/embeddings/<fingerprint>``: the store itself, or (with ``--cache``) its info.json
     naming where the shared store lives."""
