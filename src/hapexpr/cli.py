@@ -539,6 +539,23 @@ def _register_method_commands() -> None:
 
 _register_method_commands()
 
+PIPELINE_ORDER = (
+    "simulate haplotypes prepare embed fit fit-final evaluate report predict explain export-predictdb methods run demo"
+).split()
+
+
+def _in_pipeline_order() -> None:
+    """``hapexpr --help`` lists the commands in the order a study goes through them."""
+
+    def name(info) -> str:
+        return info.name or info.callback.__name__.replace("_", "-")
+
+    rank = {n: i for i, n in enumerate(PIPELINE_ORDER)}
+    app.registered_commands.sort(key=lambda info: rank.get(name(info), len(rank)))
+
+
+_in_pipeline_order()
+
 
 def main() -> None:
     app()

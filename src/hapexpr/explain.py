@@ -17,8 +17,10 @@ import pandas as pd
 from hapexpr.cohort import StudyCohort
 from hapexpr.errors import InputError
 from hapexpr.final import ensure_final, load_final
+from hapexpr.fit_records import fitted_or_default
 from hapexpr.io.atomic import atomic_open
 from hapexpr.methods.effects import EFFECT_COLUMNS
+from hapexpr.preflight import output_file
 from hapexpr.progress import console
 from hapexpr.study import Study, gene_file_name
 
@@ -33,11 +35,7 @@ def explain_path(study_path, name: str, gene_id: str) -> Path:
 def explain_gene(study_path, method: str, gene_id: str, *, out, overwrite: bool = False) -> pd.DataFrame:
     """Per-variant effects of ``gene_id``'s window variants on the final fit of ``method``;
     written to ``out`` (refused if it exists, unless ``overwrite``) and to :func:`explain_path`."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(
-            "the output file already exists", path=out, hint="pass --overwrite to replace it, or choose another --out"
-        )
+    out = output_file(out, overwrite=overwrite)  # every input is checked before the final fit
     study = Study.open(study_path)
     if gene_id not in set(study.gene_ids):
         shown = ", ".join(study.gene_ids[:5]) + (" ..." if len(study.gene_ids) > 5 else "")
@@ -47,6 +45,7 @@ def explain_gene(study_path, method: str, gene_id: str, *, out, overwrite: bool 
             record=f"--gene {gene_id}",
             hint=f"use one of the study's genes ({shown}; genes.tsv lists them all)",
         )
+    fitted_or_default(study, method)  # the fit exists (or is a method), before fitting it
     m = ensure_final(study.path, method)
     m.for_new_people = True  # the rebuilt haplotypes are new sequences
     est = load_final(study, m, gene_id)

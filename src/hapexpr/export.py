@@ -42,6 +42,7 @@ from hapexpr.fit_records import fitted_or_default
 from hapexpr.io.atomic import atomic_path
 from hapexpr.methods.elastic_net import strand_ambiguous
 from hapexpr.methods.registry import build
+from hapexpr.preflight import output_file
 from hapexpr.progress import track_genes
 from hapexpr.study import Study
 
@@ -222,7 +223,7 @@ def write_covariance(covariance: pd.DataFrame, out: Path, *, overwrite: bool = F
     """Write the covariance rows gzipped and space-separated, with a header, atomically (the
     layout PredictDB ships and MetaXcan's ``load_matrix_manager`` reads: whitespace, genes
     contiguous)."""
-    _check_out(out, overwrite, what="covariance file")
+    output_file(out, overwrite=overwrite, flag="--covariance", what="covariance file")
     with atomic_path(out) as tmp:
         with gzip.open(tmp, "wt") as fh:
             covariance[COVARIANCE_COLUMNS].to_csv(fh, sep=" ", index=False, float_format="%.10g")
@@ -314,7 +315,7 @@ def apply_rsid_map(weights: pd.DataFrame, mapping: dict | None) -> tuple[pd.Data
 def write_predictdb(weights: pd.DataFrame, extra: pd.DataFrame, out: Path, *, overwrite: bool = False) -> None:
     """Write the two tables as a new SQLite database at ``out``, atomically."""
     out = Path(out)
-    _check_out(out, overwrite)
+    output_file(out, overwrite=overwrite)
     with atomic_path(out) as tmp:
         con = sqlite3.connect(tmp)
         try:
@@ -330,17 +331,6 @@ def _rows(df: pd.DataFrame):
     for row in df.itertuples(index=False, name=None):
         yield tuple(
             None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v) for v in row
-        )
-
-
-def _check_out(out: Path, overwrite: bool, *, what: str = "database") -> None:
-    if out.is_dir():
-        raise InputError("the output is a directory", path=out, hint="give a file name such as weights.db")
-    if out.exists() and not overwrite:
-        raise InputError(
-            f"the output {what} already exists",
-            path=out,
-            hint=f"pass --overwrite to replace it, or choose another {'--out' if what == 'database' else '--covariance'}",
         )
 
 
@@ -376,8 +366,10 @@ def export_predictdb(
         raise InputError(
             "the covariance file and the database are the same file", path=out, hint="give another --covariance"
         )
-    _check_out(out, overwrite)  # refuse before the (long) fitting, and again before writing
-    _check_out(cov_out, overwrite, what="covariance file")
+    # refused before the (long) fitting, and again before writing
+    output_file(out, overwrite=overwrite)
+    output_file(cov_out, overwrite=overwrite, flag="--covariance", what="covariance file")
+    mapping = read_rsid_map(rsid_map) if rsid_map is not None else None
     study = Study.open(study_path)
     m = fitted_or_default(study, method)
     if options:
@@ -387,7 +379,6 @@ def export_predictdb(
             f"{m.fit_name} is not a model of allele dosages; PredictDB holds dosage weights",
             hint="export an elastic-net fit (`--method elastic-net`)",
         )
-    mapping = read_rsid_map(rsid_map) if rsid_map is not None else None
     weights, extra, cov, summary = predictdb_tables(
         study, m, all_genes=all_genes, engine=engine, jobs=jobs, ray_address=ray_address, progress=progress
     )

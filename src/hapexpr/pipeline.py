@@ -18,11 +18,13 @@ from pathlib import Path
 import yaml
 
 from hapexpr.embed import run_embed
+from hapexpr.embed.registry import resolve as resolve_embedder
 from hapexpr.errors import InputError
 from hapexpr.evaluate import evaluate_study, print_summary
 from hapexpr.fit import run_fit
 from hapexpr.fit_records import reference_fit
 from hapexpr.methods import registry
+from hapexpr.preflight import torch_device, writable_folder
 from hapexpr.prepare import fingerprint_file, prepare_study, resolve_context
 from hapexpr.report import write_report
 from hapexpr.study import Study
@@ -138,6 +140,12 @@ def load_config(path: str | Path) -> RunConfig:
     prep = dataclasses.replace(prep, **files)
     embed = data.get("embed", {})
     embed = None if embed is False else _build(EmbedConfig, embed or {}, "embed", path)
+    if embed is not None:  # the model and device resolve now, not after prepare has run
+        try:
+            resolve_embedder(embed.model)
+            torch_device(embed.device, flag="embed.device")
+        except InputError as exc:
+            raise InputError(exc.message, path=path, record="embed", hint=exc.hint) from None
     fits = []
     if not isinstance(data.get("fit") or [], list):
         raise InputError(
@@ -165,8 +173,10 @@ def load_config(path: str | Path) -> RunConfig:
     extra = sorted(set(data) - {f.name for f in dataclasses.fields(RunConfig)})
     if extra:
         raise InputError(f"unknown top-level key(s) {', '.join(extra)}", path=path)
+    study = (base / str(data["study"])).resolve()
+    writable_folder(study, what="the study folder")
     return RunConfig(
-        study=str((base / str(data["study"])).resolve()),
+        study=str(study),
         prepare=prep,
         embed=embed,
         fit=tuple(fits),
@@ -180,10 +190,16 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
     study = Path(config.study)
     p = config.prepare
     t0 = time.time()
+    total = 1 + (config.embed is not None) + len(config.fit) + config.evaluate + config.report
+    done = iter(range(1, total + 1))
+
+    def stage(name: str) -> str:  # "[fit ridge-probe] (step 4 of 11, 37 s so far)"
+        return f"[{name}] (step {next(done)} of {total}, {time.time() - t0:.0f} s so far)"
+
     if (study / "study.json").exists() and _same_prepare(study, p):
-        say(f"[prepare] {study} is already prepared with these inputs; skipped")
+        say(f"{stage('prepare')} {study} is already prepared with these inputs; skipped")
     else:
-        say("[prepare]")
+        say(stage("prepare"))
         optional = {k: None if getattr(p, k) is None else Path(getattr(p, k)) for k in ("fasta", "genes", "covariates")}
         folds_by = None
         if p.folds_by:
@@ -206,22 +222,22 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, say=print) -> None
             **optional,
         )
     if config.embed is not None:
-        say("[embed]")
+        say(stage("embed"))
         run_embed(study, **dataclasses.asdict(config.embed), progress=progress)
     for f in config.fit:
-        say(f"[fit {f.method}{'' if f.name is None else ' --name ' + f.name}]")
+        say(stage(f"fit {f.method}{'' if f.name is None else ' --name ' + f.name}"))
         run_fit(study, f.method, options=dict(f.options), name=f.name, progress=progress)
     if config.evaluate:
-        say("[evaluate]")
+        say(stage("evaluate"))
         _, summary, comparisons = evaluate_study(study)
         print_summary(summary, comparisons, reference=reference_fit(Study.open(study), summary["method"]))
     if config.report:
         index = study / "report" / "index.html"
         preds = study / "predictions.tsv"
         if index.exists() and preds.exists() and index.stat().st_mtime >= preds.stat().st_mtime:
-            say(f"[report] {index} is newer than the predictions; skipped")
+            say(f"{stage('report')} {index} is newer than the predictions; skipped")
         else:
-            say("[report]")
+            say(stage("report"))
             write_report(study, overwrite=True)
         say(f"report: {index}")
     Study.open(study)

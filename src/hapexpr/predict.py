@@ -12,15 +12,15 @@ in a dosage model). Both counts are reported per gene. Columns: ``docs/predict-e
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from hapexpr.cohort import NewCohort, variant_keys
 from hapexpr.errors import InputError
 from hapexpr.final import ensure_final, load_final
+from hapexpr.fit_records import fitted_or_default
 from hapexpr.io.atomic import atomic_open
+from hapexpr.preflight import new_people_vcf, output_file
 from hapexpr.progress import console, track_genes
 from hapexpr.study import Study
 
@@ -39,15 +39,14 @@ PRED_COLUMNS = [
 def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, progress: bool = True) -> pd.DataFrame:
     """Predict every gene's expression for every sample of ``vcf`` with the final fit of
     ``method`` (a fit name); writes ``out`` (TSV, columns ``PRED_COLUMNS``) atomically."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(
-            "the output file already exists", path=out, hint="pass --overwrite to replace it, or choose another --out"
-        )
+    # Every input is checked before the final fit, which can take hours on real data.
+    out = output_file(out, overwrite=overwrite)
     study = Study.open(study_path)
+    phased = "sequence" in fitted_or_default(study, method).needs  # dosages need no phase
+    new_people_vcf(study, vcf, phased=phased)
     m = ensure_final(study.path, method)
     m.for_new_people = True
-    cohort = NewCohort(study, vcf, phased="sequence" in m.needs)  # dosages need no phase
+    cohort = NewCohort(study, vcf, phased=phased)
     in_study = np.isin(cohort.sample_ids, study.sample_ids)
     parts, counts, skipped, no_model = [], [], [], []
     for gene_id in track_genes(study.gene_ids, f"predict {m.fit_name}", enabled=progress):

@@ -25,6 +25,7 @@ import pandas as pd
 from hapexpr import __version__
 from hapexpr import report_figures as rf
 from hapexpr.crossval import read_predictions
+from hapexpr.embed.store import layer_note
 from hapexpr.errors import StudyError
 from hapexpr.evaluate import compare, evaluate_study, h2_strata, significant_pairs, summarise
 from hapexpr.fit_records import fit_record
@@ -139,7 +140,7 @@ def read_provenance(study: Study, methods: list[str]) -> Provenance:
 
 def _describe_store(store: dict) -> str:
     kind = "tiny randomly initialised model" if store.get("tiny") else str(store.get("model", "?"))
-    return f"embeddings {store.get('fingerprint')} ({kind}, layer {store.get('layer', '?')})"
+    return f"embeddings {store.get('fingerprint')} ({kind}{layer_note(store)})"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,26 +21,9 @@ from hapexpr.embed.base import STORE_DTYPE, BaseEmbedder, no_options
 from hapexpr.embed.checkpoints import TINY, LoadedModel, load_model, load_tiny, weights_sha256
 from hapexpr.embed.registry import register
 from hapexpr.errors import InputError
+from hapexpr.preflight import torch_device
 
 K = 6  # bases per NT token; sets the span that fits the model's context
-
-
-def resolve_device(device: str) -> str:
-    """Validate a torch device string; ``auto`` means CUDA when present, else CPU."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r}", hint="use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            f"--device {device} was asked for but this machine has no CUDA GPU that torch can use",
-            hint="use --device cpu (or auto)",
-        )
-    return str(dev)
 
 
 @register
@@ -88,7 +71,7 @@ class Embedder(BaseEmbedder):
         )
         self.loaded = loaded
         self._pool_cache: dict[tuple, np.ndarray] = {}
-        self.device = resolve_device(device)
+        self.device = torch_device(device)
         self.encoder = loaded.encoder.to(self.device)
         self.tokenizer = loaded.tokenizer
         self._weights_sha256: str | None = None

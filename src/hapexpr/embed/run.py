@@ -15,9 +15,18 @@ from pathlib import Path
 from hapexpr.embed.plan import Plan, assemble, make_plan
 from hapexpr.embed.ray_engine import embed_with_ray
 from hapexpr.embed.registry import build_embedder, resolve
-from hapexpr.embed.store import EmbeddingCache, clean_stale, data_location, store_root, study_key, write_info
+from hapexpr.embed.store import (
+    EmbeddingCache,
+    clean_stale,
+    data_location,
+    layer_note,
+    store_root,
+    study_key,
+    write_info,
+)
 from hapexpr.errors import InputError
 from hapexpr.io.atomic import study_lock
+from hapexpr.preflight import torch_device, writable_folder
 from hapexpr.progress import console
 from hapexpr.study import Study
 
@@ -110,6 +119,9 @@ def run_embed(
         raise InputError(f"unknown engine {engine!r}", hint="use --engine local or --engine ray")
     study = Study.open(study_path)
     study.require_sequence("embed")
+    torch_device(device)  # before a model is loaded
+    if cache is not None:
+        writable_folder(cache, what="the --cache folder")
     source = resolve(model).source_for(model, trust_remote_code=trust_remote_code, seq_len=seq_len)
     embedder = build_embedder(
         source,
@@ -157,7 +169,7 @@ def embed_study(
         f"{plan.n_genes} genes: {plan.needed:,} haplotype sequences needed, {plan.unique:,} "
         f"unique (dedup x{plan.dedup:.1f}), {plan.cached:,} already cached, "
         f"{plan.to_compute:,} to embed with {info['model']} "
-        f"(layer {info.get('layer')}, {embedder.bins} bins; store {info['fingerprint']})",
+        f"({embedder.bins} bins{layer_note(info)}; store {info['fingerprint']})",
         progress,
     )
     with Progress(plan.to_compute, enabled=progress) as bar:

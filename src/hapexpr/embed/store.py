@@ -160,6 +160,13 @@ class HashIndex:
         return out_bins, out_mean
 
 
+def layer_note(info: dict) -> str:
+    """``", layer L"`` for a store of one hidden layer; nothing for embedders without layers
+    (k-mer counts, Enformer's tracks), whose info records ``layer`` None."""
+    layer = info.get("layer", "?")
+    return "" if layer is None else f", layer {layer}"
+
+
 def store_root(study_path: str | Path, fingerprint: str) -> Path:
     """``STUDY/embeddings/<fingerprint>``: the store itself, or (with ``--cache``) its info.json
     naming where the shared store lives."""
@@ -305,21 +312,21 @@ def open_embeddings(study_path: str | Path, fingerprint: str | None = None) -> E
     or the ``--model`` it was made with, e.g. ``kmer:4`` or ``tiny``: then the most recent such
     store), or, when None, the most recently updated one."""
     infos = list_stores(study_path)
+    # A --fingerprint that is not a fingerprint is the --model the store would be made with.
+    is_model = fingerprint is not None and not all(c in "0123456789abcdef" for c in fingerprint)
+    make = f"run `hapexpr embed {study_path}{f' --model {fingerprint}' if is_model else ''}`"
     if not infos:
-        raise StudyError(
-            "the study has no embeddings",
-            path=Path(study_path) / EMBEDDINGS_DIR,
-            hint=f"run `hapexpr embed {study_path}` first",
-        )
+        raise StudyError("the study has no embeddings", path=Path(study_path) / EMBEDDINGS_DIR, hint=f"{make} first")
     if fingerprint is not None:
         by_model = [i for i in infos if str(i.get("model_spec")) == fingerprint]
         infos = by_model[:1] or [i for i in infos if str(i["fingerprint"]).startswith(fingerprint)]
         if len(infos) != 1:
             have = ", ".join(f"{i['fingerprint']} ({i.get('model_spec')})" for i in list_stores(study_path))
+            hint = "pass one of the fingerprints or models listed, or none for the most recent"
             raise StudyError(
                 f"{'no' if not infos else 'more than one'} embedding store matches {fingerprint!r} (stores: {have})",
                 path=Path(study_path) / EMBEDDINGS_DIR,
-                hint="pass one of the fingerprints or models listed, or none for the most recent",
+                hint=f"{make} to make it, or {hint}" if is_model and not infos else hint,
             )
     info = infos[0]
     return EmbeddingStore(store_root(study_path, info["fingerprint"]), info)

@@ -54,6 +54,7 @@ class EmbeddingMethod(HaplotypeMethod):
         kind = f"tiny randomly initialised {info.get('embedder', 'NT')}" if tiny else str(info.get("model", "?"))
         return [
             {
+                # fit.json's key hashes this text: keep it as it was (", layer None" included)
                 "description": f"embeddings {self.store.fingerprint} ({kind}, layer {info.get('layer', '?')})",
                 "tiny": tiny,
                 "fingerprint": self.store.fingerprint,

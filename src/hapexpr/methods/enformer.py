@@ -26,7 +26,7 @@ from hapexpr.embed.registry import build_embedder
 from hapexpr.embed.run import embed_study
 from hapexpr.errors import InputError
 from hapexpr.estimators.enformer import DEFAULT_TRACK, HEADS, EnformerRidgeHead, ZeroShotEnformer
-from hapexpr.estimators.enformer_store import DEFAULT_TSS_BINS
+from hapexpr.estimators.enformer_store import BIN_BP, DEFAULT_TSS_BINS
 from hapexpr.methods.base import Options, option
 from hapexpr.methods.effects import haplotype_effects
 from hapexpr.methods.embedding import EmbeddingMethod
@@ -174,6 +174,8 @@ def input_note(window: int, seq_len: int, *, context: int | None = None) -> str:
             )
         crop = "" if context == seq_len else f", cropped to the central {seq_len:,} bp"
         return f"each person's own {context:,} bp context haplotypes around the TSS are the model input{crop}"
+    if seq_len - BIN_BP < window < seq_len:  # the tiny model's input: the window in whole bins
+        return f"the {window:,} bp study window, padded with {seq_len - window} bp of N to whole {BIN_BP} bp bins, is the model input"
     if window < seq_len:
         return (
             f"each {window:,} bp study window is centred on its TSS in a {seq_len:,} bp input "

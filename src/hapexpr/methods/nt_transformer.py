@@ -32,6 +32,7 @@ from hapexpr.methods.base import option
 from hapexpr.methods.embedding import EmbeddingMethod, EmbeddingOptions
 from hapexpr.methods.registry import register
 from hapexpr.normalise import transform_in_fold
+from hapexpr.preflight import torch_device
 from hapexpr.progress import console, track_genes
 from hapexpr.study import GeneData
 
@@ -142,7 +143,8 @@ class NTTransformer(EmbeddingMethod):
 
     def resolve(self, study) -> dict:
         # Every training setting the fit depends on, so a change of a default refits; the
-        # embedding store(s) and their layer(s).
+        # embedding store(s) and their layer(s). The device is checked before anything is written.
+        torch_device(self.options.device)
         out = {**super().resolve(study), "train": dataclasses.asdict(self.train_config())}
         if self.options.fingerprints:
             stores = [open_embeddings(study.path, fingerprint=f) for f in self.options.fingerprints]
