@@ -112,6 +112,18 @@ def test_predict_is_the_weighted_sum_of_the_bases_own_predictions(final_stack, t
     assert stack["predicted"].nunique() > len(study.gene_ids)  # people differ within genes
 
 
+def test_predict_alone_makes_every_final_fit_it_needs(stack_study, final_stack, tiny_cohort, tmp_path):
+    work = tmp_path / "study"
+    shutil.copytree(stack_study, work)
+    vcf = make_vcf(tiny_cohort / "genotypes.vcf.gz", tmp_path / "new.vcf.gz", samples=PICK, rename=renamed(PICK))
+    out = cli("predict", work, "--method", "stack", "--vcf", vcf, "--out", tmp_path / "implicit.tsv")
+    for name in ["stack", *BASES]:
+        assert f"{name}: no final fit on all individuals" in out
+    cli("predict", final_stack, "--method", "stack", "--vcf", vcf, "--out", tmp_path / "explicit.tsv")
+    implicit, explicit = read_tsv(tmp_path / "implicit.tsv"), read_tsv(tmp_path / "explicit.tsv")
+    pd.testing.assert_frame_equal(implicit, explicit)  # the same final stack as `fit-final` makes
+
+
 def test_explain_is_the_weighted_sum_of_the_bases_effects(final_stack, tmp_path):
     study = Study.open(final_stack)
     gene_id = max(study.gene_ids, key=lambda g: int((stored_weights(study, g)[0] > 0).sum()))
