@@ -174,6 +174,9 @@ class NoFinalNet(ElasticNet):
 def test_a_base_without_a_final_fit_is_named(stack_study, tmp_path):
     work = tmp_path / "study"
     shutil.copytree(stack_study, work)
+    # no stack fit and one per-gene fit left: only the --base given can make the stack
+    for name in ("stack", "elastic-net-window"):
+        shutil.rmtree(work / "models" / name)
     registry.register(NoFinalNet)
     try:
         run_fit(work, "no-final-net", options={"cis_window": 0}, name="no-final-net", progress=False)
@@ -184,5 +187,5 @@ def test_a_base_without_a_final_fit_is_named(stack_study, tmp_path):
         registry.unregister(NoFinalNet.name)
     assert res.exit_code != 0 and "Traceback" not in res.output
     msg = " ".join(res.output.split())
-    assert "no-final-net" in msg and "no final fit" in msg and "--base ridge-probe" in msg
+    assert "no-final-net" in msg and "no final fit" in msg and "--base ridge-probe,OTHER --name stack-final" in msg
     assert not (work / "models" / "stack" / "final").exists()

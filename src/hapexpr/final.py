@@ -48,10 +48,7 @@ def gene_dir(study: Study, name: str, gene_id: str) -> Path:
 
 def final_method(study: Study, name: str, options: dict | None = None) -> Method:
     """The method of fit ``name`` (from its fit.json), with ``options`` put over its options."""
-    m = fitted_or_default(study, name)
-    if options:
-        merged = {**m.options.to_dict(), **options}
-        m = build(m.name, merged, fit_name=m.fit_name, where=f"fit-final --method {name}").bind(study)
+    m = fitted_or_default(study, name, options, where=f"fit-final --method {name}")
     if not m.final:
         raise StudyError(
             f"{name} has no per-gene model to fit on all individuals (e.g. a multi-gene model)",

@@ -129,7 +129,8 @@ class Stack(Method):
         """The bases, each of which must have its own final fit."""
         refused = [b.fit_name for b in self.bases if not b.final]
         if refused:
-            keep = ",".join(b.fit_name for b in self.bases if b.final) or "A,B"
+            kept = [b.fit_name for b in self.bases if b.final]
+            keep = ",".join(kept if len(kept) >= 2 else [*kept, "OTHER"] if kept else ["A", "B"])
             raise StudyError(
                 f"{self.fit_name} cannot be fit on all individuals: its base(s) {', '.join(refused)} have no "
                 "final fit (no per-gene model on all individuals, e.g. a multi-gene model), so they cannot "
