@@ -144,8 +144,9 @@ def test_refuses_to_overwrite_the_output(en_study, new_vcf, tmp_path):
     assert out.read_text().startswith("\t".join(PRED_COLUMNS))
 
 
-def test_stack_is_refused_with_a_clear_error(en_study, new_vcf, tmp_path):
-    with pytest.raises(StudyError, match="stack"):
+def test_stack_without_two_fitted_bases_is_refused_with_a_clear_error(en_study, new_vcf, tmp_path):
+    # the study holds no cross-validated fit, so a stack has no out-of-fold predictions to weigh
+    with pytest.raises(StudyError, match="stack needs at least two base fits"):
         predict_new(en_study, "stack", vcf=new_vcf, out=tmp_path / "p.tsv", progress=False)
 
 

@@ -23,7 +23,7 @@ from hapexpr.explain import explain_gene
 from hapexpr.export import export_predictdb as export
 from hapexpr.final import fit_final
 from hapexpr.fit import run_fit
-from hapexpr.fit_records import fitted_or_default, reference_fit
+from hapexpr.fit_records import fitted_method_name, reference_fit
 from hapexpr.haplotypes import haplotypes_fasta
 from hapexpr.method_options import add_option_parameters, options_for
 from hapexpr.methods import methods
@@ -472,7 +472,7 @@ def _fit_final(
     """Fit a method on ALL study individuals per gene (for predict/explain) -> STUDY/models/<name>/final/.
 
     Options left out are those `hapexpr fit` used for that fit, else the method's defaults."""
-    base = fitted_or_default(Study.open(study), method).name
+    base = fitted_method_name(Study.open(study), method)
     fit_final(
         study,
         method,

@@ -48,13 +48,10 @@ def gene_dir(study: Study, name: str, gene_id: str) -> Path:
 
 def final_method(study: Study, name: str, options: dict | None = None) -> Method:
     """The method of fit ``name`` (from its fit.json), with ``options`` put over its options."""
-    m = fitted_or_default(study, name)
-    if options:
-        merged = {**m.options.to_dict(), **options}
-        m = build(m.name, merged, fit_name=m.fit_name, where=f"fit-final --method {name}").bind(study)
+    m = fitted_or_default(study, name, options, where=f"fit-final --method {name}")
     if not m.final:
         raise StudyError(
-            f"{name} has no per-gene model to fit on all individuals (multi-gene or stacked predictions)",
+            f"{name} has no per-gene model to fit on all individuals (e.g. a multi-gene model)",
             hint="use one of the per-gene fits of the study",
         )
     return m
@@ -79,6 +76,8 @@ def fit_final(
     """
     study = Study.open(study_path)
     m = final_method(study, name, options)
+    for required in m.final_requires():  # e.g. a stack's bases; each takes the study's lock itself
+        ensure_final(study.path, required)
     record = {"format": FINAL_FORMAT, **m.fit_record(), "name": m.fit_name}
     key = options_key(record)
     root = final_dir(study, m.fit_name)

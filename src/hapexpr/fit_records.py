@@ -77,14 +77,28 @@ def load_fitted(study: Study, name: str) -> Method:
     return m
 
 
-def fitted_or_default(study: Study, name: str) -> Method:
+def fitted_or_default(study: Study, name: str, options: dict | None = None, *, where: str = "options") -> Method:
     """The method of the fit named ``name``; when the study has no such fit and ``name`` is a
-    registered method, that method with its default options (bound to the study)."""
+    registered method, that method with its default options. ``options`` are put over the fit's
+    (or the defaults') before the method is bound to the study, so e.g. a stack given its
+    ``base`` is never first bound with bases it was not given."""
     default = registry.from_default_name(name)
     if default is not None and not (study.path / "models" / name / "fit.json").exists():
-        cls, options = default
-        return build(cls.name, options, fit_name=name).bind(study)
-    return load_fitted(study, name)
+        cls, defaults = default
+        return build(cls.name, {**defaults, **(options or {})}, fit_name=name, where=where).bind(study)
+    m = load_fitted(study, name)
+    if options:
+        m = build(m.name, {**m.options.to_dict(), **options}, fit_name=m.fit_name, where=where).bind(study)
+    return m
+
+
+def fitted_method_name(study: Study, name: str) -> str:
+    """The registered method of the fit named ``name`` (or of the method whose default name it
+    is), without building or binding it."""
+    default = registry.from_default_name(name)
+    if default is not None and not (study.path / "models" / name / "fit.json").exists():
+        return default[0].name
+    return fit_record(study, name).get("method") or load_fitted(study, name).name  # the latter explains old fits
 
 
 def reference_fit(study: Study, names) -> str | None:

@@ -5,6 +5,10 @@ the combiner is trained on predictions for the training individuals that come fr
 cross-validation over the training folds only (each base model trained without fold k and
 without the individual's own inner fold), and it is applied to the predictions of base models
 trained on all training folds. That costs K x (K-1) + K base fits per gene and method.
+
+The final stack (``hapexpr fit-final --method stack``) is one :class:`NNLSCombiner` per gene fit
+on the bases' out-of-fold predictions over all individuals; it saves itself like every estimator
+(``estimator.json`` + ``weights.safetensors``).
 """
 
 from __future__ import annotations
@@ -14,15 +18,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hapexpr.crossval import cross_validate_gene, residualise
+from hapexpr.estimators.saving import load_estimator, save_estimator
 from hapexpr.normalise import transform_in_fold
 
 
 @dataclass
 class NNLSCombiner:
-    """y ~ intercept + sum_b w_b * pred_b with w_b >= 0 (centred, so the intercept is free)."""
+    """y ~ intercept + sum_b w_b * pred_b with w_b >= 0 (centred, so the intercept is free).
 
+    ``bases``: the names of the columns (the base fits), saved with the weights so a saved
+    combiner says which prediction each weight multiplies."""
+
+    bases: tuple[str, ...] | None = None
     weights_: np.ndarray = field(default=None, repr=False)
     intercept_: float = 0.0
+
+    KIND = "hapexpr.stack-nnls/1"
 
     def fit(self, P: np.ndarray, y: np.ndarray) -> NNLSCombiner:
         """P: (samples, methods) base predictions; y: (samples,).
@@ -43,7 +54,28 @@ class NNLSCombiner:
         return self
 
     def predict(self, P: np.ndarray) -> np.ndarray:
+        """P: (samples, bases) base predictions, columns in ``bases`` order."""
         return P @ self.weights_ + self.intercept_
+
+    def save(self, directory) -> None:
+        """``estimator.json`` (``bases``, ``intercept_``) + ``weights.safetensors`` (``weights_``
+        per unit of each base's prediction, ``std_weights_`` per SD of it), both in ``bases`` order."""
+        save_estimator(
+            directory,
+            kind=self.KIND,
+            params={"bases": None if self.bases is None else list(self.bases)},
+            learned={"intercept_": float(self.intercept_)},
+            arrays={"weights_": self.weights_, "std_weights_": self.std_weights_},
+        )
+
+    @classmethod
+    def load(cls, directory) -> NNLSCombiner:
+        params, learned, arrays = load_estimator(directory, kind=cls.KIND)
+        bases = params.get("bases")
+        est = cls(bases=None if bases is None else tuple(bases))
+        est.weights_, est.std_weights_ = arrays["weights_"], arrays["std_weights_"]
+        est.intercept_ = float(learned["intercept_"])
+        return est
 
 
 def stack_gene(

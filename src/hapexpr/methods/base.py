@@ -174,6 +174,13 @@ class Method:
         a time (:func:`hapexpr.engines.fit_final_one`)."""
         return None
 
+    def final_requires(self) -> list[str]:
+        """Names of the other fits whose final fits this method's final fit is built on (a
+        stack's bases). ``fit-final`` makes each one first when it is missing, with that fit's
+        own options, before it takes the study's lock; raise a StudyError naming any that cannot
+        have one."""
+        return []
+
     def fit_record(self) -> dict:
         """What fit.json records: the method, its options and what was resolved in the study."""
         return {"method": self.name, "options": self.options.to_dict(), "resolved": self.resolved}
