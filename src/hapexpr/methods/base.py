@@ -22,6 +22,7 @@ A *variant* is the same method under other options, stored under its own name (`
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -40,6 +41,14 @@ NEEDS = ("sequence", "embeddings", "genotypes")
 def option(default: Any, help: str, **metadata: Any) -> Any:
     """A dataclass field of a method's options, with its ``--flag`` help text."""
     return field(default=default, metadata={"help": help, **metadata})
+
+
+def flag_type(hint: Any) -> Any:
+    """The type a ``--flag`` of an option with type ``hint`` carries: ``X`` of ``X | None``,
+    ``str`` (comma-separated) for a tuple, any other hint as it is."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if typing.get_origin(hint) in (typing.Union, type(int | None)) and args else hint
+    return str if typing.get_origin(base) is tuple else base
 
 
 @dataclass(frozen=True)
