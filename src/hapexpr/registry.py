@@ -15,6 +15,7 @@ command.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 from collections.abc import Callable
@@ -90,7 +91,7 @@ class Registry(Generic[T]):
             return dict(self._dists[name])
         cls = self.lookup(name)
         module = cls.__module__
-        dists = packages_distributions().get(module.split(".")[0], [])
+        dists = _distributions_of_modules().get(module.split(".")[0], [])
         if not dists:
             return {"module": module}
         return {"distribution": dists[0], "version": version(dists[0])}
@@ -129,6 +130,12 @@ class Registry(Generic[T]):
             )
         finally:
             self._loading = None
+
+
+@functools.cache
+def _distributions_of_modules() -> dict[str, list[str]]:
+    """Top-level module -> installed distributions (scanning them all takes about a second)."""
+    return packages_distributions()
 
 
 def _qualname(cls: type) -> str:

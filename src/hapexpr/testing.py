@@ -53,10 +53,9 @@ def check_method(
     """Run method class ``cls`` (with ``options``) through every stage of a tiny simulated
     study; ``embedder``: the ``--model`` of the study's embeddings when the method needs them.
     Returns ``{stage: "ok" or why skipped}``; raises :class:`PluginCheckError` on a fault."""
-    with _registered(registry, cls), _workdir(workdir) as work:
-        check = _Check(cls.name)
+    check = _Check(getattr(cls, "name", repr(cls)))
+    with _registered(check, registry, cls), _workdir(workdir) as work:
         with check.stage("class"):
-            registry.check_method_class(cls)
             opts = cls.Options.from_dict(options or {})
             back = cls.Options.from_dict(json.loads(json.dumps(opts.to_dict())))
             _require(back == opts, f"options do not survive fit.json's JSON round trip ({opts} -> {back})")
@@ -75,10 +74,9 @@ def check_embedder(
     ``ridge-probe`` on its store through every stage. Returns ``{stage: "ok" or why skipped}``;
     raises :class:`PluginCheckError` on a fault."""
     spec = spec or cls.name
-    with _registered(embedders, cls), _workdir(workdir) as work:
-        check = _Check(cls.name)
+    check = _Check(getattr(cls, "name", repr(cls)))
+    with _registered(check, embedders, cls), _workdir(workdir) as work:
         with check.stage("class"):
-            _require(isinstance(cls, type) and issubclass(cls, BaseEmbedder), "does not subclass BaseEmbedder")
             chosen = embedders.resolve(spec)
             _require(chosen is cls, f"--model {spec} resolves to {chosen.name}, not {cls.name} (accepts())")
         cohort, study = _tiny_study(check, work)
@@ -117,13 +115,15 @@ def _require(ok: bool, message: str) -> None:
 
 
 @contextlib.contextmanager
-def _registered(reg, cls):
-    """``cls`` registered for the check (and taken back after) unless it already is."""
-    held = reg.lookup(cls.name)
-    if held is not None and held is not cls:
-        raise PluginCheckError(f"{cls.name}: the name is held by {held.__module__}.{held.__qualname__}")
-    if held is None:
-        reg.register(cls)
+def _registered(check: _Check, reg, cls):
+    """``cls`` registered for the check (and taken back after) unless it already is; the
+    registry's own checks of the class are the ``class`` stage's first."""
+    with check.stage("class"):
+        held = reg.lookup(cls.name)
+        if held is None:
+            reg.register(cls)
+        else:
+            _require(held is cls, f"the name is held by {held.__module__}.{held.__qualname__}")
     try:
         yield
     finally:

@@ -1,6 +1,7 @@
 """What a method is: options, what it needs from a study, features for a gene, an estimator.
 
-A method is one class in one module under ``hapexpr.methods``, registered with
+A method is one class in one module (under ``hapexpr.methods``, or in another package named by
+an entry point of the group ``hapexpr.methods``), registered with
 :func:`hapexpr.methods.register`. Every command (``fit``, ``fit-final``, ``predict``,
 ``explain``, ``report``, ``run``) asks the registry; none of them knows a method's name.
 
@@ -89,7 +90,9 @@ class GeneModel(Protocol):
 
 
 class Method:
-    """Base class of every method; subclass it in one module and decorate with ``@register``.
+    """Base class of every method; subclass it (or one of the bases exported from
+    :mod:`hapexpr.methods`) in one module and decorate with ``@register`` or name it by an
+    entry point.
 
     Class attributes: ``name`` (the registry key and default name in predictions.tsv),
     ``Options``, ``needs`` (subset of :data:`NEEDS`), ``summary`` (one line for help and the

@@ -30,16 +30,18 @@ BUILTIN = (
 def check_method_class(cls: type) -> None:
     """Refuse (PluginError) a class that is not a usable method: not a :class:`Method`, Options
     not a frozen dataclass of :class:`Options` with a default for every field, needs outside
-    :data:`NEEDS`, or an option whose type the command line cannot take (bool, int, float,
-    str, a tuple of them, or None)."""
+    :data:`NEEDS`, an option whose type the command line cannot take (bool, int, float, str,
+    a tuple of them, or None), or one whose type differs from another method's option of the
+    same name (they share one ``--flag``)."""
     where = f"method class {cls.__module__}.{cls.__qualname__}"
     if not issubclass(cls, Method):
         raise PluginError(f"{where} does not subclass hapexpr.methods.Method")
     opts = cls.Options
     if not (isinstance(opts, type) and issubclass(opts, Options) and dataclasses.is_dataclass(opts)):
         raise PluginError(f"{where}: its Options is not a dataclass subclassing hapexpr.methods.Options")
-    if not opts.__dataclass_params__.frozen:
-        raise PluginError(f"{where}: its Options dataclass is not frozen (@dataclass(frozen=True))")
+    if "__dataclass_params__" not in vars(opts) and vars(opts).get("__annotations__"):
+        # fields declared without the decorator would be no options at all, silently
+        raise PluginError(f"{where}: its Options class is not decorated with @dataclass(frozen=True)")
     unknown = set(cls.needs) - set(NEEDS)
     if unknown:
         raise PluginError(f"{where} needs {', '.join(sorted(unknown))}: not one of {', '.join(NEEDS)}")

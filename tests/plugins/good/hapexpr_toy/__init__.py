@@ -33,7 +33,13 @@ class Ridge:
 
     def save(self, directory) -> None:
         arrays = {"coef_": self.coef_, "x_mean_": self.x_mean_}
-        save_estimator(directory, kind=self.KIND, params={"penalty": self.penalty}, learned={"y_mean_": self.y_mean_}, arrays=arrays)
+        save_estimator(
+            directory,
+            kind=self.KIND,
+            params={"penalty": self.penalty},
+            learned={"y_mean_": self.y_mean_},
+            arrays=arrays,
+        )
 
     @classmethod
     def load(cls, directory):
