@@ -366,3 +366,13 @@ def test_fit_final_name_stores_a_variant_without_a_cross_validated_fit(study_cop
         study_copy, "ridge-probe-kmer", vcf=tiny_cohort / "genotypes.vcf.gz", out=tmp_path / "p.tsv", progress=False
     )
     assert set(pred["method"]) == {"ridge-probe-kmer"} and np.isfinite(pred["predicted"]).all()
+    # --name of an existing fit of another method is refused, not silently that fit's refit
+    from hapexpr.errors import StudyError
+    from hapexpr.final import fit_final
+    from hapexpr.fit import run_fit
+
+    run_fit(study_copy, "elastic-net", options={"cis_window": 0}, progress=False)
+    with pytest.raises(
+        StudyError, match="elastic-net-window is a fit of elastic-net in this study, not of ridge-probe"
+    ):
+        fit_final(study_copy, "ridge-probe", fit_name="elastic-net-window", progress=False)

@@ -50,6 +50,13 @@ def final_method(study: Study, name: str, options: dict | None = None, *, fit_na
     """The method of fit ``name`` (from its fit.json), with ``options`` put over its options;
     ``fit_name``: store it under that name instead (a variant with no cross-validated fit)."""
     if fit_name is not None and (study.path / "models" / fit_name / "fit.json").exists():
+        held, wanted = fitted_or_default(study, fit_name).name, fitted_or_default(study, name).name
+        if held != wanted:
+            raise StudyError(
+                f"{fit_name} is a fit of {held} in this study, not of {wanted}",
+                path=study.path / "models" / fit_name,
+                hint="choose another --name",
+            )
         name, fit_name = fit_name, None  # a fit of that name exists: its own record decides
     m = fitted_or_default(study, name)
     if options or fit_name is not None:
