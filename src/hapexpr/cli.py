@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,12 +26,14 @@ from hapexpr.final import fit_final
 from hapexpr.fit import run_fit
 from hapexpr.fit_records import fitted_method_name, reference_fit
 from hapexpr.haplotypes import haplotypes_fasta
-from hapexpr.method_options import add_option_parameters, options_for
-from hapexpr.methods import methods
+from hapexpr.method_options import MethodCommand, add_option_parameters, method_option_rows, options_for
+from hapexpr.methods import get as get_method
+from hapexpr.methods import methods, provider
 from hapexpr.pipeline import load_config, run_pipeline
 from hapexpr.predict import predict_new
 from hapexpr.prepare import prepare_study
 from hapexpr.progress import console
+from hapexpr.registry import PluginWarning
 from hapexpr.report import write_report
 from hapexpr.simulate import simulate_cohort
 from hapexpr.study import Study
@@ -304,7 +307,7 @@ def _fit(
 ) -> None:
     """Train a method under the study's cross-validation; out-of-fold predictions go to predictions.tsv.
 
-    Each method's options are flags; `hapexpr methods` lists which method has which."""
+    Each method's options are flags; `hapexpr fit --method X --help` (or `hapexpr methods X`) lists X's."""
     rows = run_fit(
         study,
         method,
@@ -461,6 +464,14 @@ def _fit_final(
             help="A fit of the study by its name (e.g. elastic-net, enformer-ridge), or a method to fit with its defaults.",
         ),
     ],
+    name: Annotated[
+        Optional[str],
+        typer.Option(
+            "--name",
+            help="Store this final fit under NAME (a variant with no cross-validated fit, e.g. "
+            "--method ridge-probe --fingerprint kmer:4 --name ridge-probe-kmer); default the fit's own name.",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a final fit made with other options.")
     ] = False,
@@ -477,6 +488,7 @@ def _fit_final(
         study,
         method,
         options=options_for(base, options),
+        fit_name=name,
         overwrite=overwrite,
         engine=engine,
         jobs=jobs,
@@ -521,22 +533,50 @@ def explain(
 
 @app.command("methods")
 @_friendly
-def list_methods() -> None:
-    """The registered methods, what each needs and its options."""
+def list_methods(
+    name: Annotated[
+        Optional[str], typer.Argument(help="A method: list its options with their defaults and help.")
+    ] = None,
+) -> None:
+    """The registered methods, what each needs and its options (`hapexpr methods METHOD` for one in full)."""
     import dataclasses
 
+    if name is not None:
+        cls, where = get_method(name), provider(name)
+        print(f"{cls.name}: {cls.summary}\n  needs: {', '.join(cls.needs) or 'nothing'}")
+        print(f"  provided by: {where.get('distribution') or where.get('module')} {where.get('version', '')}".rstrip())
+        print("  options:")
+        for flag, kind, default, help_text in method_option_rows(name):
+            print(f"    {flag} {kind.upper()}  [default: {default}]\n        {help_text}")
+        return
     for cls in methods():
         flags = " ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(cls.Options))
         print(f"{cls.name}: {cls.summary}\n  needs: {', '.join(cls.needs) or 'nothing'}\n  options: {flags}")
 
 
+def _plugin_warnings_as_lines() -> None:
+    """A skipped plugin is one line on stderr (`warning: ...`), not a Python warning with its
+    source location; other warnings are shown as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PluginWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def _register_method_commands() -> None:
     """fit and fit-final take one flag per option of any registered method (built from the
-    registry, so a method registered before the app is built brings its own flags)."""
-    app.command("fit")(_friendly(add_option_parameters(_fit)))
-    app.command("fit-final")(_friendly(add_option_parameters(_fit_final)))
+    registry, so a method registered before the app is built brings its own flags); with
+    `--method X --help` they list X's options alone."""
+    app.command("fit", cls=MethodCommand)(_friendly(add_option_parameters(_fit)))
+    app.command("fit-final", cls=MethodCommand)(_friendly(add_option_parameters(_fit_final)))
 
 
+_plugin_warnings_as_lines()
 _register_method_commands()
 
 PIPELINE_ORDER = (

@@ -89,10 +89,18 @@ class FitRun:
 
     record: what ``models/<name>/fit.json`` says of the fit (``method``, ``options``,
     ``resolved``, ...); its hash is the key that decides whether earlier results can be kept.
+    provider: the package that provided the method, recorded beside it but not in the key.
     """
 
     def __init__(
-        self, study: Study, name: str, record: dict, *, overwrite: bool, names: list[str] | None = None
+        self,
+        study: Study,
+        name: str,
+        record: dict,
+        *,
+        overwrite: bool,
+        names: list[str] | None = None,
+        provider: dict | None = None,
     ) -> None:
         self.study = study
         self.method = name
@@ -115,6 +123,8 @@ class FitRun:
         self.complete = bool(previous and previous.get("key") == self.key and previous.get("complete"))
         self.oof.mkdir(parents=True, exist_ok=True)
         self.record = {"format": FIT_FORMAT, "name": name, "names": self.names, **record}
+        if provider is not None:
+            self.record["provider"] = provider
         write_json(state, {"key": self.key, **self.record, "complete": self.complete})
         self._cpu_start = cpu_seconds()
 

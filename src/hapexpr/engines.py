@@ -62,7 +62,10 @@ def _rebuild(study_path: str, record: dict):
     key = (study_path, record["key"])
     if key not in _WORKER:
         study = Study.open(study_path)
-        method = build(record["method"], record["options"], fit_name=record["name"]).bind(study)
+        # a worker (a Ray node) without the method's plugin says which package to install
+        method = build(
+            record["method"], record["options"], fit_name=record["name"], provider=record.get("provider")
+        ).bind(study)
         method.resolved = record["resolved"]
         _WORKER.clear()
         _WORKER[key] = (study, method, study_targets(study))

@@ -47,3 +47,8 @@ class InputError(HapexprError):
 
 class StudyError(HapexprError):
     """A study directory is missing, incomplete, locked or of another format version."""
+
+
+class PluginError(HapexprError):
+    """A plugin (a method or an embedder) that cannot be registered: not the right kind of class,
+    a name another one already holds, or an entry point that does not say what it provides."""

@@ -30,7 +30,7 @@ from hapexpr.errors import StudyError
 from hapexpr.fit_records import fitted_or_default
 from hapexpr.io.atomic import atomic_dir, study_lock, write_json
 from hapexpr.methods.base import Method
-from hapexpr.methods.registry import build
+from hapexpr.methods.registry import build, provider
 from hapexpr.progress import console, track_genes
 from hapexpr.study import Study, gene_file_name
 
@@ -46,9 +46,21 @@ def gene_dir(study: Study, name: str, gene_id: str) -> Path:
     return final_dir(study, name) / gene_file_name(gene_id)[: -len(".npz")]
 
 
-def final_method(study: Study, name: str, options: dict | None = None) -> Method:
-    """The method of fit ``name`` (from its fit.json), with ``options`` put over its options."""
+def final_method(study: Study, name: str, options: dict | None = None, *, fit_name: str | None = None) -> Method:
+    """The method of fit ``name`` (from its fit.json), with ``options`` put over its options;
+    ``fit_name``: store it under that name instead (a variant with no cross-validated fit)."""
+    if fit_name is not None and (study.path / "models" / fit_name / "fit.json").exists():
+        held, wanted = fitted_or_default(study, fit_name).name, fitted_or_default(study, name).name
+        if held != wanted:
+            raise StudyError(
+                f"{fit_name} is a fit of {held} in this study, not of {wanted}",
+                path=study.path / "models" / fit_name,
+                hint="choose another --name",
+            )
+        name, fit_name = fit_name, None  # a fit of that name exists: its own record decides
     m = fitted_or_default(study, name, options, where=f"fit-final --method {name}")
+    if fit_name is not None:
+        m = build(m.name, m.options.to_dict(), fit_name=fit_name, where=f"fit-final --method {name}").bind(study)
     if not m.final:
         raise StudyError(
             f"{name} has no per-gene model to fit on all individuals (e.g. a multi-gene model)",
@@ -62,24 +74,28 @@ def fit_final(
     name: str,
     *,
     options: dict | None = None,
+    fit_name: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
     engine: str = "local",
     jobs: int = 1,
     ray_address: str | None = None,
 ) -> Path:
-    """Fit ``name`` on every individual of every gene; returns ``models/<name>/final``.
+    """Fit ``name`` on every individual of every gene; returns ``models/<name>/final``
+    (``models/<fit_name>/final`` when ``fit_name`` is given: e.g. ``ridge-probe`` on another
+    embedding store, stored as ``ridge-probe-kmer`` without a cross-validated fit first).
 
     A final fit already complete with the same options is kept; one made with other options is
     refused unless ``overwrite``. ``engine``/``jobs``: where the per-gene fits run
     (:mod:`hapexpr.engines`; estimators come back to this process, which writes them).
     """
     study = Study.open(study_path)
-    m = final_method(study, name, options)
+    m = final_method(study, name, options, fit_name=fit_name)
     for required in m.final_requires():  # e.g. a stack's bases; each takes the study's lock itself
         ensure_final(study.path, required)
     record = {"format": FINAL_FORMAT, **m.fit_record(), "name": m.fit_name}
     key = options_key(record)
+    record["provider"] = provider(m.name)  # not part of the key: a new version of the package is the same fit
     root = final_dir(study, m.fit_name)
     with study_lock(study.path, f"fit-final --method {m.fit_name}"):
         state = root / "final.json"
@@ -146,7 +162,8 @@ def ensure_final(study_path, name: str) -> Method:
     """The method of a complete final fit of ``name``, fitting it (and saying so) when there is
     none yet; an existing complete final fit is used whatever its options."""
     study = Study.open(study_path)
-    name = fitted_or_default(study, name).fit_name
+    if not (final_dir(study, name) / "final.json").exists():  # a final fit alone (fit-final --name) has no fit.json
+        name = fitted_or_default(study, name).fit_name
     state = final_dir(study, name) / "final.json"
     previous = json.loads(state.read_text()) if state.exists() else None
     if previous and previous.get("format") != FINAL_FORMAT:
@@ -161,7 +178,10 @@ def ensure_final(study_path, name: str) -> Method:
             f"{'' if previous else ' yet; fitting it now with the options of `hapexpr fit`'} "
             f"(`hapexpr fit-final {study.path} --method {name}` does this alone)"
         )
-        fit_final(study.path, name, options=(previous or {}).get("options"), progress=True)
+        if previous:  # resume with the interrupted run's own method, options and name
+            fit_final(study.path, previous["method"], options=previous["options"], fit_name=name, progress=True)
+        else:
+            fit_final(study.path, name, progress=True)
     return final_fit_method(study, name)
 
 
@@ -179,7 +199,7 @@ def final_fit_method(study: Study, name: str) -> Method:
             path=state,
             hint=f"run `hapexpr fit-final {study.path} --method {name}` (with --overwrite for an old one)",
         )
-    m = build(record["method"], record["options"], fit_name=name).bind(study)
+    m = build(record["method"], record["options"], fit_name=name, provider=record.get("provider")).bind(study)
     if record.get("resolved"):
         m.resolved = record["resolved"]
     return m

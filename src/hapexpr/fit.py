@@ -16,7 +16,7 @@ import pandas as pd
 from hapexpr.crossval import FitRun
 from hapexpr.engines import run_genes
 from hapexpr.io.atomic import study_lock
-from hapexpr.methods import Method, build
+from hapexpr.methods import Method, build, provider
 from hapexpr.progress import console, track_genes
 from hapexpr.study import Study
 
@@ -56,7 +56,12 @@ def fit_method(
     """Cross-validate a bound method; resumable, refuses to replace a fit made with other options."""
     with study_lock(study.path, f"fit --method {m.name} --name {m.fit_name}"):
         run = FitRun(
-            study, m.fit_name, {**m.fit_record(), "models_used": m.models_used()}, overwrite=overwrite, names=m.names()
+            study,
+            m.fit_name,
+            {**m.fit_record(), "models_used": m.models_used()},
+            overwrite=overwrite,
+            names=m.names(),
+            provider=provider(m.name),
         )
         if (rows := run.previous_rows()) is not None:
             return rows

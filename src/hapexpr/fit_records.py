@@ -69,6 +69,7 @@ def load_fitted(study: Study, name: str) -> Method:
         record.get("options"),
         fit_name=record.get("name", name),
         where=f"{study.path / 'models' / name / 'fit.json'}",
+        provider=record.get("provider"),
     )
     m.bind(study)
     if record.get("resolved") and m.resolved != record["resolved"]:

@@ -39,7 +39,7 @@ def load_embedder(
     store's cache. Fails if the checkpoint's weights changed since."""
     store = open_embeddings(study_path, fingerprint)
     info = store.info
-    source = {
+    source = info.get("source") or {  # stores written before info.json kept the source whole
         k: info[k]
         for k in ("embedder", "model_spec", "seed", "trust_remote_code", "k", "seq_len", "input", "context")
         if k in info
@@ -54,9 +54,10 @@ def load_embedder(
         cache=None,
     )
     embedder.cache = EmbeddingCache(store.root, store.genes_dir, dtype=embedder.store_dtype)
-    if embedder.weights_sha256 != info["weights_sha256"]:
+    # Stores written before info() always recorded it hold no hash: an embedder without weights.
+    if embedder.weights_sha256 != info.get("weights_sha256", ""):
         raise StudyError(
-            f"the model at {info['model_spec']} is not the one store {store.fingerprint} was made "
+            f"the model at {info.get('model_spec', info.get('model'))} is not the one store {store.fingerprint} was made "
             "with (its weights changed)",
             path=store.root / "info.json",
             hint="restore that checkpoint, or run `hapexpr embed` again with the current one",

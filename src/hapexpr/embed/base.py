@@ -87,7 +87,9 @@ class BaseEmbedder:
         raise NotImplementedError
 
     def describe(self) -> dict:
-        """Human-readable fields for info.json and the report: ``model``, ``tiny`` ..."""
+        """Fields for info.json and the report, over :meth:`info`'s defaults: ``model`` (what
+        the report names; default the embedder's name), ``tiny`` (random weights: the report's
+        banner; default False), ``layer``."""
         return {}
 
     def use_study(self, study):
@@ -108,15 +110,22 @@ class BaseEmbedder:
 
     # -- shared -------------------------------------------------------------------------------
     def info(self) -> dict:
-        """The store's ``info.json`` content; ``fingerprint`` hashes :meth:`keyed`."""
+        """The store's ``info.json`` content; ``fingerprint`` hashes :meth:`keyed`. Every field
+        a later stage reads is here whatever the subclass describes: ``model``, ``tiny``,
+        ``layer`` and ``weights_sha256`` (checked when ``load_embedder`` rebuilds it)."""
         keyed = self.keyed()
         fingerprint = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
         return {
+            "model": self.name,
+            "tiny": False,
+            "layer": self.layer,
+            "weights_sha256": self.weights_sha256,
             "bins": self.bins,
             "window": self.window,
             **keyed,
             **self.source,
             **self.describe(),
+            "source": self.source,  # what load_embedder rebuilds it from, whatever its fields
             "fingerprint": fingerprint,
             "dim": self.dim,
             "store_version": 1,

@@ -2,21 +2,31 @@
 
 Built-in embedders live one per module in :data:`BUILTIN`, imported the first time the registry
 is asked; another package registers its own with ``@register`` or the entry-point group
-``hapexpr.embedders``.
+``hapexpr.embedders`` (``docs/embeddings.md``: writing a plugin embedder).
 """
 
 from __future__ import annotations
 
 from hapexpr.embed.base import BaseEmbedder
-from hapexpr.errors import InputError
+from hapexpr.errors import InputError, PluginError
 from hapexpr.registry import Registry
 
 BUILTIN = ("hapexpr.embed.kmer", "hapexpr.embed.enformer", "hapexpr.embed.engine")
 DEFAULT = "nucleotide-transformer"  # stores written before the registry name no embedder
 
-_EMBEDDERS: Registry[type[BaseEmbedder]] = Registry("embedder", BUILTIN, "hapexpr.embedders")
+
+def check_embedder_class(cls: type) -> None:
+    """Refuse (PluginError) a class that does not subclass :class:`BaseEmbedder`."""
+    if not issubclass(cls, BaseEmbedder):
+        raise PluginError(
+            f"embedder class {cls.__module__}.{cls.__qualname__} does not subclass hapexpr.embed.BaseEmbedder"
+        )
+
+
+_EMBEDDERS: Registry[type[BaseEmbedder]] = Registry("embedder", BUILTIN, "hapexpr.embedders", check_embedder_class)
 register = _EMBEDDERS.register
 unregister = _EMBEDDERS.unregister
+lookup = _EMBEDDERS.lookup  # the class registered under a name, or None
 
 
 def embedders() -> list[type[BaseEmbedder]]:

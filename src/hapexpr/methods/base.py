@@ -1,6 +1,7 @@
 """What a method is: options, what it needs from a study, features for a gene, an estimator.
 
-A method is one class in one module under ``hapexpr.methods``, registered with
+A method is one class in one module (under ``hapexpr.methods``, or in another package named by
+an entry point of the group ``hapexpr.methods``), registered with
 :func:`hapexpr.methods.register`. Every command (``fit``, ``fit-final``, ``predict``,
 ``explain``, ``report``, ``run``) asks the registry; none of them knows a method's name.
 
@@ -22,6 +23,7 @@ A *variant* is the same method under other options, stored under its own name (`
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -40,6 +42,14 @@ NEEDS = ("sequence", "embeddings", "genotypes")
 def option(default: Any, help: str, **metadata: Any) -> Any:
     """A dataclass field of a method's options, with its ``--flag`` help text."""
     return field(default=default, metadata={"help": help, **metadata})
+
+
+def flag_type(hint: Any) -> Any:
+    """The type a ``--flag`` of an option with type ``hint`` carries: ``X`` of ``X | None``,
+    ``str`` (comma-separated) for a tuple, any other hint as it is."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if typing.get_origin(hint) in (typing.Union, type(int | None)) and args else hint
+    return str if typing.get_origin(base) is tuple else base
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,9 @@ class GeneModel(Protocol):
 
 
 class Method:
-    """Base class of every method; subclass it in one module and decorate with ``@register``.
+    """Base class of every method; subclass it (or one of the bases exported from
+    :mod:`hapexpr.methods`) in one module and decorate with ``@register`` or name it by an
+    entry point.
 
     Class attributes: ``name`` (the registry key and default name in predictions.tsv),
     ``Options``, ``needs`` (subset of :data:`NEEDS`), ``summary`` (one line for help and the
