@@ -26,7 +26,7 @@ from hapexpr.simulate.cohort import _h2_targets
 from hapexpr.study import Study
 
 TINY = {"individuals": 80, "genes": 4, "window": 4000, "seed": 2}
-NEW = ("motif", "cis-interaction", "rare", "distal", "mixed")
+NEW = ("motif", "motif-grammar", "cis-interaction", "rare", "distal", "mixed")
 needs_bcftools = pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
 
 # sha256 of `simulate_cohort(out, individuals=30, genes=3, window=1000, seed=7)` computed with the
@@ -208,7 +208,7 @@ def _vcf_dosages(vcf: Path, ids: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize("which", ["cis", "additive", "motif", "mixed"])
+@pytest.mark.parametrize("which", ["cis", "additive", "motif", "motif-grammar", "mixed"])
 def test_truth_shares_match_an_independent_regression(which, cis, cohorts, tmp_path):
     from sklearn.linear_model import LinearRegression
     from sklearn.preprocessing import PolynomialFeatures
@@ -250,7 +250,7 @@ def test_truth_shares_match_an_independent_regression(which, cis, cohorts, tmp_p
         assert len(phase) >= 2 and phase.mean() >= 0.3 and (phase > 0.2).all()
 
 
-@pytest.mark.parametrize("which", ["cis", "motif", "mixed"])
+@pytest.mark.parametrize("which", ["cis", "motif", "motif-grammar", "mixed"])
 def test_genetic_model_gives_the_truth_on_any_people(which, cis, cohorts):
     """truth.model (what a writer for people outside the study calls) reproduces the cohort's
     genetic values, and on a subset of people the same values (no re-centring)."""
@@ -402,6 +402,66 @@ def test_motif_genetic_value_follows_from_each_haplotype_sequence(cohorts):
             )
         checked += 1
     assert checked >= 1
+
+
+def _naive_grammar(seq: str, tss_index: int) -> float:
+    """docs/simulate.md's motif-grammar rule, written out: AP1-like and CAAT-like sites count only
+    as pairs with centres <= 40 bp apart, weighted by the AP1-like site's distance to the TSS;
+    c = p / (p + 0.5)."""
+    comp = {"A": "T", "C": "G", "G": "C", "T": "A"}
+
+    def occupancy(consensus: str) -> list[tuple[float, float]]:
+        pwm = _doc_pwm(consensus)
+        length = len(pwm)
+        best = sum(math.log2(max(row.values()) / 0.25) for row in pwm)
+        out = []
+        for i in range(len(seq) - length + 1):
+            word = seq[i : i + length]
+            o = 0.0
+            for w in (word, "".join(comp[c] for c in reversed(word))):
+                score = sum(math.log2(pwm[k][w[k]] / 0.25) for k in range(length))
+                o += 1 / (1 + math.exp(-(score - (best - 3))))
+            out.append((i + (length - 1) / 2, o))
+        return out
+
+    a, b = occupancy("TGASTCAB"), occupancy("RRCCAATSR")
+    p = 0.0
+    for ca, oa in a:
+        near = sum(ob for cb, ob in b if abs(ca - cb) <= 40)
+        p += oa * math.exp(-abs(ca - tss_index) / 200) * near
+    return p / (p + 0.5)
+
+
+def test_motif_grammar_follows_the_documented_rule_and_is_not_additive(cohorts):
+    from hapexpr.simulate import grammar
+
+    _, cohort = cohorts["motif-grammar"]
+    gene = cohort.layout.genes[0]
+    seq, _, tss_index = _promoter(cohort, gene)
+    assert grammar.contribution(seq.encode(), tss_index) == pytest.approx(_naive_grammar(seq, tss_index), abs=1e-9)
+    # One AP1-like / CAAT-like pair 20 bp apart at the TSS of a neutral background.
+    rng = np.random.default_rng(0)
+    background = "".join(rng.choice(list("ACGT"), size=400))
+    ap1, caat = "TGACTCAC", "AACCAATCA"
+
+    def build(first: str, second: str, gap: int = 20) -> str:
+        middle = 200
+        s = background[:middle] + first + background[middle + len(first) :]
+        at = middle + gap
+        return s[:at] + second + s[at + len(second) :]
+
+    both = _naive_grammar(build(ap1, caat), 200)
+    no_a = _naive_grammar(build("A" * 8, caat), 200)
+    no_b = _naive_grammar(build(ap1, "G" * 9), 200)
+    neither = _naive_grammar(build("A" * 8, "G" * 9), 200)
+    far = _naive_grammar(build(ap1, caat, gap=120), 200)
+    # One partner alone, or the two too far apart, leave only the background's faint sites.
+    assert both > 0.7 and max(no_a, no_b, neither, far) < 0.15
+    # Epistasis on one haplotype: losing both partners costs about what losing either one costs,
+    # far less than the sum an additive rule would give.
+    assert (both - neither) < 0.6 * ((both - no_a) + (both - no_b))
+    planted = {p.motif for sites in cohort.planted.values() for p in sites}
+    assert planted == set(grammar.PARTNERS)
 
 
 def test_motifs_are_planted_on_segregating_sites(cohorts):

@@ -15,13 +15,13 @@ from itertools import combinations
 import numpy as np
 
 from hapexpr.haplotypes import build_haplotypes
-from hapexpr.simulate import motifs
+from hapexpr.simulate import grammar, motifs
 from hapexpr.simulate.layout import Gene
 from hapexpr.simulate.phenotypes import CausalEffect, GeneticModel
 from hapexpr.simulate.shares import variance_shares
 from hapexpr.simulate.variants import Variants
 
-ARCHITECTURES = ("additive", "motif", "cis-interaction", "rare", "distal", "mixed")
+ARCHITECTURES = ("additive", "motif", "motif-grammar", "cis-interaction", "rare", "distal", "mixed")
 # Share of the genetic variance each component gets in "mixed" (renormalised over the
 # components a gene can have, e.g. a gene without a rare variant has no rare component).
 MIXED_SHARES = {"additive": 0.35, "motif": 0.25, "distal": 0.15, "rare": 0.15, "cis-interaction": 0.10}
@@ -44,7 +44,12 @@ def uses_distal(architecture: str) -> bool:
 
 
 def uses_motifs(architecture: str) -> bool:
-    return architecture in ("motif", "mixed")
+    return architecture in ("motif", "mixed", "motif-grammar")
+
+
+def planter(architecture: str):
+    """The function that plants this architecture's motif sites (uses_motifs must hold)."""
+    return grammar.plant if architecture == "motif-grammar" else motifs.plant
 
 
 @dataclass(frozen=True)
@@ -183,12 +188,14 @@ def haplotype_contributions(
     reference: np.ndarray,
     radius: int,
     haplotypes: np.ndarray | None = None,
+    score: Callable[[bytes, int], float] = motifs.contribution,
 ) -> tuple[np.ndarray, dict[int, float], float]:
     """Motif contributions c(h) of every haplotype (people * 2,), each variant's ALT-alone change, c(ref).
 
     The promoter is reference positions TSS - radius .. TSS + radius (clipped to the contig) with
     the haplotype's ALT alleles applied as ``bcftools consensus`` does (hapexpr.haplotypes).
-    ``haplotypes`` (variants, people * 2), rows as ``variants``, defaults to the cohort's.
+    ``haplotypes`` (variants, people * 2), rows as ``variants``, defaults to the cohort's;
+    ``score`` is the rule from promoter sequence and TSS offset to c(h) (motif or grammar).
     """
     start, end = max(1, gene.tss - radius), min(reference.size, gene.tss + radius)
     inside = rows[(variants.pos[rows] >= start) & (variants.pos[rows] <= end)]
@@ -200,26 +207,27 @@ def haplotype_contributions(
     alleles = hap[inside].T.astype(bool)  # (haplotypes, variants)
     unique, index = np.unique(alleles, axis=0, return_inverse=True)
 
-    def score(rows_of_alleles: np.ndarray) -> np.ndarray:
+    def scored(rows_of_alleles: np.ndarray) -> np.ndarray:
         built = build_haplotypes(region, start, pos, ref, alt, rows_of_alleles)
-        return np.array([motifs.contribution(h.sequence, h.offset_of(gene.tss)) for h in built])
+        return np.array([score(h.sequence, h.offset_of(gene.tss)) for h in built])
 
-    per_haplotype = score(unique)[np.asarray(index).ravel()]
-    base = float(score(np.zeros((1, inside.size), dtype=bool))[0])
-    singles = score(np.eye(inside.size, dtype=bool)) - base if inside.size else np.zeros(0)
+    per_haplotype = scored(unique)[np.asarray(index).ravel()]
+    base = float(scored(np.zeros((1, inside.size), dtype=bool))[0])
+    singles = scored(np.eye(inside.size, dtype=bool)) - base if inside.size else np.zeros(0)
     return per_haplotype, {int(r): float(d) for r, d in zip(inside.tolist(), singles)}, base
 
 
-def motif_component(*, gene, variants, rows, reference, radius) -> Component | None:
-    promoter = dict(gene=gene, variants=variants, rows=rows, reference=reference, radius=radius)
+def motif_component(*, gene, variants, rows, reference, radius, role: str = "motif") -> Component | None:
+    score = grammar.contribution if role == "motif-grammar" else motifs.contribution
+    promoter = dict(gene=gene, variants=variants, rows=rows, reference=reference, radius=radius, score=score)
     c, singles, _ = haplotype_contributions(**promoter)
-    entries = tuple(CausalEffect(r, "motif", d) for r, d in singles.items() if abs(d) >= MOTIF_MIN_EFFECT)
+    entries = tuple(CausalEffect(r, role, d) for r, d in singles.items() if abs(d) >= MOTIF_MIN_EFFECT)
 
     def rule(h: np.ndarray) -> np.ndarray:
         per_haplotype = haplotype_contributions(**promoter, haplotypes=h)[0]
         return per_haplotype[0::2] + per_haplotype[1::2]
 
-    return Component("motif", c[0::2] + c[1::2], entries, rule)
+    return Component(role, c[0::2] + c[1::2], entries, rule)
 
 
 def components(
@@ -244,6 +252,12 @@ def components(
         built.append(_additive("additive", near, hap, _common(near, hap), n["additive"], rng))
     if architecture in ("motif", "mixed"):
         built.append(motif_component(gene=gene, variants=variants, rows=near, reference=reference, radius=radius))
+    if architecture == "motif-grammar":
+        built.append(
+            motif_component(
+                gene=gene, variants=variants, rows=near, reference=reference, radius=radius, role="motif-grammar"
+            )
+        )
     if architecture in ("cis-interaction", "mixed"):
         built.append(cis_component(near, hap, n["pairs"], rng))
     if architecture in ("rare", "mixed"):

@@ -139,7 +139,7 @@ def simulate(config: SimulationConfig) -> Cohort:
         )
         if architectures.uses_motifs(arch):
             freq = haplotypes.mean(axis=1)
-            planted[gene.index] = motifs.plant(
+            planted[gene.index] = architectures.planter(arch)(
                 reference=reference[gene.chrom],
                 tss=gene.tss,
                 radius=min(motifs.RADIUS, config.window // 2),
