@@ -406,8 +406,7 @@ def test_motif_genetic_value_follows_from_each_haplotype_sequence(cohorts):
 
 def _naive_grammar(seq: str, tss_index: int) -> float:
     """docs/simulate.md's motif-grammar rule, written out: AP1-like and CAAT-like sites count only
-    as pairs with centres <= 40 bp apart, weighted by the AP1-like site's distance to the TSS;
-    c = p / (p + 0.5)."""
+    as pairs with centres <= 40 bp apart, weighted by the AP1-like site's distance to the TSS."""
     comp = {"A": "T", "C": "G", "G": "C", "T": "A"}
 
     def occupancy(consensus: str) -> list[tuple[float, float]]:
@@ -429,7 +428,7 @@ def _naive_grammar(seq: str, tss_index: int) -> float:
     for ca, oa in a:
         near = sum(ob for cb, ob in b if abs(ca - cb) <= 40)
         p += oa * math.exp(-abs(ca - tss_index) / 200) * near
-    return p / (p + 0.5)
+    return p
 
 
 def test_motif_grammar_follows_the_documented_rule_and_is_not_additive(cohorts):
@@ -438,7 +437,7 @@ def test_motif_grammar_follows_the_documented_rule_and_is_not_additive(cohorts):
     _, cohort = cohorts["motif-grammar"]
     gene = cohort.layout.genes[0]
     seq, _, tss_index = _promoter(cohort, gene)
-    assert grammar.contribution(seq.encode(), tss_index) == pytest.approx(_naive_grammar(seq, tss_index), abs=1e-9)
+    assert grammar.pair_activity(seq.encode(), tss_index) == pytest.approx(_naive_grammar(seq, tss_index), abs=1e-9)
     # One AP1-like / CAAT-like pair 20 bp apart at the TSS of a neutral background.
     rng = np.random.default_rng(0)
     background = "".join(rng.choice(list("ACGT"), size=400))
@@ -456,12 +455,16 @@ def test_motif_grammar_follows_the_documented_rule_and_is_not_additive(cohorts):
     neither = _naive_grammar(build("A" * 8, "G" * 9), 200)
     far = _naive_grammar(build(ap1, caat, gap=120), 200)
     # One partner alone, or the two too far apart, leave only the background's faint sites.
-    assert both > 0.7 and max(no_a, no_b, neither, far) < 0.15
+    assert both > 1.0 and max(no_a, no_b, neither, far) < 0.1 * both
     # Epistasis on one haplotype: losing both partners costs about what losing either one costs,
     # far less than the sum an additive rule would give.
     assert (both - neither) < 0.6 * ((both - no_a) + (both - no_b))
     planted = {p.motif for sites in cohort.planted.values() for p in sites}
     assert planted == set(grammar.PARTNERS)
+    # The person-level response: half-saturated at one reference promoter, flat near two.
+    assert grammar.saturate(np.array([1.0]), 1.0)[0] == pytest.approx(0.5)
+    dose = grammar.saturate(np.array([2.0, 1.5, 1.0]), 1.0)  # two intact copies, one pair lost on one, one copy
+    assert dose[0] - dose[1] < dose[1] - dose[2]
 
 
 def test_motifs_are_planted_on_segregating_sites(cohorts):

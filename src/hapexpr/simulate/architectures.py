@@ -189,8 +189,11 @@ def haplotype_contributions(
     radius: int,
     haplotypes: np.ndarray | None = None,
     score: Callable[[bytes, int], float] = motifs.contribution,
-) -> tuple[np.ndarray, dict[int, float], float]:
-    """Motif contributions c(h) of every haplotype (people * 2,), each variant's ALT-alone change, c(ref).
+    removals: bool = False,
+) -> tuple[np.ndarray, dict[int, float], float, dict[int, float]]:
+    """Motif contributions c(h) of every haplotype (people * 2,), each variant's ALT-alone change,
+    c(ref), and (with ``removals``) each variant's largest |change| when its ALT allele is removed
+    from a haplotype that carries it (its effect on the backgrounds of the cohort; else empty).
 
     The promoter is reference positions TSS - radius .. TSS + radius (clipped to the contig) with
     the haplotype's ALT alleles applied as ``bcftools consensus`` does (hapexpr.haplotypes).
@@ -211,23 +214,59 @@ def haplotype_contributions(
         built = build_haplotypes(region, start, pos, ref, alt, rows_of_alleles)
         return np.array([score(h.sequence, h.offset_of(gene.tss)) for h in built])
 
-    per_haplotype = scored(unique)[np.asarray(index).ravel()]
+    per_unique = scored(unique)
+    per_haplotype = per_unique[np.asarray(index).ravel()]
     base = float(scored(np.zeros((1, inside.size), dtype=bool))[0])
     singles = scored(np.eye(inside.size, dtype=bool)) - base if inside.size else np.zeros(0)
-    return per_haplotype, {int(r): float(d) for r, d in zip(inside.tolist(), singles)}, base
+    reach: dict[int, float] = {}
+    if removals:
+        # Removing an ALT allele from a real haplotype always gives a valid one (no allele of a
+        # deletion's span can appear), unlike adding one.
+        for k, row in enumerate(inside.tolist()):
+            carriers = np.flatnonzero(unique[:, k])
+            if carriers.size:
+                without = unique[carriers].copy()
+                without[:, k] = False
+                reach[int(row)] = float(np.abs(per_unique[carriers] - scored(without)).max())
+    return per_haplotype, {int(r): float(d) for r, d in zip(inside.tolist(), singles)}, base, reach
 
 
-def motif_component(*, gene, variants, rows, reference, radius, role: str = "motif") -> Component | None:
-    score = grammar.contribution if role == "motif-grammar" else motifs.contribution
-    promoter = dict(gene=gene, variants=variants, rows=rows, reference=reference, radius=radius, score=score)
-    c, singles, _ = haplotype_contributions(**promoter)
-    entries = tuple(CausalEffect(r, role, d) for r, d in singles.items() if abs(d) >= MOTIF_MIN_EFFECT)
+def motif_component(*, gene, variants, rows, reference, radius) -> Component | None:
+    promoter = dict(gene=gene, variants=variants, rows=rows, reference=reference, radius=radius)
+    c, singles, _, _ = haplotype_contributions(**promoter)
+    entries = tuple(CausalEffect(r, "motif", d) for r, d in singles.items() if abs(d) >= MOTIF_MIN_EFFECT)
 
     def rule(h: np.ndarray) -> np.ndarray:
         per_haplotype = haplotype_contributions(**promoter, haplotypes=h)[0]
         return per_haplotype[0::2] + per_haplotype[1::2]
 
-    return Component(role, c[0::2] + c[1::2], entries, rule)
+    return Component("motif", c[0::2] + c[1::2], entries, rule)
+
+
+def grammar_component(*, gene, variants, rows, reference, radius) -> Component | None:
+    """motif-grammar: S(p(h1) + p(h2)) per person (hapexpr.simulate.grammar).
+
+    A variant is causal when its ALT allele changes p by MOTIF_MIN_EFFECT or more on the reference
+    or on a cohort haplotype that carries it (a rule with interactions has background-dependent
+    effects); its listed effect is S(p_ref + p(ref with this ALT)) - S(2 p_ref), one copy on the
+    reference background (S half-saturated at p_ref, one reference promoter's activity).
+    """
+    promoter = dict(
+        gene=gene, variants=variants, rows=rows, reference=reference, radius=radius, score=grammar.pair_activity
+    )
+    p, singles, base, reach = haplotype_contributions(**promoter, removals=True)
+    reference_value = grammar.saturate(2 * base, base)
+    entries = tuple(
+        CausalEffect(r, "motif-grammar", float(grammar.saturate(2 * base + d, base) - reference_value))
+        for r, d in singles.items()
+        if max(abs(d), reach.get(r, 0.0)) >= MOTIF_MIN_EFFECT
+    )
+
+    def rule(h: np.ndarray) -> np.ndarray:
+        per_haplotype = haplotype_contributions(**promoter, haplotypes=h)[0]
+        return grammar.saturate(per_haplotype[0::2] + per_haplotype[1::2], base)
+
+    return Component("motif-grammar", grammar.saturate(p[0::2] + p[1::2], base), entries, rule)
 
 
 def components(
@@ -253,11 +292,7 @@ def components(
     if architecture in ("motif", "mixed"):
         built.append(motif_component(gene=gene, variants=variants, rows=near, reference=reference, radius=radius))
     if architecture == "motif-grammar":
-        built.append(
-            motif_component(
-                gene=gene, variants=variants, rows=near, reference=reference, radius=radius, role="motif-grammar"
-            )
-        )
+        built.append(grammar_component(gene=gene, variants=variants, rows=near, reference=reference, radius=radius))
     if architecture in ("cis-interaction", "mixed"):
         built.append(cis_component(near, hap, n["pairs"], rng))
     if architecture in ("rare", "mixed"):

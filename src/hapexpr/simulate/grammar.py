@@ -1,10 +1,12 @@
-"""A non-additive motif grammar: two motifs that act only together, with a saturating promoter.
+"""A non-additive motif grammar: two motifs that act only together, and a saturating response.
 
-The rule (docs/simulate.md, "motif-grammar") turns a haplotype's promoter sequence into its
-contribution: an M1_AP1like site and an M2_CAATlike site count only as a pair whose centres lie
-within GRAMMAR_SPACING bp of each other, and the promoter saturates, c = p / (p + HALF) with p the
-summed pair activity, so variants on one haplotype interact (breaking either partner of a pair
-removes it; one more pair adds less to a busy promoter). Sequences are uint8 ASCII arrays of ACGT.
+The rule (docs/simulate.md, "motif-grammar"): on each haplotype an M1_AP1like site and an
+M2_CAATlike site count only as a pair whose centres lie within SPACING bp of each other (breaking
+either partner removes the pair); a person's expression saturates in the pair activity of both
+haplotypes together, a Hill curve S(P) = P^HILL / (P^HILL + p_ref^HILL) half-saturated at p_ref,
+the activity of ONE reference promoter: a person with two reference promoters is near saturation,
+so losing a pair on one haplotype costs little while the other is intact and much more when both
+are hit (dominance, and interactions between variants on the two haplotypes). Sequences are uint8 ASCII arrays of ACGT.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from hapexpr.simulate import motifs
 
 PARTNERS = ("M1_AP1like", "M2_CAATlike")
 SPACING = 40  # bp, centre to centre: the two sites of a pair act together only this close
-HALF = 0.5  # pair activity at which the promoter is half-saturated
+HILL = 4  # steepness of a person's response to the summed pair activity of both haplotypes
 PAIRS_ON_VARIANTS = 4  # planted pairs per gene with one partner centred on a segregating site
 PAIRS_FIXED = 1  # further planted pairs at random places within RADIUS / 2
 PLANT_GAP = (12, 30)  # bp between the two planted partners' centres (within SPACING)
@@ -55,10 +57,11 @@ def pair_activity(sequence: bytes | np.ndarray, tss_index: int) -> float:
     return float(np.sum(occ_a * weight * near_b))
 
 
-def contribution(sequence: bytes | np.ndarray, tss_index: int) -> float:
-    """A haplotype's contribution c(h) = p / (p + HALF), p = :func:`pair_activity` (0 <= c < 1)."""
-    p = pair_activity(sequence, tss_index)
-    return p / (p + HALF)
+def saturate(activity: np.ndarray, reference: float) -> np.ndarray:
+    """A person's response S(P) = P^HILL / (P^HILL + p_ref^HILL) to the summed pair activity P of
+    both haplotypes; ``reference`` = p_ref, that of one reference promoter (S = 1/2 there)."""
+    x = np.asarray(activity, dtype=np.float64) / reference if reference > 0 else np.asarray(activity) * 0.0 + 1.0
+    return x**HILL / (x**HILL + 1.0)
 
 
 def plant(
