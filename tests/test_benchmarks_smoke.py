@@ -69,6 +69,19 @@ def test_bench_embed_gpu_smoke(tmp_path):
     assert out.rstrip().endswith("ok")
 
 
+def test_bench_architecture_shares_smoke(tmp_path):
+    """Each architecture's measured shares per seed and pooled; additive is exactly additive."""
+    out = run_smoke("bench_architecture_shares.py", tmp_path)
+    assert re.search(r"^\| additive \| 1 \| 3 \| \d+ \| (1\.000|nan) \| (0\.000|nan) \|", out, re.M), out
+    assert re.search(
+        r"^additive: (\d+ heritable genes of 3; mean additive_share 1\.000, mean phase_share 0\.000|no heritable gene)",
+        out,
+        re.M,
+    ), out
+    assert re.search(r"^motif: ", out, re.M) and re.search(r"^cis-interaction: ", out, re.M), out
+    assert out.rstrip().endswith("ok")
+
+
 @pytest.mark.slow
 def test_bench_scale_smoke(tmp_path):
     out = run_smoke("bench_scale.py", tmp_path)
@@ -135,7 +148,49 @@ def test_bench_accuracy_smoke(tmp_path):
         assert row["mean_r"] == pytest.approx(r.sum() / 4, abs=1e-6), method  # genes without a model count as 0
     en = table.set_index("method").loc["elastic-net"]
     assert 0.0 <= en["explain_prec"] <= 1.0 and en["explain_genes"] == 1
+    # The architecture's measured shares head its table and fill the TSV (additive: all additive).
+    truth = pd.read_csv(tmp_path / "w" / "additive_s1" / "cohort" / "truth.tsv", sep="\t", keep_default_na=False)
+    heritable = truth[truth["h2"] > 0]
+    assert table["additive_share"].iloc[0] == pytest.approx(heritable["additive_share"].astype(float).mean(), abs=1e-6)
+    assert table["phase_share"].iloc[0] == pytest.approx(heritable["phase_share"].astype(float).mean(), abs=1e-6)
+    assert re.search(r"mean additive share of var\(g\) [\d.]+, mean phase-dependent share [\d.]+", out), out
+    # One cohort: a headline difference but no interval; the multi-gene rows would say "5 shared".
+    assert (table["cohorts"] == 1).all() and table["ci_lo"].isna().all()
+    assert (table["models"] == "per gene").all()
     assert out.rstrip().endswith("ok")
+
+
+def test_cohort_contrast_is_a_t_interval_over_cohorts():
+    """The headline difference: mean over cohorts of the per-cohort mean difference (NaN r as 0),
+    with a t interval over cohorts, checked against scipy's one-sample t test."""
+    import importlib.util
+
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH / "bench_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed, genes in ((1, 5), (2, 3), (3, 8)):
+        for g in range(genes):
+            ra, rb = rng.normal(0.3, 0.2), rng.normal(0.2, 0.2)
+            rows += [("a", f"s{seed}:G{g}", ra), ("b", f"s{seed}:G{g}", np.nan if g == 0 else rb)]
+    rows.append(("a", "s3:only_a", 0.9))  # a gene one method lacks is left out of the pair
+    metrics = pd.DataFrame(rows, columns=["method", "gene_id", "pearson_r"])
+    got = bench.cohort_contrast(metrics, "a", "b")
+    wide = metrics.pivot(index="gene_id", columns="method", values="pearson_r").drop(index="s3:only_a").fillna(0.0)
+    per_cohort = (wide["a"] - wide["b"]).groupby(wide.index.str[:2]).mean().to_numpy()
+    test = stats.ttest_1samp(per_cohort, 0.0)
+    lo, hi = stats.t.interval(0.95, len(per_cohort) - 1, loc=per_cohort.mean(), scale=stats.sem(per_cohort))
+    assert got["cohorts"] == 3
+    assert got["diff"] == pytest.approx(per_cohort.mean())
+    assert (got["lo"], got["hi"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert got["p"] == pytest.approx(test.pvalue)
+    one = bench.cohort_contrast(metrics[metrics["gene_id"].str.startswith("s1:")], "a", "b")
+    assert one["cohorts"] == 1 and np.isnan(one["lo"]) and np.isnan(one["p"])
 
 
 def test_bench_train_gpu_smoke(tmp_path):

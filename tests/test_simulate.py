@@ -32,6 +32,7 @@ FILES = {
     "samples.tsv",
     "truth.tsv",
     "truth_variants.tsv",
+    "truth_genetic.tsv",
 }
 needs_bcftools = pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
 

@@ -26,7 +26,7 @@ from hapexpr.simulate.cohort import _h2_targets
 from hapexpr.study import Study
 
 TINY = {"individuals": 80, "genes": 4, "window": 4000, "seed": 2}
-NEW = ("motif", "cis-interaction", "rare", "distal", "mixed")
+NEW = ("motif", "motif-grammar", "cis-interaction", "rare", "distal", "mixed")
 needs_bcftools = pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
 
 # sha256 of `simulate_cohort(out, individuals=30, genes=3, window=1000, seed=7)` computed with the
@@ -60,6 +60,18 @@ def cohorts(tmp_path_factory) -> dict:
     return built
 
 
+@pytest.fixture(scope="module")
+def cis(tmp_path_factory) -> tuple[Path, object]:
+    """A cis-interaction cohort of realistic size (pairs need >= 5 double heterozygotes in cis and
+    in trans, which 80 people rarely give): (directory, Cohort)."""
+    cohort = simulate(
+        SimulationConfig(individuals=290, genes=8, window=6000, seed=4, h2=0.3, architecture="cis-interaction")
+    )
+    out = tmp_path_factory.mktemp("cis") / "cohort"
+    write_cohort(cohort, out)
+    return out, cohort
+
+
 def _truth_variants(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "truth_variants.tsv", sep="\t", dtype={"gene_id": str})
 
@@ -70,10 +82,10 @@ def test_additive_default_is_byte_identical_to_before(tmp_path):
     for name, digest in BEFORE.items():
         data = (out / name).read_bytes()
         if name == "truth.tsv":
-            # The only change: one new last column, "architecture".
+            # The only change: new last columns, "architecture" and the two measured shares.
             lines = data.decode().splitlines(keepends=True)
-            assert all(line.rstrip("\n").rsplit("\t", 1)[1] in ("architecture", "additive") for line in lines)
-            data = "".join(line.rstrip("\n").rsplit("\t", 1)[0] + "\n" for line in lines).encode()
+            assert all(line.rstrip("\n").rsplit("\t", 3)[1] in ("architecture", "additive") for line in lines)
+            data = "".join(line.rstrip("\n").rsplit("\t", 3)[0] + "\n" for line in lines).encode()
         assert _sha(data) == digest, name
     variants = _truth_variants(out)
     truth = pd.read_csv(out / "truth.tsv", sep="\t", keep_default_na=False)
@@ -107,8 +119,8 @@ def test_unknown_architecture_is_refused(tmp_path):
 # --- cis-interaction -------------------------------------------------------------------------
 
 
-def test_cis_interaction_phase_swap_changes_the_truth(cohorts):
-    out, cohort = cohorts["cis-interaction"]
+def test_cis_interaction_phase_swap_changes_the_truth(cis):
+    out, cohort = cis
     pairs = [(t, e) for t in cohort.truths for e in t.entries if e.role == "cis-interaction" and e.row < e.partner]
     assert pairs, "no gene got a cis-interaction pair"
     truth, pair = pairs[0]
@@ -134,10 +146,10 @@ def test_cis_interaction_phase_swap_changes_the_truth(cohorts):
     assert float(row_a.effect.iloc[0]) == pytest.approx(pair.effect, rel=1e-5) == float(row_b.effect.iloc[0])
 
 
-def test_cis_interaction_is_invisible_to_unphased_dosages():
-    """In a cohort of realistic size, double heterozygotes in cis and in trans exist for some
-    pair, have equal dosages at it, and differ in truth by exactly gamma."""
-    cohort = simulate(SimulationConfig(individuals=290, genes=6, window=6000, seed=0, architecture="cis-interaction"))
+def test_cis_interaction_is_invisible_to_unphased_dosages(cis):
+    """Double heterozygotes in cis and in trans exist for every pair, have equal dosages at it,
+    and differ in truth by exactly gamma."""
+    _, cohort = cis
     hap = cohort.variants.haplotypes
     shown = 0
     for t in cohort.truths:
@@ -149,6 +161,7 @@ def test_cis_interaction_is_invisible_to_unphased_dosages():
             both = h[e.row] & h[e.partner]
             in_cis = double_het & (both[0::2] | both[1::2])
             in_trans = double_het & ~in_cis
+            assert in_cis.sum() >= architectures.MIN_PHASE_PEOPLE <= in_trans.sum()
             if in_cis.any() and in_trans.any():
                 # Remove every other pair's part so the two groups differ by this pair only.
                 others = [x for x in t.entries if {x.row, x.partner} != {e.row, e.partner}]
@@ -156,6 +169,99 @@ def test_cis_interaction_is_invisible_to_unphased_dosages():
                 assert np.allclose(only[in_cis], e.effect) and np.allclose(only[in_trans], 0.0)
                 shown += 1
     assert shown >= 1
+
+
+def _haplotypes(*rows: str) -> np.ndarray:
+    """(variants, people * 2) int8 from strings of 0/1, one per variant."""
+    return np.array([[int(c) for c in r] for r in rows], dtype=np.int8)
+
+
+def test_nested_disjoint_rare_and_additive_pairs_are_rejected():
+    # Four people, each column pair one person. b's ALT always rides with a's: nested.
+    assert architectures.pair_rejection(_haplotypes("11001100", "10001000"), 0, 1) == "nested"
+    assert architectures.pair_rejection(_haplotypes("11000000", "00110000"), 0, 1) == "never on one haplotype"
+    # Five cis and five trans double heterozygotes among 60 people, everyone else carrying neither
+    # ALT allele: phase is all that varies, so the pair is accepted.
+    a = "10" * 10  # ten people with a's ALT on haplotype 1
+    b = "".join("10" if i < 5 else "01" for i in range(10))  # b's with it (cis) for five, opposite for five
+    pad = "00" * 50
+    assert architectures.pair_rejection(_haplotypes(a + pad, b + pad), 0, 1) is None
+    # Only four people in trans: too few to learn phase from.
+    b4 = "".join("10" if i < 6 else "01" for i in range(10))
+    assert "double heterozygotes" in architectures.pair_rejection(_haplotypes(a + pad, b4 + pad), 0, 1)
+    # The same cis/trans people, but 40 more who carry both ALT alleles on both haplotypes:
+    # the homozygotes' value, which dosages explain, swamps the phase-dependent part.
+    hom = "11" * 40
+    reason = architectures.pair_rejection(_haplotypes(a + hom + "00" * 10, b + hom + "00" * 10), 0, 1)
+    assert reason is not None and reason.startswith("effectively additive")
+
+
+def _vcf_dosages(vcf: Path, ids: list[str]) -> dict[str, np.ndarray]:
+    """ALT dosages per variant id, read with cyvcf2 (an oracle independent of the simulator)."""
+    from cyvcf2 import VCF
+
+    wanted, out = set(ids), {}
+    for record in VCF(str(vcf)):
+        if record.ID in wanted:
+            gt = np.asarray(record.genotype.array())[:, :2]
+            out[record.ID] = gt.sum(axis=1).astype(float)
+    return out
+
+
+@pytest.mark.parametrize("which", ["cis", "additive", "motif", "motif-grammar", "mixed"])
+def test_truth_shares_match_an_independent_regression(which, cis, cohorts, tmp_path):
+    from sklearn.linear_model import LinearRegression
+    from sklearn.preprocessing import PolynomialFeatures
+
+    if which == "cis":
+        out = cis[0]
+    elif which == "additive":
+        out = tmp_path / "additive"
+        simulate_cohort(out, individuals=80, genes=4, window=4000, seed=3)
+    else:
+        out = cohorts[which][0]
+    truth = pd.read_csv(out / "truth.tsv", sep="\t", keep_default_na=False, dtype={"gene_id": str})
+    genetic = pd.read_csv(out / "truth_genetic.tsv", sep="\t", dtype={"gene_id": str, "sample_id": str})
+    samples = pd.read_csv(out / "samples.tsv", sep="\t", dtype=str)["sample_id"].tolist()
+    ids = [v for row in truth["causal_variants"] for v in row.split(",") if v]
+    dosage = _vcf_dosages(out / "genotypes.vcf.gz", ids)
+    checked = 0
+    for _, row in truth.iterrows():
+        g = genetic[genetic["gene_id"] == row["gene_id"]].set_index("sample_id").loc[samples, "genetic_value"]
+        g = g.to_numpy()
+        if row["h2"] == 0:
+            assert np.all(g == 0) and np.isnan(float(row["additive_share"])) and np.isnan(float(row["phase_share"]))
+            continue
+        assert g.var() == pytest.approx(row["h2"], rel=1e-5)
+        x = np.column_stack([dosage[v] for v in row["causal_variants"].split(",")])
+        additive = LinearRegression().fit(x, g).score(x, g)
+        quad = PolynomialFeatures(degree=2, include_bias=False).fit_transform(x)
+        phase = 1 - LinearRegression().fit(quad, g).score(quad, g)
+        assert float(row["additive_share"]) == pytest.approx(additive, abs=1e-4)
+        assert float(row["phase_share"]) == pytest.approx(max(phase, 0.0), abs=1e-4)
+        checked += 1
+    assert checked >= 1
+    if which == "additive":
+        assert np.allclose(truth.loc[truth.h2 > 0, "additive_share"].astype(float), 1.0, atol=1e-6)
+    if which == "cis":
+        # Every gene carries a pair whose phase matters: most of its variance is invisible to
+        # dosages and their products.
+        phase = truth.loc[truth.h2 > 0, "phase_share"].astype(float)
+        assert len(phase) >= 2 and phase.mean() >= 0.3 and (phase > 0.2).all()
+
+
+@pytest.mark.parametrize("which", ["cis", "motif", "motif-grammar", "mixed"])
+def test_genetic_model_gives_the_truth_on_any_people(which, cis, cohorts):
+    """truth.model (what a writer for people outside the study calls) reproduces the cohort's
+    genetic values, and on a subset of people the same values (no re-centring)."""
+    cohort = cis[1] if which == "cis" else cohorts[which][1]
+    hap = cohort.variants.haplotypes
+    some = [3, 0, 7]
+    columns = np.column_stack([2 * np.array(some), 2 * np.array(some) + 1]).ravel()
+    for t in cohort.truths:
+        if t.h2 > 0:
+            assert np.allclose(t.model(hap), t.genetic, atol=1e-9)
+            assert np.allclose(t.model(hap[:, columns]), t.genetic[some], atol=1e-9)
 
 
 # --- motif ------------------------------------------------------------------------------------
@@ -296,6 +402,69 @@ def test_motif_genetic_value_follows_from_each_haplotype_sequence(cohorts):
             )
         checked += 1
     assert checked >= 1
+
+
+def _naive_grammar(seq: str, tss_index: int) -> float:
+    """docs/simulate.md's motif-grammar rule, written out: AP1-like and CAAT-like sites count only
+    as pairs with centres <= 40 bp apart, weighted by the AP1-like site's distance to the TSS."""
+    comp = {"A": "T", "C": "G", "G": "C", "T": "A"}
+
+    def occupancy(consensus: str) -> list[tuple[float, float]]:
+        pwm = _doc_pwm(consensus)
+        length = len(pwm)
+        best = sum(math.log2(max(row.values()) / 0.25) for row in pwm)
+        out = []
+        for i in range(len(seq) - length + 1):
+            word = seq[i : i + length]
+            o = 0.0
+            for w in (word, "".join(comp[c] for c in reversed(word))):
+                score = sum(math.log2(pwm[k][w[k]] / 0.25) for k in range(length))
+                o += 1 / (1 + math.exp(-(score - (best - 3))))
+            out.append((i + (length - 1) / 2, o))
+        return out
+
+    a, b = occupancy("TGASTCAB"), occupancy("RRCCAATSR")
+    p = 0.0
+    for ca, oa in a:
+        near = sum(ob for cb, ob in b if abs(ca - cb) <= 40)
+        p += oa * math.exp(-abs(ca - tss_index) / 200) * near
+    return p
+
+
+def test_motif_grammar_follows_the_documented_rule_and_is_not_additive(cohorts):
+    from hapexpr.simulate import grammar
+
+    _, cohort = cohorts["motif-grammar"]
+    gene = cohort.layout.genes[0]
+    seq, _, tss_index = _promoter(cohort, gene)
+    assert grammar.pair_activity(seq.encode(), tss_index) == pytest.approx(_naive_grammar(seq, tss_index), abs=1e-9)
+    # One AP1-like / CAAT-like pair 20 bp apart at the TSS of a neutral background.
+    rng = np.random.default_rng(0)
+    background = "".join(rng.choice(list("ACGT"), size=400))
+    ap1, caat = "TGACTCAC", "AACCAATCA"
+
+    def build(first: str, second: str, gap: int = 20) -> str:
+        middle = 200
+        s = background[:middle] + first + background[middle + len(first) :]
+        at = middle + gap
+        return s[:at] + second + s[at + len(second) :]
+
+    both = _naive_grammar(build(ap1, caat), 200)
+    no_a = _naive_grammar(build("A" * 8, caat), 200)
+    no_b = _naive_grammar(build(ap1, "G" * 9), 200)
+    neither = _naive_grammar(build("A" * 8, "G" * 9), 200)
+    far = _naive_grammar(build(ap1, caat, gap=120), 200)
+    # One partner alone, or the two too far apart, leave only the background's faint sites.
+    assert both > 1.0 and max(no_a, no_b, neither, far) < 0.1 * both
+    # Epistasis on one haplotype: losing both partners costs about what losing either one costs,
+    # far less than the sum an additive rule would give.
+    assert (both - neither) < 0.6 * ((both - no_a) + (both - no_b))
+    planted = {p.motif for sites in cohort.planted.values() for p in sites}
+    assert planted == set(grammar.PARTNERS)
+    # The person-level response: half-saturated at one reference promoter, flat near two.
+    assert grammar.saturate(np.array([1.0]), 1.0)[0] == pytest.approx(0.5)
+    dose = grammar.saturate(np.array([2.0, 1.5, 1.0]), 1.0)  # two intact copies, one pair lost on one, one copy
+    assert dose[0] - dose[1] < dose[1] - dose[2]
 
 
 def test_motifs_are_planted_on_segregating_sites(cohorts):

@@ -101,7 +101,8 @@ def simulate(
     architecture: Annotated[
         str,
         typer.Option(
-            help="Genetic architecture: additive, motif, cis-interaction, rare, distal or mixed (docs/simulate.md)."
+            help="Genetic architecture: additive, motif, motif-grammar, cis-interaction, rare, distal or mixed "
+            "(docs/simulate.md)."
         ),
     ] = "additive",
     h2_distribution: Annotated[

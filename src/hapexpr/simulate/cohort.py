@@ -11,6 +11,7 @@ from hapexpr.errors import InputError
 from hapexpr.simulate import architectures, motifs, writers
 from hapexpr.simulate.layout import Gene, Layout, layout_genes, place_blocks, random_reference
 from hapexpr.simulate.phenotypes import GeneTruth, dosages, expression_from_genetic, genotype_pcs, simulate_expression
+from hapexpr.simulate.shares import variance_shares
 from hapexpr.simulate.variants import Variants, assign_alleles, coalescent_haplotypes, concat, demography
 
 POPULATIONS = ("AFR", "EUR", "EAS")
@@ -138,7 +139,7 @@ def simulate(config: SimulationConfig) -> Cohort:
         )
         if architectures.uses_motifs(arch):
             freq = haplotypes.mean(axis=1)
-            planted[gene.index] = motifs.plant(
+            planted[gene.index] = architectures.planter(arch)(
                 reference=reference[gene.chrom],
                 tss=gene.tss,
                 radius=min(motifs.RADIUS, config.window // 2),
@@ -205,7 +206,7 @@ def simulate(config: SimulationConfig) -> Cohort:
                 if h2_targets[i] > 0
                 else []
             )
-            g, entries = architectures.genetic_value(found, float(h2_targets[i]), mixed=arch == "mixed")
+            g, entries, model = architectures.genetic_value(found, float(h2_targets[i]), mixed=arch == "mixed")
             expression[i], truth = expression_from_genetic(
                 gene=gene,
                 g=g if g.size else np.zeros(config.individuals),
@@ -214,8 +215,10 @@ def simulate(config: SimulationConfig) -> Cohort:
                 covariates=covariates,
                 covariate_sd=config.covariate_sd,
                 rng=pheno_rng,
+                model=model,
             )
-        truths.append(truth)
+        additive, phase = variance_shares(truth.genetic, dosage[list(truth.causal)])
+        truths.append(replace(truth, additive_share=additive, phase_share=phase))
     return Cohort(
         config=config,
         layout=layout,
@@ -345,6 +348,7 @@ def write_cohort(cohort: Cohort, out: Path) -> None:
     writers.write_text(out / "samples.tsv", writers.sample_lines(cohort.samples, cohort.populations, cohort.sex))
     covariate_names = ["sex", *(f"PC{k}" for k in range(1, cohort.pcs.shape[0] + 1))]
     writers.write_text(out / "truth_variants.tsv", writers.truth_variant_lines(cohort.truths, cohort.variants))
+    writers.write_text(out / "truth_genetic.tsv", writers.truth_genetic_lines(cohort.truths, cohort.samples))
     if cohort.planted:
         writers.write_text(out / "truth_motifs.tsv", writers.truth_motif_lines(genes, cohort.planted))
     writers.write_text(out / "truth.tsv", writers.truth_lines(cohort.truths, cohort.variants, covariate_names))

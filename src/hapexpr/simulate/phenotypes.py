@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,12 +56,35 @@ class CausalEffect:
 
 
 @dataclass(frozen=True)
+class GeneticModel:
+    """A gene's genetic value as a function of haplotypes, for the cohort's people or any others.
+
+    ``g(H) = sum_k factors[k] * (rules[k](H) - means[k])``: ``H`` is (variants, people * 2) 0/1
+    haplotypes whose rows are the cohort's variants (the :class:`Variants` rows), each rule gives
+    (people,) unscaled values, ``means`` are the rules' cohort means. On the cohort it gives
+    ``GeneTruth.genetic``; on people outside it, their true genetic value on the same scale (not
+    re-centred on them).
+    """
+
+    rules: tuple[Callable[[np.ndarray], np.ndarray], ...] = ()
+    factors: tuple[float, ...] = ()
+    means: tuple[float, ...] = ()
+
+    def __call__(self, haplotypes: np.ndarray) -> np.ndarray:
+        g = np.zeros(haplotypes.shape[1] // 2)
+        for rule, factor, mean in zip(self.rules, self.factors, self.means):
+            g += factor * (rule(haplotypes) - mean)
+        return g
+
+
+@dataclass(frozen=True)
 class GeneTruth:
     """What generated one gene's expression. ``effects`` are per ALT allele, in expression units.
 
     ``causal``/``effects`` list each causal variant once (effects of a variant with several
     roles summed); ``entries`` has one :class:`CausalEffect` per variant and role. ``genetic`` is
-    the (samples,) genetic value g in expression units.
+    the (samples,) genetic value g in expression units; ``model`` computes it from any people's
+    haplotypes. ``additive_share``/``phase_share`` are measured on the cohort (hapexpr.simulate.shares).
     """
 
     gene: Gene
@@ -72,6 +96,9 @@ class GeneTruth:
     architecture: str = "additive"
     entries: tuple[CausalEffect, ...] = ()
     genetic: np.ndarray | None = None
+    model: GeneticModel = GeneticModel()
+    additive_share: float = float("nan")
+    phase_share: float = float("nan")
 
 
 def _pick_causal(
@@ -139,9 +166,15 @@ def simulate_expression(
     if h2 == 0.0:
         causal, raw, g = np.zeros(0, np.int64), np.zeros(0), np.zeros(n)
     scale = np.sqrt(h2 / g.var()) if h2 > 0 else 0.0
+    model = GeneticModel()
+    if h2 > 0:
+        rows, weights = causal.copy(), raw.copy()
+        model = GeneticModel(
+            (lambda h: weights @ dosages(h[rows]),), (float(scale),), (float((raw @ dosage[causal]).mean()),)
+        )
     effects, g = raw * scale, g * scale
 
-    return _with_noise(
+    expression, truth = _with_noise(
         gene=gene,
         g=g,
         h2=h2,
@@ -153,6 +186,7 @@ def simulate_expression(
         architecture="additive",
         entries=tuple(CausalEffect(int(r), "additive", float(x)) for r, x in zip(causal.tolist(), effects)),
     )
+    return expression, replace(truth, model=model)
 
 
 def expression_from_genetic(
@@ -164,20 +198,22 @@ def expression_from_genetic(
     covariates: np.ndarray,
     covariate_sd: float,
     rng: np.random.Generator,
+    model: GeneticModel = GeneticModel(),
 ) -> tuple[np.ndarray, GeneTruth]:
     """Expression (samples,) from a genetic value g already scaled to the target h2 (var(g) = h2).
 
     g is centred here; noise and covariate effects follow the rule of :func:`simulate_expression`.
+    ``model`` (the rule that gave g) is kept in the truth for genes with h2 > 0.
     """
     g = g - g.mean()
     h2 = float(g.var()) if g.var() > 1e-12 else 0.0
     if h2 == 0.0:
-        g, entries = np.zeros_like(g), []
+        g, entries, model = np.zeros_like(g), [], GeneticModel()
     summed: dict[int, float] = {}
     for entry in entries:
         summed[entry.row] = summed.get(entry.row, 0.0) + entry.effect
     causal = tuple(sorted(summed))
-    return _with_noise(
+    expression, truth = _with_noise(
         gene=gene,
         g=g,
         h2=h2,
@@ -189,6 +225,7 @@ def expression_from_genetic(
         architecture=architecture,
         entries=tuple(sorted(entries, key=lambda e: (e.row, e.role))),
     )
+    return expression, replace(truth, model=model)
 
 
 def _with_noise(

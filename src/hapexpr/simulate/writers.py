@@ -164,6 +164,8 @@ TRUTH_COLUMNS = (
     "causal_types",
     "covariate_effects",
     "architecture",
+    "additive_share",
+    "phase_share",
 )
 
 
@@ -190,8 +192,19 @@ def truth_lines(truths: list[GeneTruth], variants: Variants, covariate_names: li
             ",".join(str(variants.kind[i]) for i in t.causal),
             cov,
             t.architecture,
+            f"{t.additive_share:.6f}",
+            f"{t.phase_share:.6f}",
         ]
         yield "\t".join(row) + "\n"
+
+
+def truth_genetic_lines(truths: list[GeneTruth], samples: list[str]) -> Iterator[str]:
+    """Each person's genetic value per gene (truth_genetic.tsv: gene_id, sample_id, genetic_value)."""
+    yield "gene_id\tsample_id\tgenetic_value\n"
+    for t in truths:
+        g = t.genetic if t.genetic is not None else np.zeros(len(samples))
+        for sample, value in zip(samples, g.tolist()):
+            yield f"{t.gene.gene_id}\t{sample}\t{value:.9g}\n"
 
 
 TRUTH_VARIANT_COLUMNS = ("gene_id", "variant_id", "role", "effect", "partner", "alt_af", "tss_distance", "type")
