@@ -96,6 +96,9 @@ class Method:
     reference: ClassVar[bool] = False
     # Whether fit-final, predict and explain can use it (one estimator per gene on all people).
     final: ClassVar[bool] = True
+    # Whether its final fit is one model shared by every gene (:meth:`fit_final_shared`)
+    # rather than one estimator per gene.
+    shared_final: bool = False
 
     def __init__(self, options: Options | None = None, *, name: str | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -173,6 +176,16 @@ class Method:
         GPU): an iterator of ``(gene_id, estimator or None)``, or None to fit them one gene at
         a time (:func:`hapexpr.engines.fit_final_one`)."""
         return None
+
+    def fit_final_shared(self, study, directory: Path, *, progress: bool) -> dict:
+        """With ``shared_final``: fit the one final model on every individual of every gene and
+        save it into ``directory``; returns what ``final.json`` records of it (JSON)."""
+        raise NotImplementedError(f"{self.fit_name} has no shared final model")
+
+    def load_final_shared(self, directory: Path):
+        """The model :meth:`fit_final_shared` saved; its ``estimator(gene_id)`` is a per-gene
+        estimator (``predict(X)``) for a study gene or a gene outside the study."""
+        raise NotImplementedError(f"{self.fit_name} has no shared final model")
 
     def fit_record(self) -> dict:
         """What fit.json records: the method, its options and what was resolved in the study."""
