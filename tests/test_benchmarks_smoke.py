@@ -144,3 +144,10 @@ def test_bench_train_gpu_smoke(tmp_path):
     assert m and float(m.group(1)) <= 1e-4, out
     assert re.search(r"^RATIO train_gpu batched/one_at_a_time = [\d.]+x genes/s \(fp32; baseline: ", out, re.M), out
     assert out.rstrip().endswith("ok")
+
+
+def test_bench_train_multigene_gpu_smoke(tmp_path):
+    out = run_smoke("bench_train_multigene_gpu.py", tmp_path)
+    assert re.search(r"^cpu fp32 \(reference\)\s*:\s*[\d.]+ s\s+\d+ rows/s", out, re.M), out
+    assert re.search(r"^RATIO train_multigene_gpu device/cpu = [\d.]+x rows/s", out, re.M), out
+    assert out.rstrip().endswith("ok")
