@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,7 @@ def main() -> int:
                 "--out", study, env=env,
             )  # fmt: skip
             t_setup += hapexpr("embed", study, "--model", "kmer:4", "--bins", args.bins, env=env)
+        shutil.rmtree(study / "models" / "nt-transformer-multi", ignore_errors=True)  # a fit from scratch
         fit = ["fit", study, "--method", "nt-transformer", "--multi-gene", "--holdout-genes", "0.1"]
         fit += ["--max-epochs", args.max_epochs, "--epoch-selection", "split", "--overwrite"]
         peak, wall = peak_rss_of(fit, env)

@@ -219,9 +219,13 @@ def test_fit_final_and_predict_new_people_held_out_and_outside_genes(cv_fit, tin
     # the same haplotypes, embeddings, scaling (the same people) and neutral head
     np.testing.assert_array_equal(by["COPY"], by[heldout[0]])
     assert np.std(by[heldout[0]]) > 0
-    # trained genes use their own heads: predictions track the final model's fitted values
     for g in set(s.gene_ids) - set(heldout):
         assert np.std(by[g]) > 0
+    # explain reads the same shared model
+    trained = next(g for g in s.gene_ids if g not in heldout)
+    hapexpr("explain", study, "--method", NAME, "--gene", trained, "--out", tmp_path / "effects.tsv")
+    effects = pd.read_csv(tmp_path / "effects.tsv", sep="\t")
+    assert len(effects) and np.isfinite(effects["mean_effect"].dropna()).all()
 
 
 def test_predict_through_a_fold_model_gives_the_cv_held_out_figures(cv_fit, tiny_cohort):

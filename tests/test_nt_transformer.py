@@ -221,7 +221,7 @@ def test_method_features_and_estimator(monkeypatch):
         "nt-transformer-multi",
         "nt-transformer-multi-heldout",
     ]
-    assert multi.final and multi.shared_final and not method.shared_final
+    assert not multi.final and multi.shared_final and not method.shared_final  # one final model, not per gene
 
 
 # ---- multi-gene mode

@@ -64,9 +64,9 @@ def final_method(study: Study, name: str, options: dict | None = None) -> Method
     if options:
         merged = {**m.options.to_dict(), **options}
         m = build(m.name, merged, fit_name=m.fit_name, where=f"fit-final --method {name}").bind(study)
-    if not m.final:
+    if not (m.final or m.shared_final):
         raise StudyError(
-            f"{name} has no per-gene model to fit on all individuals (multi-gene or stacked predictions)",
+            f"{name} has no model to fit on all individuals (stacked predictions)",
             hint="use one of the per-gene fits of the study",
         )
     return m

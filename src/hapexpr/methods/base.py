@@ -96,8 +96,8 @@ class Method:
     reference: ClassVar[bool] = False
     # Whether fit-final, predict and explain can use it (one estimator per gene on all people).
     final: ClassVar[bool] = True
-    # Whether its final fit is one model shared by every gene (:meth:`fit_final_shared`)
-    # rather than one estimator per gene.
+    # Whether fit-final, predict and explain use instead one model shared by every gene
+    # (:meth:`fit_final_shared`; ``final`` is then False: there is no per-gene estimator).
     shared_final: bool = False
 
     def __init__(self, options: Options | None = None, *, name: str | None = None) -> None:

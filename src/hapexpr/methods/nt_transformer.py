@@ -123,7 +123,9 @@ class NTTransformer(EmbeddingMethod):
 
     def __init__(self, options=None, *, name=None) -> None:
         super().__init__(options, name=name)
-        # multi-gene: one final model for every gene (hapexpr.final's shared layout)
+        # multi-gene: no per-gene estimators, one final model for every gene (hapexpr.final's
+        # shared layout)
+        self.final = not self.options.multi_gene
         self.shared_final = self.options.multi_gene
 
     @classmethod
