@@ -224,3 +224,10 @@ def test_bench_metaxcan_smoke(tmp_path):
     assert done.returncode == 0, out[-3000:]
     assert re.search(r"^Predict.py vs hapexpr predict: (\d+) of \1 genes", done.stdout, re.M), out
     assert done.stdout.rstrip().endswith("ok")
+
+
+def test_bench_train_multigene_gpu_smoke(tmp_path):
+    out = run_smoke("bench_train_multigene_gpu.py", tmp_path)
+    assert re.search(r"^cpu fp32 \(reference\)\s*:\s*[\d.]+ s\s+\d+ rows/s", out, re.M), out
+    assert re.search(r"^RATIO train_multigene_gpu device/cpu = [\d.]+x rows/s", out, re.M), out
+    assert out.rstrip().endswith("ok")

@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from hapexpr.estimators.nt_multigene import fit_multi_gene  # noqa: E402
 from hapexpr.estimators.nt_network import (  # noqa: E402
     NTTransformer,
     NTTransformerConfig,
@@ -22,7 +23,6 @@ from hapexpr.estimators.nt_network import (  # noqa: E402
 from hapexpr.estimators.nt_training import (  # noqa: E402
     TrainConfig,
     _batches,
-    fit_multi_gene,
     inner_cv,
     inner_folds,
 )

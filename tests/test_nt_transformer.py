@@ -13,14 +13,16 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hapexpr.errors import InputError  # noqa: E402
+from hapexpr.estimators.nt_multigene import (  # noqa: E402
+    choose_holdout_genes,
+    fit_multi_gene,
+    multi_gene_fold,
+)
 from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig  # noqa: E402
 from hapexpr.estimators.nt_training import (  # noqa: E402
     TrainConfig,
-    choose_holdout_genes,
     expression_loss,
-    fit_multi_gene,
     inner_split,
-    multi_gene_fold,
     predict_batched,
     train_model,
 )
@@ -219,7 +221,7 @@ def test_method_features_and_estimator(monkeypatch):
         "nt-transformer-multi",
         "nt-transformer-multi-heldout",
     ]
-    assert not multi.final
+    assert not multi.final and multi.shared_final and not method.shared_final  # one final model, not per gene
 
 
 # ---- multi-gene mode
@@ -257,7 +259,7 @@ def test_multi_gene_heldout_genes_never_influence_training():
 def test_multi_gene_fold_predicts_test_individuals_only():
     X_by, y_by = _genes()
     train = np.arange(120) % 4 != 0
-    out = multi_gene_fold(X_by, y_by, train, ~train, ["G0"], config=replace(FAST, batch_size=128), seed=0)
+    _, out = multi_gene_fold(X_by, y_by, train, ~train, ["G0"], config=replace(FAST, batch_size=128), seed=0)
     assert set(out) == set(X_by) and all(p.shape == ((~train).sum(),) for p in out.values())
     assert all(np.isfinite(p).all() for p in out.values())
     with pytest.raises(ValueError, match="both"):

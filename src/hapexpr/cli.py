@@ -504,17 +504,29 @@ def predict(
     method: Annotated[
         str,
         typer.Option(
-            "--method", help="A per-gene fit of the study by its name (e.g. elastic-net, ridge-probe, enformer-ridge)."
+            "--method",
+            help="A fit of the study by its name (e.g. elastic-net, ridge-probe, enformer-ridge, nt-transformer-multi).",
         ),
     ],
     vcf: Annotated[
         Path, typer.Option("--vcf", help="Bgzipped, indexed VCF of the new people (phased for sequence methods).")
     ],
     out: Annotated[Path, typer.Option("--out", help="TSV to write: method gene_id sample_id predicted ...")],
+    genes: Annotated[
+        Path | None,
+        typer.Option(
+            "--genes",
+            help="Annotation (GTF/GFF3, BED or TSV of TSSs) of genes outside the study to predict too "
+            "(a multi-gene fit only; needs --fasta).",
+        ),
+    ] = None,
+    fasta: Annotated[
+        Path | None, typer.Option("--fasta", help="Reference FASTA covering the --genes genes' windows.")
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Predict every gene's expression for the people of a new VCF (fits on all individuals first if needed)."""
-    predict_new(study, method, vcf=vcf, out=out, overwrite=overwrite)
+    predict_new(study, method, vcf=vcf, out=out, genes=genes, fasta=fasta, overwrite=overwrite)
 
 
 @app.command()

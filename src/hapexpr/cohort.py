@@ -11,6 +11,9 @@ A method's ``features(cohort, gene_id)`` reads everything it needs through one o
 - ``cis(gene_id, window)``: ``(table, dosages)`` of every biallelic variant within +-window bp
   of the TSS: ``table`` has ``variant_id chrom pos ref alt``, ``dosages`` (samples, variants)
   float32 ALT dosage 0..2.
+
+:class:`GenesCohort` is the people of a new VCF over genes outside the study (an annotation and
+a reference FASTA), built by ``prepare``'s own per-gene code.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ import pandas as pd
 from hapexpr.context_store import ContextStore
 from hapexpr.errors import InputError, StudyError
 from hapexpr.haplotypes import unique_haplotypes
+from hapexpr.io.fasta import Reference
+from hapexpr.io.genes import read_genes
 from hapexpr.io.vcf import VcfReader
+from hapexpr.prepare import DROP_REASONS, build_gene, drop_bad_windows
 from hapexpr.study import GeneData, Study
 from hapexpr.windows import window_bounds
 
@@ -223,3 +229,58 @@ def _check_ref(vcf_path, gene: GeneData, v) -> None:
                 hint="the new VCF must use the genome build and FASTA of the study; check it with "
                 "`bcftools norm --check-ref e -f REF.fa NEW.vcf.gz`",
             )
+
+
+class GenesCohort:
+    """The people of a new VCF over genes outside the study: each gene of ``genes`` (a GTF/GFF3,
+    BED or TSV of TSSs, as ``prepare --genes`` reads) gets its people's haplotypes over the
+    study's window around its TSS from ``fasta``, by ``prepare``'s own code
+    (:func:`hapexpr.prepare.build_gene`). A gene whose contig is missing from the FASTA or the
+    VCF, or whose window the FASTA does not cover, is an InputError naming it. Genes of the
+    study in the annotation are left out (``skipped``): they are predicted as study genes."""
+
+    def __init__(self, study: Study, vcf: str | Path, genes: str | Path, fasta: str | Path) -> None:
+        self.study = study
+        self.reference = Reference(fasta)
+        self.reader = VcfReader(vcf)
+        self.sample_ids = list(self.reader.samples)
+        table = read_genes(genes)
+        study_genes = table["gene_id"].isin(study.gene_ids)
+        self.skipped = table.loc[study_genes, "gene_id"].tolist()
+        table = table[~study_genes].reset_index(drop=True)
+        for g in table.itertuples(index=False):
+            if self.reference.resolve(g.chrom) is None or self.reader.resolve(g.chrom) is None:
+                where, path = ("FASTA", fasta) if self.reference.resolve(g.chrom) is None else ("VCF", vcf)
+                raise InputError(
+                    f"gene {g.gene_id} lies on contig {g.chrom}, which the {where} does not have",
+                    path=path,
+                    record=f"gene {g.gene_id}",
+                    hint="give a FASTA and VCF of the annotation's assembly, or drop the gene from the annotation",
+                )
+        table["vcf_chrom"] = table["chrom"].map(self.reader.resolve)
+        table["fasta_chrom"] = table["chrom"].map(self.reference.resolve)
+        kept, dropped = drop_bad_windows(table, self.reference, self.reader, study.window)
+        if dropped:
+            gene_id, reason = dropped[0]
+            raise InputError(
+                f"the reference does not cover gene {gene_id}'s {study.window:,} bp window "
+                f"({DROP_REASONS.get(reason, reason)})"
+                + (f"; {len(dropped) - 1} more gene(s) too" if len(dropped) > 1 else ""),
+                path=fasta,
+                record=f"gene {gene_id}",
+                hint="give a FASTA that covers the window around each gene's TSS, or drop the gene from the annotation",
+            )
+        self.genes = kept.set_index("gene_id", drop=False)
+        self.gene_ids = kept["gene_id"].tolist()
+        self._gene: GeneData | None = None
+
+    @property
+    def is_study(self) -> bool:
+        return False
+
+    def gene(self, gene_id: str) -> GeneData:
+        """The new people's haplotypes around ``gene_id``'s TSS (the last gene read is kept)."""
+        if self._gene is None or self._gene.gene_id != gene_id:
+            row = next(self.genes.loc[[gene_id]].itertuples(index=False))
+            self._gene = build_gene(row, self.reader, self.reference, self.study.window)
+        return self._gene

@@ -15,6 +15,17 @@ Layout (``docs/predict-explain.md``)::
 
 Every file is self-describing and unpickled. A gene directory is written beside its final name
 and renamed into place, so it is whole or absent; a killed run resumes at the first gene missing.
+
+A method whose final model is shared by every gene (``Method.shared_final``: the multi-gene
+transformer) writes one checkpoint instead of gene directories, also renamed into place whole
+(a killed run fits it again)::
+
+    STUDY/models/<name>/final/final.json       as above, plus "shared": "shared" and what the
+                                                method records (trained and held-out genes)
+    STUDY/models/<name>/final/shared/...       the method's own checkpoint
+
+Its ``estimator(gene_id)`` serves every study gene, and genes outside the study
+(:func:`load_final_new_gene`).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from hapexpr.study import Study, gene_file_name
 
 FINAL_FORMAT = "hapexpr.final/2"
 GENE_JSON = "gene.json"
+SHARED_DIR = "shared"
 
 
 def final_dir(study: Study, name: str) -> Path:
@@ -61,9 +73,9 @@ def final_method(study: Study, name: str, options: dict | None = None, *, fit_na
     m = fitted_or_default(study, name, options, where=f"fit-final --method {name}")
     if fit_name is not None:
         m = build(m.name, m.options.to_dict(), fit_name=fit_name, where=f"fit-final --method {name}").bind(study)
-    if not m.final:
+    if not (m.final or m.shared_final):
         raise StudyError(
-            f"{name} has no per-gene model to fit on all individuals (e.g. a multi-gene model)",
+            f"{name} has no model to fit on all individuals",
             hint="use one of the per-gene fits of the study",
         )
     return m
@@ -114,6 +126,8 @@ def fit_final(
         root.mkdir(parents=True, exist_ok=True)
         write_json(state, {**record, "key": key, "complete": False})
         m.prepare(study, progress=progress)
+        if m.shared_final:
+            return _fit_shared(study, m, {**record, "key": key}, root, progress=progress)
         cov = study_targets(study)[1]
         todo = [g for g in study.gene_ids if not _done(study, m.fit_name, g, key)]
         start, no_model = time.time(), []
@@ -154,6 +168,24 @@ def fit_final(
     console.print(
         f"{m.fit_name}: final fit on all {len(study.sample_ids)} individuals, {len(todo)} genes fit "
         f"({len(study.gene_ids) - len(todo)} resumed) in {time.time() - start:.1f} s -> {root}"
+    )
+    return root
+
+
+def _fit_shared(study: Study, m: Method, record: dict, root: Path, *, progress: bool) -> Path:
+    """The final fit of a method with one model for every gene, written whole into
+    ``root/shared`` (caller holds the study lock)."""
+    start = time.time()
+    with atomic_dir(root / SHARED_DIR) as d:
+        info = m.fit_final_shared(study, d, progress=progress)
+    seconds = round(time.time() - start, 2)
+    write_json(
+        root / "final.json",
+        {**record, **info, "complete": True, "shared": SHARED_DIR, "n_genes": len(study.gene_ids), "seconds": seconds},
+    )
+    console.print(
+        f"{m.fit_name}: final fit of one model on all {len(study.sample_ids)} individuals x "
+        f"{len(study.gene_ids)} genes in {seconds:.1f} s -> {root / SHARED_DIR}"
     )
     return root
 
@@ -214,6 +246,10 @@ def final_estimator(study_path, name: str, gene_id: str):
 def load_final(study: Study, method: Method, gene_id: str):
     """The final estimator of ``method`` (a bound Method of a complete final fit) for one gene,
     or None when the gene has no model (nothing to learn from)."""
+    if method.shared_final:
+        if gene_id not in study.gene_ids:
+            raise StudyError(f"{gene_id} is not a gene of the study", path=study.path)
+        return load_final_new_gene(study, method, gene_id)
     directory = gene_dir(study, method.fit_name, gene_id)
     path = directory / GENE_JSON
     if not path.exists():
@@ -245,3 +281,19 @@ def _done(study: Study, name: str, gene_id: str, key: str) -> bool:
         return json.loads(path.read_text()).get("key") == key
     except json.JSONDecodeError:
         return False
+
+
+def load_final_new_gene(study: Study, method: Method, gene_id: str):
+    """A per-gene estimator of ``method``'s shared final model (``Method.shared_final``) for
+    any gene, in the study or not; the shared model is read once per method object."""
+    if not method.shared_final:
+        raise StudyError(
+            f"{method.fit_name} has one model per study gene; it cannot predict a gene it was not fit on",
+            hint="predict genes outside the study with a multi-gene fit (`--multi-gene`)",
+        )
+    shared = method.__dict__.get("_final_shared")
+    if shared is None:
+        shared = method._final_shared = method.load_final_shared(final_dir(study, method.fit_name) / SHARED_DIR)
+    est = shared.estimator(gene_id)
+    est.final_info_ = json.loads((final_dir(study, method.fit_name) / "final.json").read_text())
+    return est

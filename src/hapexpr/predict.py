@@ -8,6 +8,9 @@ features with the very code it used for the study's people (``Method.features``)
 variant absent from the new VCF is REF in the sequences (and at the study's mean dosage for a
 dosage model), a variant the study never saw is part of the person's sequence (and has no weight
 in a dosage model). Both counts are reported per gene. Columns: ``docs/predict-explain.md``.
+
+Genes outside the study (``--genes ANNOTATION --fasta REF``) are built by
+:class:`hapexpr.cohort.GenesCohort` and predicted by a model shared across genes.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hapexpr.cohort import NewCohort, variant_keys
+from hapexpr.cohort import GenesCohort, NewCohort, variant_keys
 from hapexpr.errors import InputError
-from hapexpr.final import ensure_final, load_final
+from hapexpr.final import ensure_final, load_final, load_final_new_gene
 from hapexpr.fit_records import fitted_or_default
 from hapexpr.io.atomic import atomic_open
 from hapexpr.preflight import new_people_vcf, output_file
@@ -36,14 +39,44 @@ PRED_COLUMNS = [
 ]
 
 
-def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, progress: bool = True) -> pd.DataFrame:
+def predict_new(
+    study_path,
+    method: str,
+    *,
+    vcf,
+    out,
+    genes=None,
+    fasta=None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Predict every gene's expression for every sample of ``vcf`` with the final fit of
-    ``method`` (a fit name); writes ``out`` (TSV, columns ``PRED_COLUMNS``) atomically."""
+    ``method`` (a fit name); writes ``out`` (TSV, columns ``PRED_COLUMNS``) atomically.
+
+    genes, fasta: an annotation of genes outside the study and a reference FASTA covering them;
+    those genes are predicted too (after the study's), by a method whose final model is shared
+    by every gene (:func:`hapexpr.final.load_final_new_gene`)."""
     # Every input is checked before the final fit, which can take hours on real data.
     out = output_file(out, overwrite=overwrite)
+    if (genes is None) != (fasta is None):
+        raise InputError(
+            "genes outside the study need both an annotation and a reference FASTA",
+            hint="pass both --genes ANNOTATION and --fasta REF.fa, or neither",
+        )
     study = Study.open(study_path)
-    phased = "sequence" in fitted_or_default(study, method).needs  # dosages need no phase
+    fitted = fitted_or_default(study, method)
+    phased = "sequence" in fitted.needs  # dosages need no phase
     new_people_vcf(study, vcf, phased=phased)
+    new_genes = None
+    if genes is not None:
+        if not fitted.shared_final:
+            raise InputError(
+                f"{fitted.fit_name} has one model per study gene; it cannot predict genes outside the study",
+                path=genes,
+                hint="fit a model shared across genes (`hapexpr fit STUDY --method nt-transformer --multi-gene`, "
+                "then `hapexpr fit-final`), or drop --genes/--fasta",
+            )
+        new_genes = GenesCohort(study, vcf, genes, fasta)
     m = ensure_final(study.path, method)
     m.for_new_people = True
     cohort = NewCohort(study, vcf, phased=phased)
@@ -77,6 +110,8 @@ def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, p
                 }
             )
         )
+    if new_genes is not None:
+        parts += _predict_outside(study, m, new_genes, progress=progress)
     if not parts:
         raise InputError(
             f"the VCF has no contig of any study gene ({', '.join(sorted(set(study.genes['chrom'])))})",
@@ -88,6 +123,34 @@ def predict_new(study_path, method: str, *, vcf, out, overwrite: bool = False, p
         table.to_csv(fh, sep="\t", index=False, float_format="%.10g")
     _summary(m, table, counts, skipped, no_model, in_study, out)
     return table
+
+
+def _predict_outside(study: Study, m, cohort: GenesCohort, *, progress: bool) -> list[pd.DataFrame]:
+    """Rows for the genes of ``cohort`` (outside the study): every window variant is new
+    (``n_new_variants``) and no study variant can be missing."""
+    in_study = np.isin(cohort.sample_ids, study.sample_ids)
+    parts = []
+    for gene_id in track_genes(cohort.gene_ids, f"predict {m.fit_name} (genes outside the study)", enabled=progress):
+        pred = load_final_new_gene(study, m, gene_id).predict(m.features(cohort, gene_id))
+        n_new = int(np.count_nonzero(cohort.gene(gene_id).variants["in_window"].to_numpy()))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "method": m.fit_name,
+                    "gene_id": gene_id,
+                    "sample_id": cohort.sample_ids,
+                    "predicted": np.asarray(pred, dtype=np.float64),
+                    "n_study_variants_missing": 0,
+                    "n_new_variants": n_new,
+                    "in_study": in_study,
+                }
+            )
+        )
+    console.print(
+        f"{m.fit_name}: {len(cohort.gene_ids)} gene(s) outside the study predicted with the neutral head"
+        + (f"; {len(cohort.skipped)} annotation gene(s) are study genes, predicted as such" if cohort.skipped else "")
+    )
+    return parts
 
 
 def _missing(study_variants: pd.DataFrame, new_table: pd.DataFrame, est, X) -> int:

@@ -134,7 +134,7 @@ def prepare_study(
     reader = VcfReader(vcf, samples=samples, allow_unphased=allow_unphased)
     dosage_reader = VcfReader(vcf, samples=samples, allow_unphased=True)  # dosages ignore phase
     genes_df, dropped = _select_genes(genes_df, genes or expression, expr_df, expression, reader, vcf, reference, fasta)
-    genes_df, more = _drop_bad_windows(genes_df, reference, reader, window)
+    genes_df, more = drop_bad_windows(genes_df, reference, reader, window)
     dropped += more
     inputs_by_reason = {
         "no_annotation": genes or expression,
@@ -377,7 +377,7 @@ def _select_genes(genes_df, genes_path, expr_df, expr_path, reader, vcf, referen
     return df.sort_values(["chrom", "tss", "gene_id"], kind="stable").reset_index(drop=True), dropped
 
 
-def _drop_bad_windows(genes_df, reference, reader, window: int) -> tuple[pd.DataFrame, list]:
+def drop_bad_windows(genes_df, reference, reader, window: int) -> tuple[pd.DataFrame, list]:
     """Drop genes whose TSS lies past its contig's end, whose window leaves a FASTA excerpt
     (``CHR:START-END`` record: the bases beyond it exist but are unknown), or whose window is
     mostly N. A window running past a whole contig's end is kept, N-padded, unless mostly N.

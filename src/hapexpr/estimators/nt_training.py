@@ -1,5 +1,5 @@
-"""Training for ``nt-transformer``: the loss, one training function, batched prediction and the
-multi-gene mode (shared weights, gene-specific output scale/offset, held-out genes).
+"""Training for ``nt-transformer``: the loss, one training function, epoch selection and batched
+prediction. The multi-gene mode built on them is :mod:`hapexpr.estimators.nt_multigene`.
 
 Everything here sees only the arrays it is given; callers pass training individuals only.
 Training is deterministic on CPU for a given seed: weights, shuffling, dropout and haplotype
@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 from torch import nn
 
 from hapexpr.errors import HapexprError
-from hapexpr.estimators.nt_network import (
-    InputScaling,
-    NTTransformer,
-    NTTransformerConfig,
-    check_features,
-    fit_input_scaling,
-)
 
 EPOCH_SELECTION = ("kfold", "split")
 
@@ -133,13 +126,20 @@ def expression_loss(
 
 
 @contextlib.contextmanager
-def deterministic(seed: int) -> Iterator[torch.Generator]:
+def deterministic(seed: int, device: str = "cpu") -> Iterator[torch.Generator]:
     """Seed a private torch RNG, fork the global one, enable deterministic algorithms and use one
     intra-op thread; restore all of it afterwards so callers' state is untouched.
 
     One thread because these models are tiny: splitting their small matrix products across
     threads costs more than it saves (measured ~0.7 s vs ~4.6 s of CPU per fit on 2 cores), and
-    it makes the result independent of the machine's thread count."""
+    it makes the result independent of the machine's thread count. On CUDA only the seeds are
+    set (deterministic cuBLAS would need CUBLAS_WORKSPACE_CONFIG; GPU runs are reproducible to
+    the tolerances of docs/nt-transformer.md, not bit for bit)."""
+    if str(device).startswith("cuda"):
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()]):
+            torch.manual_seed(seed)
+            yield torch.Generator().manual_seed(seed)
+        return
     was = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     threads = torch.get_num_threads()
@@ -202,23 +202,30 @@ def predict_batched(
 
 def train_model(
     model: nn.Module,
-    X: np.ndarray,
+    X,
     y: np.ndarray,
     *,
     config: TrainConfig,
     gene_index: np.ndarray | None = None,
     val_mask: np.ndarray | None = None,
     epochs: int | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict:
     """Train ``model`` in place with AdamW on (samples, 2, bins, dim) scaled inputs X and
     (samples,) standardised targets y; stop early on an inner validation split of these rows
     and restore the weights of the best validation epoch.
 
+    X: an array, or a row source (``len(X)`` rows and ``X.take_rows(rows)`` -> (len(rows), 2,
+        bins, dim) float32, e.g. :class:`hapexpr.estimators.nt_multigene.TrainingRows`) that is
+        read one mini-batch at a time, so the rows never need to be in memory together.
     gene_index: (samples,) int, multi-gene mode (the model must have ``n_genes`` > 0); the
         pairwise term then pairs rows of the same gene only.
     val_mask: (samples,) bool validation rows; default a seeded ``val_fraction`` of the rows.
     epochs: train on ALL rows for exactly this many epochs, without validation or early
         stopping, and keep the final weights (the refit of :func:`fit_with_epoch_selection`).
+    device, precision: where the model trains (it comes back on the CPU) and ``"bf16"``
+        autocast (CUDA only; callers check).
     Returns the history: per-epoch ``train_loss``/``val_loss``, ``best_epoch``, ``epochs_run``,
     ``best_val_loss``, ``n_train``, ``n_val``, ``val_index`` and ``seconds``.
     """
@@ -227,22 +234,40 @@ def train_model(
     if epochs is not None and epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     train_rows, val_rows = training_rows(n, config, refit=epochs is not None, val_mask=val_mask)
-    x_all = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
+    dev = torch.device(device)
+    model.to(dev)
+    streamed = hasattr(X, "take_rows")
+    x_all = None if streamed else torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
     y_all = torch.as_tensor(np.asarray(y), dtype=torch.float32)
     g_all = None if gene_index is None else torch.as_tensor(np.asarray(gene_index), dtype=torch.long)
     n_genes = getattr(getattr(model, "config", None), "n_genes", 0)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
     def rows(idx: torch.Tensor):
-        return x_all[idx], y_all[idx], None if g_all is None else g_all[idx]
+        x = torch.from_numpy(X.take_rows(idx.numpy())) if streamed else x_all[idx]
+        return x.to(dev), y_all[idx].to(dev), None if g_all is None else g_all[idx].to(dev)
 
     def loss_of(pred, yb, gb):
-        return expression_loss(pred, yb, pairwise_weight=config.pairwise_weight, gene=gb, n_genes=n_genes)
+        return expression_loss(pred.float(), yb, pairwise_weight=config.pairwise_weight, gene=gb, n_genes=n_genes)
+
+    def val_loss_of(val_t: torch.Tensor) -> float:
+        # A streamed source is read in chunks so the validation rows are never all in memory.
+        chunks = [val_t] if not streamed else val_t.split(VAL_CHUNK)
+        preds, ys, gs = [], [], []
+        with torch.no_grad(), amp:
+            for chunk in chunks:
+                xb, yb, gb = rows(chunk)
+                preds.append(_forward_sym(model, xb, gb).float())
+                ys.append(yb)
+                gs.append(gb)
+        g = None if g_all is None else torch.cat(gs)
+        return float(loss_of(torch.cat(preds), torch.cat(ys), g))
 
     history: dict = {"train_loss": [], "val_loss": []}
     best_val, best_epoch, best_state = float("inf"), -1, None
-    with deterministic(config.seed) as gen:
+    with deterministic(config.seed, device=str(dev)) as gen:
         optimizer = _adamw(model, config)
-        x_val, y_val, g_val = rows(torch.as_tensor(val_rows))
+        val_t = torch.as_tensor(val_rows)
         train_t = torch.as_tensor(train_rows)
         for epoch in range(config.max_epochs if epochs is None else epochs):
             model.train()
@@ -250,9 +275,10 @@ def train_model(
             for batch in _batches(train_t, None if g_all is None else g_all[train_t], config, gen):
                 xb, yb, gb = rows(batch)
                 if config.swap_haplotypes:
-                    swap = torch.rand(len(xb), generator=gen) < 0.5
+                    swap = (torch.rand(len(xb), generator=gen) < 0.5).to(dev)
                     xb = torch.where(swap[:, None, None, None], xb.flip(1), xb)
-                loss = loss_of(model(xb, gb), yb, gb)
+                with amp:
+                    loss = loss_of(model(xb, gb), yb, gb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -261,8 +287,7 @@ def train_model(
             if epochs is not None:
                 continue
             model.eval()
-            with torch.no_grad():
-                val_loss = float(loss_of(_forward_sym(model, x_val, g_val), y_val, g_val))
+            val_loss = val_loss_of(val_t)
             history["val_loss"].append(val_loss)
             if val_loss < best_val:
                 best_val, best_epoch = val_loss, epoch
@@ -284,6 +309,7 @@ def train_model(
         else:
             model.load_state_dict(best_state)
         model.eval()
+    model.to("cpu")
     history.update(
         best_epoch=best_epoch,
         epochs_run=len(history["train_loss"]),
@@ -294,6 +320,10 @@ def train_model(
         seconds=time.perf_counter() - start_time,
     )
     return history
+
+
+VAL_CHUNK = 1024
+"""Rows per forward pass when a streamed source's validation loss is computed."""
 
 
 def _batches(
@@ -340,6 +370,8 @@ def inner_cv(
     config: TrainConfig,
     gene_index: np.ndarray | None = None,
     groups: np.ndarray | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict:
     """K-fold cross-validation of the number of epochs over the given (training) rows.
 
@@ -356,7 +388,16 @@ def inner_cv(
     fold = inner_folds(groups, config.inner_folds, seed=config.seed)
     curves, best = [], []
     for j in np.unique(fold):
-        hist = train_model(make_model(), X, y, config=config, gene_index=gene_index, val_mask=fold == j)
+        hist = train_model(
+            make_model(),
+            X,
+            y,
+            config=config,
+            gene_index=gene_index,
+            val_mask=fold == j,
+            device=device,
+            precision=precision,
+        )
         curves.append(hist["val_loss"])
         best.append(hist["best_epoch"] + 1)
     length = max(len(c) for c in curves)
@@ -380,6 +421,8 @@ def fit_with_epoch_selection(
     gene_index: np.ndarray | None = None,
     groups: np.ndarray | None = None,
     cv: dict | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> tuple[nn.Module, dict]:
     """A trained model and its history, by ``config.epoch_selection``.
 
@@ -389,7 +432,9 @@ def fit_with_epoch_selection(
     ``inner_folds``, ``inner_best_epochs``, ``inner_val_loss`` and ``cv_loss``.
     ``"split"``: :func:`train_model` with its inner validation split (over individuals when
     ``groups`` is given) and the best epoch's weights.
+    device, precision: as :func:`train_model`.
     """
+    hw = {"device": device, "precision": precision}
     if config.epoch_selection == "split":
         val_mask = None
         if groups is not None:
@@ -397,13 +442,13 @@ def fit_with_epoch_selection(
             val_people = uniq[inner_split(len(uniq), val_fraction=config.val_fraction, seed=config.seed)]
             val_mask = np.isin(groups, val_people)
         model = make_model()
-        history = train_model(model, X, y, config=config, gene_index=gene_index, val_mask=val_mask)
+        history = train_model(model, X, y, config=config, gene_index=gene_index, val_mask=val_mask, **hw)
         history.update(epoch_selection="split", cv_loss=history["best_val_loss"])
         return model, history
     start = time.perf_counter()
-    cv = cv or inner_cv(make_model, X, y, config=config, gene_index=gene_index, groups=groups)
+    cv = cv or inner_cv(make_model, X, y, config=config, gene_index=gene_index, groups=groups, **hw)
     model = make_model()
-    history = train_model(model, X, y, config=config, gene_index=gene_index, epochs=cv["epochs"])
+    history = train_model(model, X, y, config=config, gene_index=gene_index, epochs=cv["epochs"], **hw)
     history.update(kfold_choice(cv, seconds=time.perf_counter() - start))
     return model, history
 
@@ -434,191 +479,3 @@ def _adamw(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=config.lr)
-
-
-# --------------------------------------------------------------------------------------------
-# multi-gene mode
-
-
-@dataclass
-class MultiGeneFit:
-    """A shared-weight model over several genes (output of :func:`fit_multi_gene`).
-
-    trained_genes: genes with a learned output scale/offset (index = position in this list).
-    input_scaling: gene -> :class:`InputScaling`. Per gene (the default): each gene's own
-        training individuals (held-out genes' embeddings, never their expression). Shared
-        (``shared_scaling=True``): one scaling, per (bin, dim) pooled over the training
-        individuals of every trained gene, used for every gene, held-out ones included; it
-        measured worse on the motif cohort (docs/nt-transformer.md).
-    target_scaling: trained gene -> (mean, sd) of its training individuals' expression.
-    heldout_scale: sd used to map held-out genes' standardised predictions back (median of the
-        trained genes' sd; no held-out gene's expression is used).
-    """
-
-    model: nn.Module
-    trained_genes: list[str]
-    input_scaling: dict[str, InputScaling]
-    target_scaling: dict[str, tuple[float, float]]
-    heldout_scale: float
-    history: dict
-    batch_size: int = 256
-
-    def predict(self, gene: str, X: np.ndarray) -> np.ndarray:
-        """(samples,) float64 predictions for (samples, 2, bins, dim) embeddings of ``gene``.
-
-        Held-out genes use scale 1 and offset 0 on the standardised scale, then the neutral
-        ``heldout_scale`` and mean 0: only their ranking (Pearson/Spearman r) is meaningful.
-        """
-        scaling = self.input_scaling[gene]
-        X = check_features(X, bins=scaling.mean.shape[0], dim=scaling.mean.shape[1])
-        Xs = scaling.apply(X)
-        if gene in self.target_scaling:
-            g = np.full(len(X), self.trained_genes.index(gene), dtype=np.int64)
-            z = predict_batched(self.model, Xs, batch_size=self.batch_size, gene=g)
-            y_mean, y_sd = self.target_scaling[gene]
-            return z.astype(np.float64) * y_sd + y_mean
-        z = predict_batched(self.model, Xs, batch_size=self.batch_size)
-        return z.astype(np.float64) * self.heldout_scale
-
-
-def train_multi_gene(
-    X_by_gene: dict[str, np.ndarray],
-    y_by_gene: dict[str, np.ndarray],
-    train_idx: np.ndarray,
-    *,
-    holdout_genes: Sequence[str] = (),
-    config: TrainConfig | None = None,
-    seed: int = 0,
-    shared_scaling: bool = False,
-    **model_kwargs,
-) -> MultiGeneFit:
-    """Fit one shared model on the training individuals of every gene not in ``holdout_genes``.
-
-    X_by_gene: gene -> (samples, 2, bins, dim) embeddings of ALL individuals (study order; same
-        bins and dim for every gene); y_by_gene: gene -> (samples,) expression.
-    train_idx: indices (or a bool mask) of the training individuals; only their rows of the
-        trained genes are used for fitting, epoch selection and scaling. Held-out genes' ``y``
-        is never read, nor (with shared scaling) their embeddings until prediction.
-    Each trained gene's target is standardised with its training individuals' mean and sd;
-    mini-batches mix ``config.genes_per_batch`` genes with several individuals each; the
-    pairwise loss pairs individuals of the same gene; epochs are chosen as in
-    :func:`fit_with_epoch_selection`, with inner folds over individuals shared by all genes.
-    model_kwargs: NTTransformerConfig fields (d_model, n_layers, ...).
-    """
-    config = replace(config or TrainConfig(batch_size=256), seed=seed)
-    genes = list(X_by_gene)
-    holdout = set(holdout_genes)
-    trained = [g for g in genes if g not in holdout]
-    if not trained:
-        raise ValueError("every gene is held out; nothing to train on")
-    n_samples = len(X_by_gene[genes[0]])
-    train_idx = np.flatnonzero(_as_mask(train_idx, n_samples))
-
-    X_train = {g: check_features(X_by_gene[g])[train_idx] for g in (trained if shared_scaling else genes)}
-    if shared_scaling:
-        shared = fit_input_scaling(
-            np.concatenate([X_train[g] for g in trained]), floor=config.scale_floor, clip=config.clip_inputs
-        )
-        scaling = {g: shared for g in genes}
-    else:
-        scaling = {g: fit_input_scaling(X_train[g], floor=config.scale_floor, clip=config.clip_inputs) for g in genes}
-    target, xs, ys, gs, people = {}, [], [], [], []
-    for i, gene in enumerate(trained):
-        y = np.asarray(y_by_gene[gene], dtype=np.float64)[train_idx]
-        sd = float(y.std())
-        target[gene] = (float(y.mean()), sd if sd > 0 else 1.0)
-        xs.append(scaling[gene].apply(X_train[gene]))
-        ys.append((y - target[gene][0]) / target[gene][1])
-        gs.append(np.full(len(train_idx), i, dtype=np.int64))
-        people.append(train_idx)
-    bins, dim = scaling[genes[0]].mean.shape
-    model_config = NTTransformerConfig(dim_in=dim, bins=bins, n_genes=len(trained), **model_kwargs)
-
-    def make_model() -> NTTransformer:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return NTTransformer(model_config)
-
-    model, history = fit_with_epoch_selection(
-        make_model,
-        np.concatenate(xs),
-        np.concatenate(ys),
-        config=config,
-        gene_index=np.concatenate(gs),
-        groups=np.concatenate(people),
-    )
-    history["shared_scaling"] = shared_scaling
-    return MultiGeneFit(
-        model=model,
-        trained_genes=trained,
-        input_scaling=scaling,
-        target_scaling=target,
-        heldout_scale=float(np.median([sd for _, sd in target.values()])),
-        history=history,
-        batch_size=config.batch_size,
-    )
-
-
-def fit_multi_gene(
-    X_by_gene: dict[str, np.ndarray],
-    y_by_gene: dict[str, np.ndarray],
-    train_idx: np.ndarray,
-    *,
-    holdout_genes: Sequence[str] = (),
-    config: TrainConfig | None = None,
-    seed: int = 0,
-    **model_kwargs,
-) -> tuple[MultiGeneFit, dict[str, np.ndarray]]:
-    """:func:`train_multi_gene`, then gene -> (samples,) predictions for ALL individuals."""
-    fit = train_multi_gene(
-        X_by_gene, y_by_gene, train_idx, holdout_genes=holdout_genes, config=config, seed=seed, **model_kwargs
-    )
-    return fit, {gene: fit.predict(gene, X) for gene, X in X_by_gene.items()}
-
-
-def multi_gene_fold(
-    X_by_gene: dict[str, np.ndarray],
-    y_by_gene: dict[str, np.ndarray],
-    train_mask: np.ndarray,
-    test_mask: np.ndarray,
-    heldout_genes: Sequence[str],
-    config: TrainConfig | None = None,
-    seed: int = 0,
-    **model_kwargs,
-) -> dict[str, np.ndarray]:
-    """One outer fold of multi-gene mode: gene -> (test individuals,) float64 predictions, in
-    the order of ``np.flatnonzero(test_mask)``, for every gene (held-out genes included; their
-    predictions come from a model that never saw those genes' expression)."""
-    n = len(next(iter(X_by_gene.values())))
-    train_mask, test_mask = _as_mask(train_mask, n), _as_mask(test_mask, n)
-    if (train_mask & test_mask).any():
-        raise ValueError("an individual is in both the training and the test set")
-    fit = train_multi_gene(
-        X_by_gene, y_by_gene, train_mask, holdout_genes=heldout_genes, config=config, seed=seed, **model_kwargs
-    )
-    test_idx = np.flatnonzero(test_mask)
-    return {gene: fit.predict(gene, X[test_idx]) for gene, X in X_by_gene.items()}
-
-
-def choose_holdout_genes(genes: Sequence[str], fraction: float, *, seed: int) -> list[str]:
-    """A seeded ``fraction`` of ``genes`` (at least one when fraction > 0, never all) that
-    multi-gene mode never trains on; returned in the given gene order."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"--holdout-genes must be in [0, 1), got {fraction}")
-    if fraction == 0 or len(genes) < 2:
-        return []
-    k = min(max(1, round(fraction * len(genes))), len(genes) - 1)
-    chosen = set(np.random.default_rng(seed).permutation(len(genes))[:k].tolist())
-    return [g for i, g in enumerate(genes) if i in chosen]
-
-
-def _as_mask(idx: np.ndarray, n: int) -> np.ndarray:
-    """(n,) bool from a bool mask or an array of indices."""
-    idx = np.asarray(idx)
-    if idx.dtype == bool:
-        if idx.shape != (n,):
-            raise ValueError(f"mask has shape {idx.shape}, expected ({n},)")
-        return idx
-    mask = np.zeros(n, dtype=bool)
-    mask[idx.astype(np.int64)] = True
-    return mask

@@ -108,6 +108,9 @@ class Method:
     reference: ClassVar[bool] = False
     # Whether fit-final, predict and explain can use it (one estimator per gene on all people).
     final: ClassVar[bool] = True
+    # Whether fit-final, predict and explain use instead one model shared by every gene
+    # (:meth:`fit_final_shared`; ``final`` is then False: there is no per-gene estimator).
+    shared_final: bool = False
 
     def __init__(self, options: Options | None = None, *, name: str | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -192,6 +195,16 @@ class Method:
         own options, before it takes the study's lock; raise a StudyError naming any that cannot
         have one."""
         return []
+
+    def fit_final_shared(self, study, directory: Path, *, progress: bool) -> dict:
+        """With ``shared_final``: fit the one final model on every individual of every gene and
+        save it into ``directory``; returns what ``final.json`` records of it (JSON)."""
+        raise NotImplementedError(f"{self.fit_name} has no shared final model")
+
+    def load_final_shared(self, directory: Path):
+        """The model :meth:`fit_final_shared` saved; its ``estimator(gene_id)`` is a per-gene
+        estimator (``predict(X)``) for a study gene or a gene outside the study."""
+        raise NotImplementedError(f"{self.fit_name} has no shared final model")
 
     def fit_record(self) -> dict:
         """What fit.json records: the method, its options and what was resolved in the study."""

@@ -10,6 +10,7 @@ defaults and checkpoints: ``docs/nt-transformer.md``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from hapexpr.crossval import (
 )
 from hapexpr.embed.store import open_embeddings
 from hapexpr.errors import InputError
-from hapexpr.io.atomic import atomic_open
+from hapexpr.io.atomic import atomic_dir, atomic_open, write_json
 from hapexpr.methods.base import option
 from hapexpr.methods.embedding import EmbeddingMethod, EmbeddingOptions
 from hapexpr.methods.registry import register
@@ -92,17 +93,23 @@ class NTTransformerOptions(EmbeddingOptions):
             raise InputError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.precision == "bf16" and self.device == "cpu":
             raise InputError("--precision bf16 needs a CUDA device", hint="add --device cuda, or use fp32 on CPU")
-        if self.batched and (self.multi_gene or self.fingerprints is not None):
+        if self.gene_batch > 1 and self.multi_gene:
+            raise InputError(
+                "--gene-batch trains per-gene models; it cannot be combined with --multi-gene "
+                "(one shared model; --device and --precision apply to it)",
+                hint="drop --gene-batch",
+            )
+        if self.batched and self.fingerprints is not None:
             raise InputError(
                 "--gene-batch / --device trains per-gene models of one store; it cannot be combined "
-                "with --multi-gene or --fingerprints",
-                hint="drop --gene-batch and --device (or the other option)",
+                "with --fingerprints",
+                hint="drop --gene-batch and --device (or --fingerprints)",
             )
 
     @property
     def batched(self) -> bool:
         """Whether per-gene models train G at a time (:mod:`hapexpr.estimators.nt_batched`)."""
-        return self.gene_batch > 1 or self.device != "cpu"
+        return not self.multi_gene and (self.gene_batch > 1 or self.device != "cpu")
 
 
 HARDWARE_OPTIONS = ("gene_batch", "device", "precision")
@@ -117,7 +124,10 @@ class NTTransformer(EmbeddingMethod):
 
     def __init__(self, options=None, *, name=None) -> None:
         super().__init__(options, name=name)
+        # multi-gene: no per-gene estimators, one final model for every gene (hapexpr.final's
+        # shared layout)
         self.final = not self.options.multi_gene
+        self.shared_final = self.options.multi_gene
 
     @classmethod
     def default_name(cls, options: NTTransformerOptions) -> str:
@@ -233,42 +243,45 @@ class NTTransformer(EmbeddingMethod):
             if self.options.seeds == 1 and not self.options.fingerprints and not self.options.batched:
                 return None
             return self._fit_per_gene_recorded(study, run, progress=progress)
-        from hapexpr.estimators.nt_training import (  # torch
-            choose_holdout_genes,
-            multi_gene_fold,
-        )
+        return self._fit_multi_gene(study, run, progress=progress)
+
+    # ---- multi-gene mode
+
+    def _fit_multi_gene(self, study, run, *, progress: bool) -> pd.DataFrame:
+        """One shared-weight model per outer fold, each fold checkpointed under
+        ``models/NAME/folds/fold-K/`` as it finishes (a killed fit resumes at the first fold
+        without a checkpoint of this fit's key); inputs streamed from a scratch file."""
+        from hapexpr.estimators.nt_multigene import choose_holdout_genes  # torch
 
         o, name = self.options, self.fit_name
-        config = self.train_config()
         heldout = choose_holdout_genes(study.gene_ids, o.holdout_genes, seed=o.seed)
         start = time.time()
         expr, cov = study_targets(study)
-        cohort = StudyCohort(study)
-        X = {g: np.asarray(self.features(cohort, g), dtype=np.float32) for g in study.gene_ids}
         y_raw = {g: expr.loc[g].to_numpy(dtype=np.float64) for g in study.gene_ids}
         folds = study.folds
         observed = {g: np.full(len(folds), np.nan) for g in study.gene_ids}
         predicted = {g: np.full(len(folds), np.nan) for g in study.gene_ids}
-        for k in np.unique(folds):
-            test, train = folds == k, folds != k
-            y_res = {g: residualise(transform_in_fold(y, train, study.normalise), cov, train) for g, y in y_raw.items()}
-            preds = multi_gene_fold(
-                X,
-                y_res,
-                train,
-                test,
-                heldout,
-                config=config,
-                seed=o.seed + int(k),
-                d_model=o.d_model,
-                n_layers=o.n_layers,
-                shared_scaling=o.shared_scaling,
-            )
-            for g in study.gene_ids:
-                observed[g][test] = y_res[g][test]
-                predicted[g][test] = preds[g]
-            if progress:
-                console.print(f"{name}: fold {k + 1}/{study.n_folds} done ({time.time() - start:.0f} s)")
+        inputs = None
+        try:
+            for k in np.unique(folds):
+                test, train = folds == k, folds != k
+                y_res = {
+                    g: residualise(transform_in_fold(y, train, study.normalise), cov, train) for g, y in y_raw.items()
+                }
+                preds = _read_fold(run.dir / FOLDS_DIR / f"fold-{k}", run.key, study.gene_ids)
+                if preds is None:
+                    inputs = inputs or self._gene_inputs(study, run.dir / SCRATCH, progress=progress)
+                    preds = self._fit_fold(run, inputs, y_res, train, test, heldout, int(k))
+                elif progress:
+                    console.print(f"{name}: fold {k + 1}/{study.n_folds} resumed from its checkpoint")
+                for g in study.gene_ids:
+                    observed[g][test] = y_res[g][test]
+                    predicted[g][test] = preds[g]
+                if progress:
+                    console.print(f"{name}: fold {k + 1}/{study.n_folds} done ({time.time() - start:.0f} s)")
+        finally:
+            if inputs is not None:
+                inputs.close()
         for g in study.gene_ids:
             run.save_gene(g, observed[g], predicted[g])
         new = run.finish({"heldout_genes": heldout, "seconds": round(time.time() - start, 2)})
@@ -280,6 +293,79 @@ class NTTransformer(EmbeddingMethod):
             f"{time.time() - start:.1f} s"
         )
         return new
+
+    def _fit_fold(self, run, inputs, y_res: dict, train, test, heldout: list[str], k: int) -> dict:
+        """Train fold ``k``'s model, write its checkpoint (model + test predictions, fold.json
+        last, the whole directory atomically) and return gene -> test predictions."""
+        from hapexpr.estimators.nt_multigene import multi_gene_fold  # torch
+
+        start = time.time()
+        fit, preds = multi_gene_fold(
+            inputs, y_res, train, test, heldout, seed=self.options.seed + k, **self._multi_kwargs()
+        )
+        with atomic_dir(run.dir / FOLDS_DIR / f"fold-{k}") as d:
+            fit.save(d)
+            _save_predictions(d / FOLD_PREDICTIONS, inputs.genes, preds)
+            write_json(
+                d / FOLD_JSON,
+                {"key": run.key, "fold": k, "n_test": int(np.count_nonzero(test)), "seconds": time.time() - start},
+            )
+        return preds
+
+    def _multi_kwargs(self) -> dict:
+        o = self.options
+        return {
+            "config": self.train_config(),
+            "d_model": o.d_model,
+            "n_layers": o.n_layers,
+            "shared_scaling": o.shared_scaling,
+            "device": self._train_device(),
+            "precision": o.precision,
+        }
+
+    def _gene_inputs(self, study, path: Path, *, progress: bool):
+        """Every study gene's distinct-haplotype embeddings in a scratch file at ``path`` (read
+        from the store one gene at a time) and each person's indices into them."""
+        from hapexpr.estimators.nt_multigene import FileInputs  # torch
+
+        cohort = StudyCohort(study)
+        inputs = FileInputs(path)
+        try:
+            for g in track_genes(study.gene_ids, f"read embeddings {self.fit_name}", enabled=progress):
+                gene = cohort.gene(g)
+                inputs.add(g, self.haplotype_features(gene, gene.sequences), gene.hap_index)
+        except BaseException:
+            inputs.close()
+            raise
+        return inputs
+
+    def fit_final_shared(self, study, directory: Path, *, progress: bool) -> dict:
+        """Multi-gene final fit: one model on every individual of every gene (the
+        ``--holdout-genes`` genes still held out, as in ``fit``), written to ``directory``."""
+        if not self.options.multi_gene:
+            return super().fit_final_shared(study, directory, progress=progress)
+        from hapexpr.estimators.nt_multigene import choose_holdout_genes, train_multi_gene  # torch
+
+        o = self.options
+        heldout = choose_holdout_genes(study.gene_ids, o.holdout_genes, seed=o.seed)
+        expr, cov = study_targets(study)
+        everyone = np.ones(len(study.sample_ids), dtype=bool)
+        y = {
+            g: residualise(
+                transform_in_fold(expr.loc[g].to_numpy(dtype=np.float64), everyone, study.normalise), cov, everyone
+            )
+            for g in study.gene_ids
+            if g not in heldout
+        }
+        with self._gene_inputs(study, directory / SCRATCH, progress=progress) as inputs:
+            fit = train_multi_gene(inputs, y, everyone, holdout_genes=heldout, seed=o.seed, **self._multi_kwargs())
+        fit.save(directory)
+        return {"trained_genes": fit.trained_genes, "heldout_genes": heldout}
+
+    def load_final_shared(self, directory: Path):
+        from hapexpr.estimators.nt_multigene import MultiGeneFit  # torch
+
+        return MultiGeneFit.load(directory)
 
     def _fit_per_gene_recorded(self, study, run, *, progress: bool) -> pd.DataFrame:
         """The per-gene CV loop (:func:`cross_validate_gene`, as ``fit_per_gene`` runs it, or
@@ -435,6 +521,41 @@ class NTTransformer(EmbeddingMethod):
         with atomic_open(run.gene_path(gene_id, ".choices.tsv")) as fh:
             pd.DataFrame(choices).to_csv(fh, sep="\t", index=False)
         run.save_gene(gene_id, obs, pred)
+
+
+FOLDS_DIR = "folds"
+FOLD_JSON = "fold.json"
+FOLD_PREDICTIONS = "predictions.safetensors"
+SCRATCH = ".inputs.scratch"
+
+
+def _save_predictions(path: Path, genes: list[str], preds: dict[str, np.ndarray]) -> None:
+    """One (test people,) float64 tensor per gene, in gene order (names ``0``, ``1``, ...)."""
+    from safetensors.numpy import save_file
+
+    save_file(
+        {str(i): np.ascontiguousarray(preds[g], dtype=np.float64) for i, g in enumerate(genes)},
+        str(path),
+        metadata={"genes": json.dumps(genes)},
+    )
+
+
+def _read_fold(directory: Path, key: str, genes: list[str]) -> dict[str, np.ndarray] | None:
+    """gene -> test predictions of a finished fold checkpoint of this fit (``key``), else None."""
+    from safetensors import safe_open
+
+    state = directory / FOLD_JSON
+    if not state.exists():
+        return None
+    try:
+        if json.loads(state.read_text()).get("key") != key:
+            return None
+    except json.JSONDecodeError:
+        return None
+    with safe_open(str(directory / FOLD_PREDICTIONS), framework="numpy") as fh:
+        if json.loads(fh.metadata()["genes"]) != list(genes):
+            return None
+        return {g: fh.get_tensor(str(i)) for i, g in enumerate(genes)}
 
 
 def _same_shape(genes: list[str], X: dict[str, np.ndarray]) -> list[list[str]]:
