@@ -133,6 +133,11 @@ class ElasticNet(Method):
                 return {"cis_window": int(rest[: -len(unit)]) * scale}
         return None
 
+    def heritability_column(self, study) -> str:
+        """``h2_cis_wide`` when the features reach past the sequence window (the cis store)."""
+        w = self.options.cis_window
+        return "h2_cis" if w is None or w <= study.window // 2 else "h2_cis_wide"
+
     def dosages(self, cohort, gene_id: str) -> tuple[pd.DataFrame, np.ndarray]:
         w = self.options.cis_window
         table, dosages = window_dosages(cohort.gene(gene_id)) if w is None or w <= 0 else cohort.cis(gene_id, int(w))
