@@ -144,3 +144,10 @@ def test_bench_train_gpu_smoke(tmp_path):
     assert m and float(m.group(1)) <= 1e-4, out
     assert re.search(r"^RATIO train_gpu batched/one_at_a_time = [\d.]+x genes/s \(fp32; baseline: ", out, re.M), out
     assert out.rstrip().endswith("ok")
+
+
+def test_bench_heritability_scale_smoke(tmp_path):
+    out = run_smoke("bench_heritability_scale.py", tmp_path)
+    assert re.search(r"^h2_cis \(inverse-normal\) +mean h2 [\d.]+ \(truth [\d.]+\) +bias [-+][\d.]+", out, re.M), out
+    assert re.search(r"^raw scale \(before issue 20\)", out, re.M), out
+    assert out.rstrip().endswith("ok")
