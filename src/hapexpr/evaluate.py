@@ -762,8 +762,10 @@ def evaluate_study(
     return metrics, summary, comparisons
 
 
+# printed in place of a summary value, to fit a screen
+_SHORT = {"h2_cis": "window", "h2_cis_wide": "cis"}
 _LABELS = {
-    "genes_no_model": "no model",
+    "genes_no_model": "none",
     "genes_constant": "const",
     "h2_features_from": "h2 of",
     "mean_r": "mean r",
@@ -793,7 +795,7 @@ def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, *, reference
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 130))
+    console = Console(width=max(Console().width, 140))
     shown = [c for c in summary.columns if not c.startswith(_NOT_PRINTED)]
     table = Table(
         title="Per-gene r across held-out individuals (pooled out-of-fold)",
@@ -805,19 +807,24 @@ def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, *, reference
         table.add_column(_LABELS.get(col, col), justify="left" if col == "method" else "right", no_wrap=True)
     for row in summary[shown].itertuples(index=False):
         table.add_row(
-            *[v if isinstance(v, str) else (f"{v:d}" if isinstance(v, (int, np.integer)) else f"{v:.3f}") for v in row]
+            *[
+                _SHORT.get(v, v)
+                if isinstance(v, str)
+                else (f"{v:d}" if isinstance(v, (int, np.integer)) else f"{v:.3f}")
+                for v in row
+            ]
         )
     console.print(table)
     strata = [c for c in summary.columns if c.startswith("genes_h2_stratum")]
     if strata:
         counts = ", ".join(f"{label}: {int(summary[c].max())}" for (_, _, label), c in zip(H2_STRATA, strata))
         console.print(
-            "no model: genes the fit had nothing to learn from (no rows); const: genes with constant predictions "
-            "(r = 0 in the means); r<0: share of the other genes, beside its null: that share for a ridge on each "
-            "gene's window variants under simulated null phenotypes, in the study's folds; q<.05: genes at BH "
-            "q < 0.05; r/√h2: mean r over mean sqrt(h2) (HE regression on the normalised, residualised "
-            "expression, genes with h2 >= 0.05), h2 of the variants the method reads (h2 of: h2_cis, the "
-            f"sequence window; h2_cis_wide, the +-cis-window store); mean r by that h2 ({counts}).",
+            "none: genes without a model in CV (no rows); const: genes with constant predictions (r = 0 in the "
+            "means); r<0: share of the other genes, beside its null: that share for a ridge on each gene's window "
+            "variants under simulated null phenotypes, in the study's folds; q<.05: genes at BH q < 0.05; r/√h2: "
+            "mean r over mean sqrt(h2) (HE regression on the normalised, residualised expression, genes with "
+            "h2 >= 0.05), h2 of the variants the method reads (h2 of: window, h2_cis of the sequence window; cis, "
+            f"h2_cis_wide of the +-cis-window store); mean r by that h2 (largest count over methods: {counts}).",
             style="dim",
         )
     title = "Paired comparisons on common genes (wins; Wilcoxon p, BH q; genes better at bootstrap q<.05)"
