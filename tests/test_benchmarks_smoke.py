@@ -231,3 +231,10 @@ def test_bench_train_multigene_gpu_smoke(tmp_path):
     assert re.search(r"^cpu fp32 \(reference\)\s*:\s*[\d.]+ s\s+\d+ rows/s", out, re.M), out
     assert re.search(r"^RATIO train_multigene_gpu device/cpu = [\d.]+x rows/s", out, re.M), out
     assert out.rstrip().endswith("ok")
+
+
+def test_bench_heritability_scale_smoke(tmp_path):
+    out = run_smoke("bench_heritability_scale.py", tmp_path)
+    assert re.search(r"^h2_cis \(inverse-normal\) +mean h2 [\d.]+ \(truth [\d.]+\) +bias [-+][\d.]+", out, re.M), out
+    assert re.search(r"^raw scale \(before issue 20\)", out, re.M), out
+    assert out.rstrip().endswith("ok")

@@ -388,7 +388,7 @@ def _write_study(root: Path, *, n=150, folds=3, seed=0) -> dict:
                 hap_alleles=np.zeros((1, 20), bool),
             ),
         )
-        rows.append([gid, f"GENE{g}", "chr2", 5_000, "+", 4_500, 5_499, 20, 1])
+        rows.append([gid, f"GENE{g}", "chr2", 5_000, "+", 4_500, 5_499, 20, 1, 5_000, 5_000])
         truth[gid] = X
     pd.DataFrame(rows, columns=GENE_COLUMNS).to_csv(root / "genes.tsv", sep="\t", index=False)
     pd.DataFrame(expr, index=samples).T.rename_axis("gene_id").to_csv(root / "expression.tsv", sep="\t")

@@ -176,6 +176,7 @@ def test_compare_per_gene_pairs_on_common_genes_with_q_per_pair():
         "ci_high",
         "p",
         "q",
+        "n_boot",
     ]
     gb = per[(per.method_a == "bad") & (per.method_b == "good")]
     assert len(gb) == 8 and (gb.n == 60).all()
@@ -184,6 +185,39 @@ def test_compare_per_gene_pairs_on_common_genes_with_q_per_pair():
     assert (gb.ci_low <= gb.delta_r).all() and (gb.delta_r <= gb.ci_high).all()
     only = per[per.method_b == "only"]  # "only" shares genes g0 and g1 with each of the others
     assert len(only) == 4 and set(only.gene_id) == {"g0", "g1"}
+
+
+def test_adaptive_bootstrap_p_matches_a_brute_force_bootstrap_below_the_old_floor():
+    """Genes with fewer than MIN_TAIL resamples on the rarer side get more (10x per stage): their
+    p goes below the 2/1001 floor of 1,000 resamples and agrees with a plain bootstrap of 200,000
+    resamples drawn independently; genes with a clear tail keep the first 1,000's p exactly."""
+    from hapexpr.evaluate import MIN_TAIL
+
+    rng = np.random.default_rng(11)
+    n, genes = 120, 4
+    obs, shared = np.repeat(rng.normal(size=(2, 1, n)), genes, axis=1)
+    gain = np.array([0.0, 0.1, 0.4, 1.5])[:, None]  # no difference ... an overwhelming one
+    pa = (0.6 + gain) * obs + shared + 0.6 * rng.normal(size=n)
+    pb = 0.6 * obs + shared + 0.6 * rng.normal(size=n)
+    w = bootstrap_weights(n, n_boot=1000, seed=0)
+    plain = paired_bootstrap(obs, pa, obs, pb, w)
+    adaptive = paired_bootstrap(obs, pa, obs, pb, w, seed=0, max_boot=100_000)
+    refined = np.minimum(plain["below"], plain["above"]) < MIN_TAIL
+    np.testing.assert_array_equal(adaptive["p"][~refined], plain["p"][~refined])
+    np.testing.assert_array_equal(adaptive["n_boot"][~refined], 1000)
+    np.testing.assert_array_equal(adaptive["ci_low"], plain["ci_low"])
+    assert refined[2] and refined[3] and not refined[0]
+    # brute force: 200,000 resamples in blocks, the same statistic
+    below, above = np.zeros(genes), np.zeros(genes)
+    for i in range(40):
+        wb = bootstrap_weights(n, n_boot=5000, seed=1000 + i)
+        d = bootstrap_r(obs, pa, wb) - bootstrap_r(obs, pb, wb)
+        below, above = below + (d <= 0).sum(0), above + (d >= 0).sum(0)
+    brute = np.minimum(1, 2 * (np.minimum(below, above) + 1) / 200_001)
+    assert 2e-4 < brute[2] < 2 / 1001  # a p the old floor hid, resolved by the brute force
+    assert adaptive["p"][2] < 2 / 1001 and 0.5 < adaptive["p"][2] / brute[2] < 2
+    assert adaptive["p"][3] == pytest.approx(2 / 100_001)  # no resample on the other side: the new floor
+    assert adaptive["n_boot"][3] == 100_000
 
 
 def test_null_expectation_matches_cross_validation_under_the_null():
@@ -271,7 +305,18 @@ def test_evaluate_study_writes_the_new_tables(study_copy):
     preds = _study_predictions(study_copy, {"good": (0.5, 4), "partial": (2.0, 2)})
     preds.to_csv(study_copy / "predictions.tsv", sep="\t", index=False)
     metrics, summary, comparisons = evaluate_study(study_copy, n_boot=200)
-    for col in ("pearson_q", "null_r", "null_frac_below_0", "h2_cis", "h2_cis_se", "ratio_h2_cis", "h2", "ceiling"):
+    for col in (
+        "pearson_q",
+        "null_r",
+        "null_frac_below_0",
+        "h2_cis",
+        "h2_cis_se",
+        "ratio_h2_cis",
+        "h2_features",
+        "ratio_h2_features",
+        "h2",
+        "ceiling",
+    ):
         assert col in metrics.columns, col
     assert comparisons.loc[0, "n_genes"] == 2
     on_disk = pd.read_csv(study_copy / "metrics.tsv", sep="\t", dtype={"gene_id": str})
@@ -294,7 +339,10 @@ def test_evaluate_study_writes_the_new_tables(study_copy):
     assert len(her) == 4 and her["h2_cis_se"].gt(0).all()
     truth = read_truth(Study.open(study_copy))
     np.testing.assert_allclose(her.set_index("gene_id").loc[truth.gene_id, "h2_true"], truth["h2"], atol=1e-6)
-    assert {"genes_q05", "null_mean_r", "ratio_to_h2_cis", "mean_r_h2_stratum2"} <= set(summary.columns)
+    assert {"genes_q05", "null_mean_r", "ratio_to_h2", "mean_r_h2_stratum2", "genes_no_model"} <= set(summary.columns)
+    # no fit records for these hand-written predictions: the window's h2 bounds them
+    assert (metrics["h2_features_from"] == "h2_cis").all()
+    np.testing.assert_allclose(metrics["h2_features"], metrics["h2_cis"])
     assert summary.set_index("method").loc["good", "genes_q05"] == int(
         (metrics.query("method == 'good'").pearson_q < 0.05).sum()
     )
@@ -305,7 +353,7 @@ def test_wide_heritability_uses_the_cis_window_variants_read_from_the_vcf(tiny_c
     0.01: the same estimate from dosages read straight from the VCF with cyvcf2."""
     from cyvcf2 import VCF
 
-    from hapexpr.crossval import residualise, study_targets
+    from hapexpr.crossval import fold_targets, study_targets
     from hapexpr.evaluate import gene_references
     from hapexpr.heritability import cis_heritability
     from hapexpr.study import Study
@@ -321,7 +369,9 @@ def test_wide_heritability_uses_the_cis_window_variants_read_from_the_vcf(tiny_c
         d = np.array([v.genotype.array()[order, :2].sum(axis=1) for v in vcf(f"{info['chrom']}:{lo}-{hi}")], float)
         maf = np.minimum(d.mean(axis=1) / 2, 1 - d.mean(axis=1) / 2)
         d = d[maf >= 0.01]
-        h = cis_heritability(expr.loc[gene_id].to_numpy(float), d, study.folds, residualise, cov)
+        h = cis_heritability(
+            expr.loc[gene_id].to_numpy(float), d, study.folds, lambda y, t: fold_targets(y, cov, t, study.normalise)
+        )
         assert refs.loc[gene_id, "n_wide_variants"] == h.m > refs.loc[gene_id, "n_cis_variants"]
         np.testing.assert_allclose(refs.loc[gene_id, ["h2_cis_wide", "h2_cis_wide_se"]], [h.h2, h.se], rtol=1e-9)
 
@@ -409,7 +459,9 @@ def test_genes_missing_individuals_are_handled_row_by_row():
             )
         ),
         bootstrap_weights(35, n_boot=200, seed=3),
+        seed=3,  # the same adaptive refinement
     )
+    assert per.loc["g1", "n_boot"] == ref["n_boot"][0]
     assert per.loc["g1", "ci_low"] == pytest.approx(ref["ci_low"][0]) and per.loc["g1", "p"] == pytest.approx(
         ref["p"][0]
     )
@@ -429,7 +481,7 @@ def test_heritability_strata_and_ratio_in_the_summary():
     s = summarise(metrics).iloc[0]
     assert s.genes_h2_stratum0 == 2 and s.genes_h2_stratum1 == 2 and s.genes_h2_stratum2 == 2
     assert s.mean_r_h2_stratum0 == pytest.approx(0.0) and s.mean_r_h2_stratum2 == pytest.approx(0.55)
-    assert s.ratio_to_h2_cis == pytest.approx(np.mean([0.2, 0.3, 0.5, 0.6]) / np.mean(np.sqrt([0.1, 0.15, 0.4, 0.5])))
+    assert s.ratio_to_h2 == pytest.approx(np.mean([0.2, 0.3, 0.5, 0.6]) / np.mean(np.sqrt([0.1, 0.15, 0.4, 0.5])))
     st = h2_strata(metrics).set_index("stratum")
     assert st.loc["0.05-0.2", "ratio"] == pytest.approx(0.25 / np.mean(np.sqrt([0.1, 0.15])))
 
@@ -461,3 +513,93 @@ def test_printed_summary_keeps_to_the_reference_pairs_when_there_are_many(capsys
     assert "5 of 15 pairs" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("m") and "method_a" not in line]
     assert len(rows) == 5 and all("m3" in r[:2] for r in rows)
+
+
+def test_r_below_0_share_counts_only_genes_whose_predictions_vary():
+    """A constant prediction (r NaN) can never be r < 0: it counts as r = 0 in the means but is
+    left out of the r < 0 share and of its null, and is counted apart (issue 20)."""
+    metrics = pd.DataFrame(
+        {
+            "method": "m",
+            "gene_id": [f"g{i}" for i in range(5)],
+            "pearson_r": [np.nan, np.nan, -0.1, 0.2, 0.3],
+            "null_r": -0.01,
+            "null_frac_below_0": [0.9, 0.9, 0.5, 0.6, 0.4],
+        }
+    )
+    s = summarise(metrics, no_model={"m": 3}).iloc[0]
+    assert s.genes == 5 and s.genes_constant == 2 and s.genes_no_model == 3
+    assert s.frac_r_below_0 == pytest.approx(1 / 3)  # was 1/5 with the constants as r = 0
+    assert s.null_frac_r_below_0 == pytest.approx(0.5)
+    assert s.mean_r == pytest.approx(0.4 / 5)
+
+
+def test_ratio_uses_the_heritability_of_the_variants_each_method_reads(study_copy):
+    """The +-1 Mb elastic net is judged against h2_cis_wide and a window method against h2_cis,
+    as each fit's own method says (never by its name: an elastic net on the window variants
+    named like the +-1 Mb one gets h2_cis; rows with no fit record get h2_cis)."""
+    from hapexpr.evaluate import evaluate_study, heritability_columns
+    from hapexpr.fit import fit_method
+    from hapexpr.methods.registry import build
+    from hapexpr.study import Study
+
+    study = Study.open(study_copy)
+    fit_method(study, build("elastic-net").bind(study), progress=False)
+    fit_method(study, build("elastic-net", {"cis_window": 0}, fit_name="elastic-net-1mb").bind(study), progress=False)
+    preds = pd.read_csv(study_copy / "predictions.tsv", sep="\t", dtype={"gene_id": str, "sample_id": str})
+    handmade = preds[preds.method == "elastic-net"].assign(method="handmade")
+    pd.concat([preds, handmade]).to_csv(study_copy / "predictions.tsv", sep="\t", index=False)
+    assert heritability_columns(study, ["elastic-net", "elastic-net-1mb", "handmade"]) == {
+        "elastic-net": "h2_cis_wide",
+        "elastic-net-1mb": "h2_cis",
+        "handmade": "h2_cis",
+    }
+    metrics, summary, _ = evaluate_study(study_copy, n_boot=50)
+    for name, column in (("elastic-net", "h2_cis_wide"), ("elastic-net-1mb", "h2_cis"), ("handmade", "h2_cis")):
+        m = metrics[metrics.method == name]
+        np.testing.assert_allclose(m["h2_features"], m[column])
+        row = summary.set_index("method").loc[name]
+        assert row.h2_features_from == column
+        ok = m[column] >= 0.05
+        want = m.loc[ok, "pearson_r"].fillna(0).mean() / np.sqrt(m.loc[ok, column]).mean() if ok.any() else np.nan
+        np.testing.assert_allclose(row.ratio_to_h2, want)
+
+
+def test_heritability_is_estimated_on_the_normalised_scale_the_models_see(tmp_path):
+    """On raw-scale (log-normal, RPKM-like) expression prepared with --normalise inverse-normal,
+    h2_cis is estimated on the in-fold normalised values the models are trained on: near the
+    simulated truth, while HE on the raw values (what evaluate did before issue 20) is biased low."""
+    import shutil
+
+    from hapexpr.crossval import residualise, study_targets
+    from hapexpr.evaluate import cis_dosages, gene_references
+    from hapexpr.heritability import cis_heritability
+    from hapexpr.prepare import prepare_study
+    from hapexpr.simulate import simulate_cohort
+    from hapexpr.study import Study
+
+    cohort, raw = tmp_path / "c", tmp_path / "raw"
+    simulate_cohort(cohort, individuals=300, genes=10, window=2000, seed=3)
+    shutil.copytree(cohort, raw)
+    expr = pd.read_csv(cohort / "expression.bed.gz", sep="\t")
+    values = expr.columns[4:]
+    expr[values] = np.round(100 * np.exp(expr[values].to_numpy(float)), 4)
+    expr.to_csv(raw / "expression.bed.gz", sep="\t", index=False, compression="gzip")
+    prepare_study(**prepare_args(raw, tmp_path / "s", normalise="inverse-normal"))
+    study = Study.open(tmp_path / "s")
+    refs = gene_references(study, study.gene_ids).set_index("gene_id")
+    truth = pd.read_csv(cohort / "truth.tsv", sep="\t", dtype={"gene_id": str}).set_index("gene_id")
+    true_h2 = truth.loc[refs.index, "h2_residualised"]
+    expr_raw, cov = study_targets(study)
+    on_raw = np.array(
+        [
+            cis_heritability(
+                expr_raw.loc[g].to_numpy(float), cis_dosages(study, g), study.folds, lambda y, t: residualise(y, cov, t)
+            ).h2
+            for g in refs.index
+        ]
+    )
+    se = np.sqrt((refs["h2_cis_se"] ** 2).sum()) / len(refs)
+    assert abs(refs["h2_cis"].mean() - true_h2.mean()) < max(3 * se, 0.05)
+    assert np.corrcoef(refs["h2_cis"], true_h2)[0, 1] > 0.7
+    assert true_h2.mean() - on_raw.mean() > 0.08  # the defect the test guards against is real here

@@ -79,7 +79,10 @@ def test_prepare_without_genes_takes_tss_from_the_qtltools_bed(tiny_cohort, tiny
     prepare_study(**args)
     got = Study.open(tmp_path / "s").genes
     want = Study.open(tiny_study).genes
-    pd.testing.assert_frame_equal(got.drop(columns="gene_name"), want.drop(columns="gene_name"))
+    span = ["gene_start", "gene_end"]
+    pd.testing.assert_frame_equal(got.drop(columns=["gene_name", *span]), want.drop(columns=["gene_name", *span]))
+    # a one-base TSS interval carries no gene body: the span is the TSS itself
+    assert (got["gene_start"] == got["tss"]).all() and (got["gene_end"] == got["tss"]).all()
 
 
 def test_tensorqtl_bed_without_strand_needs_genes(tiny_cohort, tmp_path):
@@ -267,7 +270,8 @@ def test_gene_without_a_cis_variant_is_dropped_and_nothing_left_is_an_error(tiny
     pos = _vcf_positions(tiny_cohort, "chr1")
     gaps = np.diff(np.sort(pos))
     i = int(np.argmax(gaps))
-    genes.loc[0, ["chrom", "tss"]] = ["chr1", int(np.sort(pos)[i] + gaps[i] // 2)]  # middle of the widest gap
+    tss = int(np.sort(pos)[i] + gaps[i] // 2)  # middle of the widest gap
+    genes.loc[0, ["chrom", "tss", "gene_start", "gene_end"]] = ["chr1", tss, tss, tss]
     w = int(gaps[i] // 2 - 10)
     assert w > 1000
     genes.to_csv(tmp_path / "tss.tsv", sep="\t", index=False)

@@ -1,5 +1,6 @@
 """The study's cis-window genotype store: ALT dosages of every biallelic variant within
-+-``cis_window`` bp of each gene's TSS (PrediXcan's +-1 Mb by default), for the elastic net.
++-``cis_window`` bp of each gene's TSS (PrediXcan's +-1 Mb by default), or of its whole span
+(gene start - cis_window to gene end + cis_window, PredictDB's window), for the elastic net.
 
 One file pair per contig rather than one per gene: at +-1 Mb neighbouring genes' windows overlap
 so much that per-gene files would repeat each variant a dozen times. Each gene is a contiguous
@@ -7,7 +8,10 @@ row range of its contig's arrays (the VCF is sorted), listed in ``cis/genes.tsv`
 
     cis/<contig>.dosages.npy    (variants, samples) int8, uncompressed so it is memory-mapped
     cis/<contig>.variants.npz   variant_id, pos, ref, alt (variants,)
-    cis/genes.tsv               gene_id chrom file first stop n_variants
+    cis/genes.tsv               gene_id chrom file first stop n_variants gene_first gene_stop
+
+``first:stop`` are the rows within +-cis_window of the TSS; ``gene_first:gene_stop`` the rows
+from gene_start - cis_window to gene_end + cis_window (a superset: the TSS lies in the gene).
 
 The VCF is read once per contig, in chunks of ``chunk`` bp over the union of the genes' windows.
 """
@@ -23,14 +27,15 @@ import pandas as pd
 from hapexpr.io.atomic import atomic_open, atomic_path
 from hapexpr.study import cis_file_stem
 
-INDEX_COLUMNS = ["gene_id", "chrom", "file", "first", "stop", "n_variants"]
+INDEX_COLUMNS = ["gene_id", "chrom", "file", "first", "stop", "n_variants", "gene_first", "gene_stop"]
 
 
-def merged_windows(tss: np.ndarray, cis_window: int) -> list[tuple[int, int]]:
-    """Disjoint sorted 1-based inclusive intervals covering every ``[tss - w, tss + w]``."""
+def merged_windows(start: np.ndarray, end: np.ndarray, cis_window: int) -> list[tuple[int, int]]:
+    """Disjoint sorted 1-based inclusive intervals covering every ``[start - w, end + w]``."""
     out: list[list[int]] = []
-    for t in np.sort(np.asarray(tss, dtype=np.int64)):
-        lo, hi = max(1, int(t) - cis_window), int(t) + cis_window
+    start, end = np.asarray(start, dtype=np.int64), np.asarray(end, dtype=np.int64)
+    for i in np.argsort(start, kind="stable"):
+        lo, hi = max(1, int(start[i]) - cis_window), int(end[i]) + cis_window
         if out and lo <= out[-1][1] + 1:
             out[-1][1] = max(out[-1][1], hi)
         else:
@@ -43,7 +48,7 @@ def write_cis_store(
 ) -> pd.DataFrame:
     """Write (or, after a killed run, reuse) each contig's arrays; returns the index table.
 
-    genes_df: ``gene_id chrom vcf_chrom tss`` rows; reader: a ``VcfReader`` over the study's
+    genes_df: ``gene_id chrom vcf_chrom tss gene_start gene_end`` rows; reader: a ``VcfReader`` over the study's
     samples in study order (unphased is fine: dosages ignore phase).
     """
     directory.mkdir(exist_ok=True)
@@ -52,12 +57,15 @@ def write_cis_store(
         stem = cis_file_stem(contig)
         base = directory / stem
         if not (Path(f"{base}.variants.npz").exists() and Path(f"{base}.dosages.npy").exists()):
-            _write_contig(base, reader, contig, merged_windows(g["tss"].to_numpy(), cis_window), chunk)
+            spans = merged_windows(g["gene_start"].to_numpy(), g["gene_end"].to_numpy(), cis_window)
+            _write_contig(base, reader, contig, spans, chunk)
         with np.load(f"{base}.variants.npz", allow_pickle=False) as z:
             pos = z["pos"]
         tss = g["tss"].to_numpy(dtype=np.int64)
         first = np.searchsorted(pos, tss - cis_window, side="left")
         stop = np.searchsorted(pos, tss + cis_window, side="right")
+        gene_first = np.searchsorted(pos, g["gene_start"].to_numpy(dtype=np.int64) - cis_window, side="left")
+        gene_stop = np.searchsorted(pos, g["gene_end"].to_numpy(dtype=np.int64) + cis_window, side="right")
         rows.append(
             pd.DataFrame(
                 {
@@ -67,6 +75,8 @@ def write_cis_store(
                     "first": first,
                     "stop": stop,
                     "n_variants": stop - first,
+                    "gene_first": gene_first,
+                    "gene_stop": gene_stop,
                 }
             )
         )

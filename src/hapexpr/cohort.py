@@ -8,9 +8,10 @@ A method's ``features(cohort, gene_id)`` reads everything it needs through one o
   haplotypes, with the study's reference, TSS and window;
 - ``context_gene(gene_id)``: the same over the gene's Enformer context (``STUDY/context/``), or
   None when the study stores no context for it;
-- ``cis(gene_id, window)``: ``(table, dosages)`` of every biallelic variant within +-window bp
-  of the TSS: ``table`` has ``variant_id chrom pos ref alt``, ``dosages`` (samples, variants)
-  float32 ALT dosage 0..2.
+- ``cis(gene_id, window, around=)``: ``(table, dosages)`` of every biallelic variant within
+  +-window bp of the TSS (``around="tss"``) or from gene start - window to gene end + window
+  (``around="gene"``, PredictDB's window; :func:`cis_bounds`): ``table`` has ``variant_id chrom
+  pos ref alt``, ``dosages`` (samples, variants) float32 ALT dosage 0..2.
 
 :class:`GenesCohort` is the people of a new VCF over genes outside the study (an annotation and
 a reference FASTA), built by ``prepare``'s own per-gene code.
@@ -77,7 +78,7 @@ class StudyCohort:
         store = _context_store(self)
         return None if store is None else store.gene(gene_id)
 
-    def cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
+    def cis(self, gene_id: str, window: int, *, around: str = "tss") -> tuple[pd.DataFrame, np.ndarray]:
         stored = self.study.cis_window
         if stored is None or window > stored:
             raise StudyError(
@@ -86,9 +87,10 @@ class StudyCohort:
                 path=self.study.path,
                 hint=f"prepare the study again with --cis-window {window}, or fit with a smaller --cis-window",
             )
-        cis = self.study.cis_genotypes(gene_id)
-        tss = int(self.study.gene_info(gene_id)["tss"])
-        keep = np.abs(cis.variants["pos"].to_numpy(dtype=np.int64) - tss) <= window
+        lo, hi = cis_bounds(self.study, gene_id, window, around)
+        cis = self.study.cis_genotypes(gene_id, around=around)
+        pos = cis.variants["pos"].to_numpy(dtype=np.int64)
+        keep = (pos >= lo) & (pos <= hi)
         dosages = np.asarray(cis.dosages[keep], dtype=np.float32).T  # (samples, variants)
         return cis.variants[keep].reset_index(drop=True), np.ascontiguousarray(dosages)
 
@@ -100,9 +102,28 @@ def _context_store(cohort) -> ContextStore | None:
     return cohort._context
 
 
-def read_cis(reader: VcfReader, chrom: str, tss: int, window: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """(table, (samples, variants) float32 dosages) of ``reader``'s records within +-window of tss."""
-    v = reader.fetch(chrom, max(1, tss - window), tss + window)
+def cis_bounds(study: Study, gene_id: str, window: int, around: str = "tss") -> tuple[int, int]:
+    """1-based inclusive (lo, hi) of a gene's cis window: TSS +- window (``around="tss"``), or
+    gene start - window to gene end + window (``around="gene"``)."""
+    info = study.gene_info(gene_id)
+    if around == "tss":
+        return int(info["tss"]) - window, int(info["tss"]) + window
+    if around != "gene":
+        raise ValueError(f"around must be 'tss' or 'gene', not {around!r}")
+    if "gene_start" not in info.index or pd.isna(info["gene_start"]):
+        raise StudyError(
+            "this study's genes.tsv has no gene spans (gene_start, gene_end): it was prepared before "
+            "hapexpr stored them",
+            path=study.path / "genes.tsv",
+            hint="prepare the study again with this version of hapexpr, or fit with --cis-from tss",
+        )
+    return int(info["gene_start"]) - window, int(info["gene_end"]) + window
+
+
+def read_cis(reader: VcfReader, chrom: str, lo: int, hi: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """(table, (samples, variants) float32 dosages) of ``reader``'s records at 1-based positions
+    lo..hi (inclusive)."""
+    v = reader.fetch(chrom, max(1, lo), hi)
     dos = np.asarray(v.genotypes).sum(axis=2, dtype=np.int16).astype(np.float32)  # (variants, samples)
     table = pd.DataFrame(
         {
@@ -179,10 +200,10 @@ class NewCohort:
             study_gene, variants=new.table, genotypes=new.genotypes, hap_index=index, hap_alleles=alleles
         )
 
-    def cis(self, gene_id: str, window: int) -> tuple[pd.DataFrame, np.ndarray]:
+    def cis(self, gene_id: str, window: int, *, around: str = "tss") -> tuple[pd.DataFrame, np.ndarray]:
         gene = self.study.gene(gene_id)
         chrom = self.reader.resolve(gene.chrom)
-        table, dosages = read_cis(self.reader, chrom, gene.tss, window)
+        table, dosages = read_cis(self.reader, chrom, *cis_bounds(self.study, gene_id, window, around))
         table["chrom"] = gene.chrom
         return table, dosages
 

@@ -37,6 +37,13 @@ def residualise(y: np.ndarray, covariates: np.ndarray | None, train: np.ndarray)
     return y - design @ beta
 
 
+def fold_targets(y: np.ndarray, covariates: np.ndarray | None, train: np.ndarray, normalise: str) -> np.ndarray:
+    """(samples,) what every model of fold ``train`` is trained and judged on: raw expression
+    ``y`` normalised (``prepare --normalise``) and then residualised on the covariates, both
+    with parameters learnt from the ``train`` rows only."""
+    return residualise(transform_in_fold(y, train, normalise), covariates, train)
+
+
 def study_targets(study: Study) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Expression (genes, samples) and covariates (samples, covariates) as the loop uses them."""
     cov = None
@@ -69,8 +76,7 @@ def cross_validate_gene(
     for k in use:
         test = folds == k
         train = np.isin(folds, use) & ~test
-        y_k = transform_in_fold(y, train, normalise)  # prepare --normalise, learnt on train only
-        y_res = residualise(y_k, covariates, train)
+        y_res = fold_targets(y, covariates, train, normalise)
         est = make_estimator(seed + int(k))
         est.fit(X[train], y_res[train])
         observed[test] = y_res[test]

@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hapexpr.crossval import read_predictions, residualise, study_targets
-from hapexpr.errors import StudyError
+from hapexpr.crossval import fold_targets, read_predictions, study_targets
+from hapexpr.errors import InputError, StudyError
+from hapexpr.fit_records import fit_record
 from hapexpr.heritability import cis_heritability
 from hapexpr.io.atomic import atomic_open
+from hapexpr.methods.registry import build
 from hapexpr.study import Study
 
 
@@ -159,27 +161,40 @@ H2_STRATA = ((float("-inf"), 0.05, "h2 < 0.05"), (0.05, 0.2, "0.05-0.2"), (0.2, 
 Q_LEVEL = 0.05
 
 
-def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per method: genes, mean and median r (NaN as 0), fraction of genes with r < 0 and its
-    null expectation, genes with ``pearson_q`` < 0.05, r against the estimated ceiling
-    sqrt(h2_cis) overall and per heritability stratum, and the ratio to the true ceiling where
+def summarise(metrics: pd.DataFrame, *, no_model: dict[str, int] | None = None) -> pd.DataFrame:
+    """Per method: genes, genes without a model in CV (``no_model``: method -> count, genes with
+    no prediction rows; see :func:`genes_without_model`) and genes with constant predictions,
+    mean and median r (NaN as 0), the fraction of genes with r < 0 among genes with non-constant
+    predictions and its null expectation on the same genes, genes with ``pearson_q`` < 0.05, r
+    against the estimated ceiling sqrt(h2) of the variants the method reads (``h2_features``,
+    else ``h2_cis``) overall and per heritability stratum, and the ratio to the true ceiling where
     the truth is known. Columns only appear when metrics holds what they need."""
     out = []
     for method, df in metrics.groupby("method", sort=True):
         r = df["pearson_r"].fillna(0.0)
-        row = {
-            "method": method,
-            "genes": len(df),
-            "mean_r": r.mean(),
-            "median_r": r.median(),
-            "frac_r_below_0": float((r < 0).mean()),
-        }
+        # A constant prediction (no model, or one that kept nothing) can never give r < 0, so the
+        # r < 0 share is taken over the genes with a correlation, and so is its null.
+        varies = df["pearson_r"].notna()
+        row = {"method": method, "genes": len(df)}
+        if no_model is not None:
+            row["genes_no_model"] = int(no_model.get(method, 0))
+        row.update(
+            {
+                "genes_constant": int((~varies).sum()),
+                "mean_r": r.mean(),
+                "median_r": r.median(),
+                "frac_r_below_0": float((df.loc[varies, "pearson_r"] < 0).mean()) if varies.any() else float("nan"),
+            }
+        )
         if "null_r" in df:
             row["null_mean_r"] = df["null_r"].mean()
-            row["null_frac_r_below_0"] = df["null_frac_below_0"].mean()
+            row["null_frac_r_below_0"] = df.loc[varies, "null_frac_below_0"].mean()
         if "pearson_q" in df:
             row["genes_q05"] = int((df["pearson_q"] < Q_LEVEL).sum())
-        if "h2_cis" in df:
+        if "h2_features" in df:
+            row["h2_features_from"] = "/".join(sorted(df["h2_features_from"].dropna().unique()))
+            row.update(_h2_cis_summary(r, df["h2_features"]))
+        elif "h2_cis" in df:
             row.update(_h2_cis_summary(r, df["h2_cis"]))
         if "ceiling" in df:
             heritable = df["ceiling"] > 0
@@ -193,11 +208,11 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def _h2_cis_summary(r: pd.Series, h2: pd.Series) -> dict:
-    """Ratio of mean r to mean sqrt(h2_cis) over genes with h2_cis >= 0.05 (below that the
-    estimate is mostly noise and the ratio would divide by ~0), and mean r per stratum."""
+    """Ratio of mean r to mean sqrt(h2) over genes with h2 >= 0.05 (below that the estimate is
+    mostly noise and the ratio would divide by ~0), and mean r per stratum."""
     ok = h2 >= H2_STRATA[1][0]
     ceiling = np.sqrt(h2[ok])
-    row = {"ratio_to_h2_cis": r[ok].mean() / ceiling.mean() if ok.any() and ceiling.mean() > 0 else float("nan")}
+    row = {"ratio_to_h2": r[ok].mean() / ceiling.mean() if ok.any() and ceiling.mean() > 0 else float("nan")}
     for i, (lo, hi, _) in enumerate(H2_STRATA):
         s = (h2 >= lo) & (h2 < hi)
         row[f"mean_r_h2_stratum{i}"] = r[s].mean() if s.any() else float("nan")
@@ -206,14 +221,17 @@ def _h2_cis_summary(r: pd.Series, h2: pd.Series) -> dict:
 
 
 def h2_strata(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Long table ``method stratum genes mean_r mean_sqrt_h2_cis ratio`` (strata of H2_STRATA by
-    the estimated h2_cis; empty without it). Ratio = mean r / mean sqrt(max(h2_cis, 0))."""
-    cols = ["method", "stratum", "genes", "mean_r", "mean_sqrt_h2_cis", "ratio"]
+    """Long table ``method h2_from stratum genes mean_r mean_sqrt_h2 ratio``: strata of
+    H2_STRATA by the h2 of the variants each method reads (``h2_features``, named in
+    ``h2_from``; else ``h2_cis``); empty without either. Ratio = mean r / mean sqrt(max(h2, 0))."""
+    cols = ["method", "h2_from", "stratum", "genes", "mean_r", "mean_sqrt_h2", "ratio"]
     if "h2_cis" not in metrics:
         return pd.DataFrame(columns=cols)
+    column = "h2_features" if "h2_features" in metrics else "h2_cis"
     rows = []
     for method, df in metrics.groupby("method", sort=True):
-        r, h2 = df["pearson_r"].fillna(0.0), df["h2_cis"]
+        r, h2 = df["pearson_r"].fillna(0.0), df[column]
+        source = "/".join(sorted(df["h2_features_from"].dropna().unique())) if column == "h2_features" else "h2_cis"
         for lo, hi, label in H2_STRATA:
             s = (h2 >= lo) & (h2 < hi)
             c = float(np.sqrt(h2[s].clip(lower=0)).mean()) if s.any() else float("nan")
@@ -221,10 +239,11 @@ def h2_strata(metrics: pd.DataFrame) -> pd.DataFrame:
             rows.append(
                 {
                     "method": method,
+                    "h2_from": source,
                     "stratum": label,
                     "genes": int(s.sum()),
                     "mean_r": m,
-                    "mean_sqrt_h2_cis": c,
+                    "mean_sqrt_h2": c,
                     "ratio": m / c if c > 0 else float("nan"),
                 }
             )
@@ -265,12 +284,32 @@ def compare(metrics: pd.DataFrame) -> pd.DataFrame:
 
 N_BOOT = 1000
 BOOT_CHUNK = 512  # genes per block: (N_BOOT, BOOT_CHUNK) float64 arrays of 4 MB each
-PER_GENE_COLUMNS = ["method_a", "method_b", "gene_id", "n", "r_a", "r_b", "delta_r", "ci_low", "ci_high", "p", "q"]
+# Adaptive bootstrap: a gene whose rarer side holds fewer than MIN_TAIL of the resampled
+# differences gets 10 times the resamples, up to MAX_BOOT, so its p is no longer floored at
+# 2 / (N_BOOT + 1) ~ 0.002 but at 2 / (MAX_BOOT + 1) ~ 2e-5 (BH over thousands of genes needs it).
+MIN_TAIL = 10
+MAX_BOOT = 100_000
+REFINE_CHUNK = 5_000  # resamples per matrix product in the refinement: (5,000, samples) weights
+_STATS = ("delta_r", "ci_low", "ci_high", "p", "n_boot")
+PER_GENE_COLUMNS = [
+    "method_a",
+    "method_b",
+    "gene_id",
+    "n",
+    "r_a",
+    "r_b",
+    "delta_r",
+    "ci_low",
+    "ci_high",
+    "p",
+    "q",
+    "n_boot",
+]
 
 
-def bootstrap_weights(n: int, *, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+def bootstrap_weights(n: int, *, n_boot: int = N_BOOT, seed: int | list[int] = 0) -> np.ndarray:
     """(n_boot, n) float64 counts of each individual in each resample (multinomial = resampling
-    n individuals with replacement)."""
+    n individuals with replacement); ``seed`` as numpy's ``default_rng`` takes it."""
     rng = np.random.default_rng(seed)
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
 
@@ -304,35 +343,101 @@ def _r_rows(observed: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 
 def paired_bootstrap(
-    obs_a: np.ndarray, pred_a: np.ndarray, obs_b: np.ndarray, pred_b: np.ndarray, weights: np.ndarray
+    obs_a: np.ndarray,
+    pred_a: np.ndarray,
+    obs_b: np.ndarray,
+    pred_b: np.ndarray,
+    weights: np.ndarray,
+    *,
+    seed: int | None = None,
+    max_boot: int = MAX_BOOT,
 ) -> dict[str, np.ndarray]:
     """Bootstrap over individuals of r_a - r_b for every gene; each resample draws the SAME
     individuals for both methods, so the test is paired.
 
     All inputs (genes, samples) over the same individuals; weights (n_boot, samples).
     Returns (genes,) arrays ``delta_r`` (observed r_a - r_b, constant predictions as r = 0),
-    ``ci_low``/``ci_high`` (2.5 and 97.5 percentiles of the resampled differences) and ``p``
-    (two-sided: twice the smaller share of resampled differences on either side of 0, with the
-    +1 correction that keeps it above 0 at a finite number of resamples; capped at 1).
+    ``ci_low``/``ci_high`` (2.5 and 97.5 percentiles of the resampled differences), ``p``
+    (two-sided: 2 x (the smaller count of resampled differences <= 0 or >= 0, + 1) / (resamples
+    + 1), capped at 1; the +1 keeps it above 0 at a finite number of resamples) and ``n_boot``
+    (resamples behind p). With a ``seed``, genes with fewer than MIN_TAIL resamples on the rarer
+    side get more (:func:`refine_tails`, up to ``max_boot``); the CI stays from ``weights``.
     """
-    return _delta_stats(
+    st = _delta_stats(
         _r_rows(obs_a, pred_a) - _r_rows(obs_b, pred_b),
         bootstrap_r(obs_a, pred_a, weights) - bootstrap_r(obs_b, pred_b, weights),
     )
+    if seed is not None:
+        st.update(refine_tails(obs_a, pred_a, obs_b, pred_b, st, seed=seed, max_boot=max_boot))
+    st["p"] = _boot_p(st["below"], st["above"], st["n_boot"])
+    return st
 
 
 def _delta_stats(delta: np.ndarray, d: np.ndarray) -> dict[str, np.ndarray]:
-    """CI and p from (genes,) observed differences and (n_boot, genes) resampled ones."""
+    """CI, side counts and p from (genes,) observed differences and (n_boot, genes) resampled ones."""
     low, high = np.percentile(d, [2.5, 97.5], axis=0)
-    tail = np.minimum((d <= 0).sum(axis=0), (d >= 0).sum(axis=0))
-    p = np.minimum(1.0, 2 * (tail + 1) / (d.shape[0] + 1))
-    return {"delta_r": delta, "ci_low": low, "ci_high": high, "p": p}
+    below, above = (d <= 0).sum(axis=0).astype(np.float64), (d >= 0).sum(axis=0).astype(np.float64)
+    n_boot = np.full(d.shape[1], float(d.shape[0]))
+    return {
+        "delta_r": delta,
+        "ci_low": low,
+        "ci_high": high,
+        "below": below,
+        "above": above,
+        "n_boot": n_boot,
+        "p": _boot_p(below, above, n_boot),
+    }
 
 
-def compare_per_gene(predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+def _boot_p(below: np.ndarray, above: np.ndarray, n_boot: np.ndarray) -> np.ndarray:
+    return np.minimum(1.0, 2 * (np.minimum(below, above) + 1) / (n_boot + 1))
+
+
+def refine_tails(
+    obs_a: np.ndarray,
+    pred_a: np.ndarray,
+    obs_b: np.ndarray,
+    pred_b: np.ndarray,
+    counts: dict[str, np.ndarray],
+    *,
+    seed: int,
+    max_boot: int = MAX_BOOT,
+) -> dict[str, np.ndarray]:
+    """The adaptive bootstrap: (genes,) ``below``, ``above`` and ``n_boot`` after drawing more
+    resamples for every gene whose rarer side has fewer than MIN_TAIL, in stages of 10 times
+    the resamples so far, until it has MIN_TAIL or ``max_boot`` resamples.
+
+    obs_*, pred_*: (genes, samples); counts: ``below``/``above``/``n_boot`` (genes,) from the
+    first resamples (:func:`_delta_stats`). The new resamples are seeded by (seed, stage, chunk),
+    so they are independent of the first ones and the result is reproducible. Genes refined
+    together always share their resample count, so one set of weights serves them all.
+    """
+    below, above, n_boot = (np.array(counts[k], dtype=np.float64) for k in ("below", "above", "n_boot"))
+    n = obs_a.shape[1]
+    stage = 1
+    while True:
+        todo = np.flatnonzero((np.minimum(below, above) < MIN_TAIL) & (n_boot < max_boot))
+        if todo.size == 0 or n < 3:
+            break
+        have = int(n_boot[todo].max())
+        extra = min(max_boot, 10 * have) - have
+        for i, start in enumerate(range(0, extra, REFINE_CHUNK)):
+            w = bootstrap_weights(n, n_boot=min(REFINE_CHUNK, extra - start), seed=[seed, stage, i])
+            d = bootstrap_r(obs_a[todo], pred_a[todo], w) - bootstrap_r(obs_b[todo], pred_b[todo], w)
+            below[todo] += (d <= 0).sum(axis=0)
+            above[todo] += (d >= 0).sum(axis=0)
+        n_boot[todo] = have + extra
+        stage += 1
+    return {"below": below, "above": above, "n_boot": n_boot}
+
+
+def compare_per_gene(
+    predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0, max_boot: int = MAX_BOOT
+) -> pd.DataFrame:
     """One row per pair of methods and gene both predicted (columns PER_GENE_COLUMNS): the paired
-    bootstrap of r_a - r_b over the individuals both predicted, and BH q-values over the genes
-    of each pair.
+    bootstrap of r_a - r_b over the individuals both predicted (adaptive past ``n_boot``
+    resamples where p is small, up to ``max_boot``: :func:`refine_tails`), and BH q-values over
+    the genes of each pair.
 
     One set of resamples of all individuals serves every method and gene that has all of them
     (the normal case), so each method's resampled r is computed once per block of genes and
@@ -357,10 +462,7 @@ def compare_per_gene(predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: i
     has = {m: np.isfinite(obs[m]) & np.isfinite(pred[m]) for m in methods}  # (genes, samples)
     complete = {m: has[m].all(axis=1) for m in methods}
     pairs = list(combinations(methods, 2))
-    res = {
-        pair: {k: np.full(len(genes), np.nan) for k in ("n", "r_a", "r_b", "delta_r", "ci_low", "ci_high", "p")}
-        for pair in pairs
-    }
+    res = {pair: {k: np.full(len(genes), np.nan) for k in ("n", "r_a", "r_b", *_STATS)} for pair in pairs}
     w_all = bootstrap_weights(len(samples), n_boot=n_boot, seed=seed) if len(samples) >= 3 else None
     for start in range(0, len(genes), BOOT_CHUNK):
         block = np.arange(start, min(start + BOOT_CHUNK, len(genes)))
@@ -377,8 +479,11 @@ def compare_per_gene(predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: i
                     np.array([r_obs[a][g] - r_obs[b][g] for g in both]),
                     np.stack([r_boot[a][g] - r_boot[b][g] for g in both], axis=1),
                 )
-                for k, v in st.items():
-                    res[(a, b)][k][both] = v
+                x = [t[both] for t in (obs[a], pred[a], obs[b], pred[b])]
+                st.update(refine_tails(*x, st, seed=seed, max_boot=max_boot))
+                st["p"] = _boot_p(st["below"], st["above"], st["n_boot"])
+                for k in _STATS:
+                    res[(a, b)][k][both] = st[k]
                 res[(a, b)]["n"][both] = len(samples)
             for g in block:  # partial genes: their own resamples over the individuals both have
                 if g in both:
@@ -387,9 +492,10 @@ def compare_per_gene(predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: i
                 if cols.sum() < 3:
                     continue
                 x = [t[g, cols][None, :] for t in (obs[a], pred[a], obs[b], pred[b])]
-                st = paired_bootstrap(*x, bootstrap_weights(int(cols.sum()), n_boot=n_boot, seed=seed))
-                for k, v in st.items():
-                    res[(a, b)][k][g] = v[0]
+                w = bootstrap_weights(int(cols.sum()), n_boot=n_boot, seed=seed)
+                st = paired_bootstrap(*x, w, seed=seed, max_boot=max_boot)
+                for k in _STATS:
+                    res[(a, b)][k][g] = st[k][0]
                 res[(a, b)]["n"][g] = cols.sum()
     parts = []
     for (a, b), r in res.items():
@@ -409,6 +515,7 @@ def compare_per_gene(predictions: pd.DataFrame, *, n_boot: int = N_BOOT, seed: i
             }
         )
         part["q"] = bh_qvalues(part["p"].to_numpy())
+        part["n_boot"] = r["n_boot"][ok].astype(int)
         parts.append(part)
     if not parts:
         return pd.DataFrame(columns=PER_GENE_COLUMNS)
@@ -517,13 +624,19 @@ def gene_references(study: Study, gene_ids: list[str], *, seed: int = 0) -> pd.D
     h2_cis_wide_se null_r null_frac_below_0``.
 
     h2_cis: HE-regression cis-heritability estimated inside the training folds
-    (``hapexpr.heritability.cis_heritability``) on the expression the models are trained on,
+    (``hapexpr.heritability.cis_heritability``) on the expression the models are trained on
+    (``prepare --normalise`` and the covariates applied in each fold as by the CV loop),
     from the window's variants (:func:`cis_dosages`); h2_cis_wide: the same from the study's
     +-cis_window store (:func:`wide_cis_dosages`; NaN without one), the ceiling of the +-1 Mb
     elastic net; null_r / null_frac_below_0: mean of :func:`ridge_null_r` and its share below 0.
     """
     expr, cov = study_targets(study)
     folds = study.folds
+    normalise = study.normalise
+
+    def targets(y: np.ndarray, train: np.ndarray) -> np.ndarray:
+        return fold_targets(y, cov, train, normalise)
+
     rng = np.random.default_rng(seed)
     rows = []
     for gene_id in gene_ids:
@@ -531,9 +644,9 @@ def gene_references(study: Study, gene_ids: list[str], *, seed: int = 0) -> pd.D
             continue
         d = cis_dosages(study, gene_id)
         y = expr.loc[gene_id].to_numpy(dtype=np.float64)
-        h = cis_heritability(y, d, folds, residualise, cov)
+        h = cis_heritability(y, d, folds, targets)
         wide_d = wide_cis_dosages(study, gene_id)
-        wide = None if wide_d is None else cis_heritability(y, wide_d, folds, residualise, cov)
+        wide = None if wide_d is None else cis_heritability(y, wide_d, folds, targets)
         null = ridge_null_r(d, folds, rng=rng)
         rows.append(
             {
@@ -549,6 +662,34 @@ def gene_references(study: Study, gene_ids: list[str], *, seed: int = 0) -> pd.D
             }
         )
     return pd.DataFrame(rows, columns=["gene_id", *HERITABILITY_COLUMNS[1:], "null_r", "null_frac_below_0"])
+
+
+def heritability_columns(study: Study, names) -> dict[str, str]:
+    """Fit name -> the heritability.tsv column bounding its r (``h2_cis`` or ``h2_cis_wide``),
+    asked of the fit's own method (:meth:`hapexpr.methods.base.Method.heritability_column`);
+    ``h2_cis`` for rows with no fit record (predictions written by hand, a removed fit)."""
+    out = {}
+    for name in names:
+        try:
+            record = fit_record(study, name)
+            method = build(record["method"], record.get("options"), fit_name=name)
+            out[name] = method.heritability_column(study)
+        except (StudyError, InputError, KeyError):
+            out[name] = "h2_cis"
+    return out
+
+
+def genes_without_model(study: Study, names) -> dict[str, int]:
+    """Fit name -> genes of the study it had nothing to learn from in cross-validation (no
+    variant, say: ``genes_without_model`` of its fit.json; these genes have no rows in
+    predictions.tsv, so metrics cannot see them). 0 for rows with no fit record."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = len(fit_record(study, name).get("genes_without_model", []))
+        except StudyError:
+            out[name] = 0
+    return out
 
 
 def truth_path(study: Study) -> Path | None:
@@ -594,6 +735,13 @@ def evaluate_study(
     refs = gene_references(study, sorted(metrics["gene_id"].unique()), seed=seed)
     metrics = metrics.merge(refs.drop(columns=["n_cis_variants", "n_wide_variants"]), on="gene_id", how="left")
     metrics["ratio_h2_cis"] = metrics["pearson_r"] / np.sqrt(metrics["h2_cis"].where(metrics["h2_cis"] > 0))
+    names = sorted(metrics["method"].unique())
+    metrics["h2_features_from"] = metrics["method"].map(heritability_columns(study, names))
+    wide = metrics["h2_features_from"] == "h2_cis_wide"
+    metrics["h2_features"] = metrics["h2_cis"].where(~wide, metrics["h2_cis_wide"])
+    metrics["ratio_h2_features"] = metrics["pearson_r"] / np.sqrt(
+        metrics["h2_features"].where(metrics["h2_features"] > 0)
+    )
     heritability = refs[HERITABILITY_COLUMNS]
     truth = read_truth(study)
     if truth is not None:
@@ -601,7 +749,8 @@ def evaluate_study(
         metrics["ceiling"] = np.sqrt(metrics["h2"].clip(lower=0))
         metrics["ratio"] = metrics["pearson_r"] / metrics["ceiling"].where(metrics["ceiling"] > 0)
         heritability = heritability.merge(truth.rename(columns={"h2": "h2_true"}), on="gene_id", how="left")
-    summary, comparisons = summarise(metrics), compare(metrics)
+    summary = summarise(metrics, no_model=genes_without_model(study, names))
+    comparisons = compare(metrics)
     per_gene = compare_per_gene(predictions, n_boot=n_boot, seed=seed)
     sig = significant_pairs(per_gene)
     if not sig.empty:
@@ -614,14 +763,19 @@ def evaluate_study(
     return metrics, summary, comparisons
 
 
+# printed in place of a summary value, to fit a screen
+_SHORT = {"h2_cis": "window", "h2_cis_wide": "cis"}
 _LABELS = {
+    "genes_no_model": "none",
+    "genes_constant": "const",
+    "h2_features_from": "h2 of",
     "mean_r": "mean r",
     "median_r": "median",
     "frac_r_below_0": "r<0",
     "null_mean_r": "null r",
     "null_frac_r_below_0": "null r<0",
     "genes_q05": "q<.05",
-    "ratio_to_h2_cis": "r/√h2",
+    "ratio_to_h2": "r/√h2",
     "mean_r_h2_stratum0": "h2<.05",
     "mean_r_h2_stratum1": ".05-.2",
     "mean_r_h2_stratum2": "h2>.2",
@@ -642,7 +796,7 @@ def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, *, reference
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 130))
+    console = Console(width=max(Console().width, 140))
     shown = [c for c in summary.columns if not c.startswith(_NOT_PRINTED)]
     table = Table(
         title="Per-gene r across held-out individuals (pooled out-of-fold)",
@@ -654,16 +808,24 @@ def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, *, reference
         table.add_column(_LABELS.get(col, col), justify="left" if col == "method" else "right", no_wrap=True)
     for row in summary[shown].itertuples(index=False):
         table.add_row(
-            *[v if isinstance(v, str) else (f"{v:d}" if isinstance(v, (int, np.integer)) else f"{v:.3f}") for v in row]
+            *[
+                _SHORT.get(v, v)
+                if isinstance(v, str)
+                else (f"{v:d}" if isinstance(v, (int, np.integer)) else f"{v:.3f}")
+                for v in row
+            ]
         )
     console.print(table)
     strata = [c for c in summary.columns if c.startswith("genes_h2_stratum")]
     if strata:
         counts = ", ".join(f"{label}: {int(summary[c].max())}" for (_, _, label), c in zip(H2_STRATA, strata))
         console.print(
-            f"null: expected r and r<0 share of a ridge on each gene's cis variants for simulated null "
-            f"phenotypes, in the study's folds; q<.05: genes at BH q < 0.05; r/√h2: mean r over mean sqrt(h2cis) (HE "
-            f"regression, genes with h2cis >= 0.05); mean r by estimated h2cis ({counts}).",
+            "none: genes without a model in CV (no rows); const: genes with constant predictions (r = 0 in the "
+            "means); r<0: share of the other genes, beside its null: that share for a ridge on each gene's window "
+            "variants under simulated null phenotypes, in the study's folds; q<.05: genes at BH q < 0.05; r/√h2: "
+            "mean r over mean sqrt(h2) (HE regression on the normalised, residualised expression, genes with "
+            "h2 >= 0.05), h2 of the variants the method reads (h2 of: window, h2_cis of the sequence window; cis, "
+            f"h2_cis_wide of the +-cis-window store); mean r by that h2 (largest count over methods: {counts}).",
             style="dim",
         )
     title = "Paired comparisons on common genes (wins; Wilcoxon p, BH q; genes better at bootstrap q<.05)"

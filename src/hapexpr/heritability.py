@@ -16,6 +16,7 @@ y (samples,).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,19 +102,22 @@ def cis_heritability(
     y: np.ndarray,
     dosages: np.ndarray,
     folds: np.ndarray,
-    residualise,
-    covariates: np.ndarray | None,
+    targets: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> CisHeritability:
-    """h2 of one gene estimated inside the training folds, as the models see the data.
+    """h2 of one gene estimated inside the training folds, on the scale the models see.
 
-    For every outer fold k, expression is residualised on the covariates with coefficients fitted
-    on the training individuals (``residualise(y, covariates, train)``, the cross-validation
-    loop's own function) and HE regression is run on those training individuals alone; the
-    estimate is the mean of the K training-set estimates. Its SE is the delete-one-individual
-    jackknife of that whole mean (an individual leaves the K - 1 training sets it belongs to).
+    For every outer fold k, ``targets(y, train)`` turns raw expression into what the models of
+    that fold are trained on (the cross-validation loop's own function,
+    ``hapexpr.crossval.fold_targets``: ``--normalise`` then residualisation on the covariates,
+    both learnt on the training individuals), and HE regression is run on those training
+    individuals alone; the estimate is the mean of the K training-set estimates. Its SE is the
+    delete-one-individual jackknife of that whole mean (an individual leaves the K - 1 training
+    sets it belongs to). The scale matters: h2 is not invariant to a non-linear transform, and on
+    log-normal raw values HE on the raw scale is biased low against the inverse-normal scale the
+    models are scored on (0.10 against 0.20 in tests/test_heritability.py's check).
 
     y: (samples,) raw expression; dosages: (variants, samples); folds: (samples,) fold ids;
-    covariates: (samples, covariates) or None.
+    targets: (y (samples,), train (samples,) bool) -> (samples,) float64.
     """
     n = len(y)
     A = grm(dosages)
@@ -125,7 +129,7 @@ def cis_heritability(
     without = np.empty((len(ks), n))
     for i, k in enumerate(ks):
         train = folds != k
-        y_res = residualise(y, covariates, train)
+        y_res = targets(y, train)
         h2_k, wo = he_regression(y_res[train], A[np.ix_(train, train)])
         est[i] = h2_k
         without[i] = h2_k  # an individual outside this training set leaves its estimate as is

@@ -30,7 +30,7 @@ from hapexpr.haplotypes import unique_haplotypes
 from hapexpr.io.atomic import atomic_open, atomic_path, study_lock, write_json
 from hapexpr.io.expression import read_covariates, read_expression_table
 from hapexpr.io.fasta import Reference
-from hapexpr.io.genes import fill_gene_names, read_genes
+from hapexpr.io.genes import fill_gene_names, read_genes, with_gene_span
 from hapexpr.io.tables import check_unique, read_matrix_text
 from hapexpr.io.vcf import VcfReader
 from hapexpr.normalise import check_normalise, looks_unnormalised
@@ -251,14 +251,14 @@ def _write_context(partial: Path, genes_df, reader, reference, width: int, *, pr
 def _gene_table(genes: Path | None, table, expression: Path) -> pd.DataFrame:
     """The annotation, or the TSSs the expression BED carries when no --genes is given."""
     if genes is not None:
-        return fill_gene_names(read_genes(genes), table.names)
+        return fill_gene_names(with_gene_span(read_genes(genes), path=genes), table.names)
     if table.tss is None:
         raise InputError(
             f"--genes is needed: this expression file ({table.layout}) carries no gene strands",
             path=expression,
             hint="pass --genes (GTF/GFF3 or a BED/TSV of TSSs), or use a QTLtools BED (#chr start end pid gid strand ...)",
         )
-    return table.tss
+    return with_gene_span(table.tss, path=expression)
 
 
 def folds_from_column(samples: list[str], column: str, path: Path) -> tuple[np.ndarray, list[str]]:
@@ -523,6 +523,8 @@ def _write_genes(
                 "window_end": hi,
                 "n_variants": n_variants,
                 "n_unique_haplotypes": n_unique,
+                "gene_start": int(g.gene_start),
+                "gene_end": int(g.gene_end),
             }
         )
     return rows

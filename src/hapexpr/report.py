@@ -27,7 +27,7 @@ from hapexpr import report_figures as rf
 from hapexpr.crossval import read_predictions
 from hapexpr.embed.store import layer_note
 from hapexpr.errors import StudyError
-from hapexpr.evaluate import compare, evaluate_study, h2_strata, significant_pairs, summarise
+from hapexpr.evaluate import compare, evaluate_study, genes_without_model, h2_strata, significant_pairs, summarise
 from hapexpr.fit_records import fit_record
 from hapexpr.io.atomic import atomic_open
 from hapexpr.methods import registry
@@ -89,7 +89,8 @@ def _metrics(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     metrics = pd.read_csv(met, sep="\t", dtype={"method": str, "gene_id": str})
     if metrics.empty:
         raise StudyError("metrics.tsv has no rows", path=met, hint="run `hapexpr fit` and `hapexpr evaluate` first")
-    return metrics, summarise(metrics), _with_significant(compare(metrics), read_per_gene(study))
+    no_model = genes_without_model(study, sorted(metrics["method"].unique()))
+    return metrics, summarise(metrics, no_model=no_model), _with_significant(compare(metrics), read_per_gene(study))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +237,7 @@ _SUMMARY_LABELS = {
     "genes": "genes",
     "mean_r": "mean r",
     "median_r": "median r",
-    "frac_r_below_0": "fraction r < 0",
+    "frac_r_below_0": "fraction r < 0 (non-constant)",
     "mean_r_heritable": "mean r (h2 > 0)",
     "mean_ceiling_heritable": "mean ceiling sqrt(h2)",
     "ratio_to_ceiling": "ratio to ceiling",
@@ -475,11 +476,14 @@ _SUMMARY_LABELS.update(
         "null_mean_r": "null r",
         "null_frac_r_below_0": "null fraction r < 0",
         "genes_q05": "genes q < 0.05",
-        "ratio_to_h2_cis": "r / sqrt(h2_cis)",
-        "mean_r_h2_stratum0": "mean r, h2_cis < 0.05",
+        "genes_no_model": "genes without a model",
+        "genes_constant": "genes with constant predictions",
+        "h2_features_from": "h2 of the variants read",
+        "ratio_to_h2": "r / sqrt(h2)",
+        "mean_r_h2_stratum0": "mean r, h2 < 0.05",
         "mean_r_h2_stratum1": "mean r, 0.05-0.2",
         "mean_r_h2_stratum2": "mean r, > 0.2",
-        "genes_h2_stratum0": "genes h2_cis < 0.05",
+        "genes_h2_stratum0": "genes h2 < 0.05",
         "genes_h2_stratum1": "genes 0.05-0.2",
         "genes_h2_stratum2": "genes > 0.2",
     }
@@ -573,7 +577,7 @@ def _statistics_section(
             "<h3>Results by estimated cis-heritability</h3>"
             + _table(
                 strata,
-                labels={"mean_sqrt_h2_cis": "mean sqrt(h2_cis)", "ratio": "mean r / mean sqrt(h2_cis)"},
+                labels={"h2_from": "h2 of", "mean_sqrt_h2": "mean sqrt(h2)", "ratio": "mean r / mean sqrt(h2)"},
                 left=("method", "stratum"),
             )
         )

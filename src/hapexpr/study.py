@@ -34,6 +34,8 @@ GENE_COLUMNS = [
     "window_end",
     "n_variants",
     "n_unique_haplotypes",
+    "gene_start",
+    "gene_end",
 ]
 
 
@@ -263,12 +265,26 @@ class Study:
             )
         return pd.read_csv(path, sep="\t", dtype={"gene_id": str, "chrom": str, "file": str}).set_index("gene_id")
 
-    def cis_genotypes(self, gene_id: str) -> CisGenotypes:
-        """Dosages of every biallelic variant within +-``cis_window`` of the gene's TSS."""
+    def cis_genotypes(self, gene_id: str, *, around: str = "tss") -> CisGenotypes:
+        """Dosages of every biallelic variant within +-``cis_window`` of the gene's TSS
+        (``around="tss"``), or from gene start - cis_window to gene end + cis_window
+        (``around="gene"``, PredictDB's window; studies prepared before hapexpr stored gene
+        spans have none)."""
         if gene_id not in self._cis_index.index:
             raise StudyError(f"gene {gene_id} is not in this study's cis genotypes", path=self.path)
         row = self._cis_index.loc[gene_id]
-        lo, hi = int(row["first"]), int(row["stop"])
+        if around == "gene":
+            if "gene_first" not in row.index:
+                raise StudyError(
+                    "this study's cis store holds +-cis_window around each TSS only, not the gene-body window",
+                    path=self.path / "cis" / "genes.tsv",
+                    hint="prepare the study again with this version of hapexpr, or fit with --cis-from tss",
+                )
+            lo, hi = int(row["gene_first"]), int(row["gene_stop"])
+        elif around == "tss":
+            lo, hi = int(row["first"]), int(row["stop"])
+        else:
+            raise ValueError(f"around must be 'tss' or 'gene', not {around!r}")
         dosages, table = self._cis_contig(row["file"])
         variants = table.iloc[lo:hi].reset_index(drop=True).assign(chrom=row["chrom"])
         return CisGenotypes(

@@ -41,7 +41,8 @@ class ExpressionTable:
 
     values: (genes, samples) float64, index ``gene_id``, sample-id columns, file order.
     layout: one of ``LAYOUTS``.
-    tss: ``gene_id gene_name chrom tss strand`` (1-based TSS) when the file carries strands, else None.
+    tss: ``gene_id gene_name chrom tss strand gene_start gene_end`` (1-based TSS, the BED interval
+    as the gene's span) when the file carries strands, else None.
     names: gene_id -> gene name where the file names genes beside their ids (a GCT's
         ``Description``; blank or id-equal entries left out), else None.
     """
@@ -166,6 +167,7 @@ def _tss_table(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     ids = raw.iloc[:, 3].astype(str)
     return pd.DataFrame(
         {"gene_id": ids, "gene_name": ids, "chrom": raw.iloc[:, 0].astype(str), "tss": tss, "strand": strand}
+        | {"gene_start": (start + 1).astype(np.int64), "gene_end": np.maximum(end, start + 1).astype(np.int64)}
     ).reset_index(drop=True)
 
 

@@ -1,7 +1,10 @@
 """Gene annotations: GENCODE GTF/GFF3, or a BED/TSV of TSSs -> one TSS per gene.
 
-The result is a table ``gene_id gene_name chrom tss strand`` with a 1-based ``tss``: the gene's
-start on the + strand and its end on the - strand, as GENCODE defines the gene's 5' end.
+The result is a table ``gene_id gene_name chrom tss strand gene_start gene_end`` with a 1-based
+``tss``: the gene's start on the + strand and its end on the - strand, as GENCODE defines the
+gene's 5' end; ``gene_start``/``gene_end`` are the gene's 1-based inclusive span on the reference
+(PredictDB's cis window is gene_start - 1 Mb to gene_end + 1 Mb). A source that gives only the
+TSS (a one-base BED interval, a TSS table without those columns) has gene_start = gene_end = tss.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pandas as pd
 from hapexpr.errors import InputError
 from hapexpr.io.tables import check_unique, read_tsv
 
-COLUMNS = ["gene_id", "gene_name", "chrom", "tss", "strand"]
+COLUMNS = ["gene_id", "gene_name", "chrom", "tss", "strand", "gene_start", "gene_end"]
 _GTF_ATTR = re.compile(r'\s*([^\s=]+)[\s=]+"?([^";]*)"?')
 
 
@@ -82,6 +85,8 @@ def _read_gff(path: Path, *, gff3: bool) -> pd.DataFrame:
                         "chrom": f[0],
                         "tss": start if f[6] == "+" else end,
                         "strand": f[6],
+                        "gene_start": start,
+                        "gene_end": end,
                     }
                 )
     except (EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
@@ -89,7 +94,7 @@ def _read_gff(path: Path, *, gff3: bool) -> pd.DataFrame:
     if rows["gene"]:
         return pd.DataFrame(rows["gene"], columns=COLUMNS)
     if rows["transcript"]:
-        # No gene lines: a gene's TSS is the 5'-most transcript start.
+        # No gene lines: a gene's TSS is the 5'-most transcript start, its span their union.
         t = pd.DataFrame(rows["transcript"], columns=COLUMNS)
         first = t.groupby("gene_id", sort=False).agg(
             gene_name=("gene_name", "first"),
@@ -97,6 +102,8 @@ def _read_gff(path: Path, *, gff3: bool) -> pd.DataFrame:
             strand=("strand", "first"),
             tss_min=("tss", "min"),
             tss_max=("tss", "max"),
+            gene_start=("gene_start", "min"),
+            gene_end=("gene_end", "max"),
         )
         first["tss"] = first["tss_min"].where(first["strand"] == "+", first["tss_max"])
         return first.reset_index()[COLUMNS]
@@ -143,12 +150,16 @@ def _read_bed(path: Path) -> pd.DataFrame:
         if s is None:
             raise InputError(f"strand {strand[i]!r} is not + or -", path=path, record=f"data line {i + 1}")
         tss = start + 1 if (s == "+" or end - start == 1) else end
-        rows.append({"gene_id": r[3], "gene_name": r[3], "chrom": r[0], "tss": tss, "strand": s})
+        rows.append(
+            {"gene_id": r[3], "gene_name": r[3], "chrom": r[0], "tss": tss, "strand": s}
+            | {"gene_start": start + 1, "gene_end": end}
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _read_tss_table(path: Path) -> pd.DataFrame:
-    """TSV with a header holding ``gene_id chrom tss strand`` (1-based tss), optional gene_name."""
+    """TSV with a header holding ``gene_id chrom tss strand`` (1-based tss), optional gene_name
+    and ``gene_start gene_end`` (1-based inclusive; else both the tss)."""
     raw = read_tsv(path, what="TSS table")
     missing = [c for c in ("gene_id", "chrom", "tss", "strand") if c not in raw.columns]
     if missing:
@@ -170,7 +181,30 @@ def _read_tss_table(path: Path) -> pd.DataFrame:
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
         raise InputError(f"strand {out['strand'].iloc[i]!r} is not + or -", path=path, record=f"data line {i + 1}")
-    return out[COLUMNS]
+    for col in ("gene_start", "gene_end"):
+        value = pd.to_numeric(out[col], errors="coerce") if col in out else out["tss"]
+        if value.isna().any():
+            i = int(value.isna().to_numpy().nonzero()[0][0])
+            raise InputError(f"{col} {out[col].iloc[i]!r} is not an integer", path=path, record=f"data line {i + 1}")
+        out[col] = value.astype(int)
+    return with_gene_span(out[COLUMNS], path=path)
+
+
+def with_gene_span(genes: pd.DataFrame, *, path=None) -> pd.DataFrame:
+    """``genes`` with ``gene_start``/``gene_end`` (the tss where absent), checked to contain the tss."""
+    out = genes.copy()
+    for col in ("gene_start", "gene_end"):
+        if col not in out:
+            out[col] = out["tss"]
+    bad = (out["gene_start"] > out["tss"]) | (out["gene_end"] < out["tss"])
+    if bad.any():
+        g = out[bad].iloc[0]
+        raise InputError(
+            f"gene {g['gene_id']}: its span {g['gene_start']}-{g['gene_end']} does not contain its TSS {g['tss']}",
+            path=path,
+            hint="gene_start <= tss <= gene_end (1-based, inclusive)",
+        )
+    return out
 
 
 def fill_gene_names(genes: pd.DataFrame, names: pd.Series | None) -> pd.DataFrame:

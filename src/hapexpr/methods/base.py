@@ -151,6 +151,13 @@ class Method:
     def prepare(self, study, *, progress: bool) -> None:
         """Work to do once before the per-gene loop (e.g. run a model over every gene)."""
 
+    def heritability_column(self, study) -> str:
+        """The cis-heritability of ``heritability.tsv`` that bounds this fit's r, by the variants
+        its features can see: ``h2_cis`` (the study's sequence window; the default) or
+        ``h2_cis_wide`` (the study's +-cis_window genotype store). ``evaluate`` reports r over
+        its square root, so a method reading +-1 Mb is not judged against the window's h2."""
+        return "h2_cis"
+
     def models_used(self) -> list[dict]:
         """Provenance: ``[{"description": str, "tiny": bool}]`` for every model behind the fit."""
         return []

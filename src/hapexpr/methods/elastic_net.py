@@ -1,8 +1,9 @@
 """``elastic-net``: PrediXcan / PredictDB-style elastic net on the allele dosages of the cis window.
 
 Features are the ALT dosages (0..2) of every biallelic variant within +-``cis_window`` bp of the
-TSS (PredictDB's +-1 Mb by default, whatever the sequence window), or with ``cis_window: null``
-the variants touching the study's sequence window (the variant the sequence methods see). The
+TSS (+-1 Mb by default, whatever the sequence window), or with ``cis_from: gene`` from gene start
+- ``cis_window`` to gene end + ``cis_window`` (PredictDB's window), or with ``cis_window: null``
+the variants touching the study's sequence window (the variants the sequence methods see). The
 estimator is :class:`hapexpr.estimators.elastic_net.ElasticNetModel`; conventions and solver in
 ``docs/elastic-net.md``.
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hapexpr.cohort import window_dosages
+from hapexpr.errors import InputError
 from hapexpr.estimators.elastic_net import ElasticNetModel
 from hapexpr.estimators.saving import load_estimator, save_estimator
 from hapexpr.methods.base import Method, Options, option
@@ -27,6 +29,7 @@ from hapexpr.methods.effects import EFFECT_COLUMNS, summarise_effects
 from hapexpr.methods.registry import register
 
 PREDICTDB_WINDOW = 1_000_000
+CIS_FROM = ("tss", "gene")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,15 @@ class ElasticNetOptions(Options):
     alpha: float = option(0.5, "Elastic-net mixing (glmnet's alpha; 1 = lasso).")
     inner_folds: int = option(10, "Inner CV folds choosing the penalty.")
     drop_ambiguous: bool = option(False, "Leave out strand-ambiguous SNPs (A/T, C/G), as PredictDB's pipeline does.")
+    cis_from: str = option(
+        "tss",
+        "Where the +-cis-window is measured from: tss (TSS +- window) or gene (gene start - window to "
+        "gene end + window, PredictDB's window).",
+    )
+
+    def __post_init__(self) -> None:
+        if self.cis_from not in CIS_FROM:
+            raise InputError(f"--cis-from {self.cis_from!r} is not one of {', '.join(CIS_FROM)}")
 
 
 def column_names(table: pd.DataFrame) -> list[str]:
@@ -116,12 +128,16 @@ class ElasticNet(Method):
     @classmethod
     def default_name(cls, options: ElasticNetOptions) -> str:
         w = options.cis_window
-        if w == PREDICTDB_WINDOW:
-            return cls.name
-        return f"{cls.name}-window" if w is None or w <= 0 else f"{cls.name}-{_bp(w)}"
+        if w is None or w <= 0:
+            return f"{cls.name}-window"
+        base = cls.name if w == PREDICTDB_WINDOW else f"{cls.name}-{_bp(w)}"
+        return f"{base}-gene" if options.cis_from == "gene" else base
 
     @classmethod
     def options_for_name(cls, name: str) -> dict | None:
+        if name.endswith("-gene"):
+            options = cls.options_for_name(name.removesuffix("-gene"))
+            return None if options is None or options.get("cis_window") == 0 else {**options, "cis_from": "gene"}
         if name == cls.name:
             return {}
         if name == f"{cls.name}-window":
@@ -133,9 +149,17 @@ class ElasticNet(Method):
                 return {"cis_window": int(rest[: -len(unit)]) * scale}
         return None
 
+    def heritability_column(self, study) -> str:
+        """``h2_cis_wide`` when the features reach past the sequence window (the cis store)."""
+        w = self.options.cis_window
+        return "h2_cis" if w is None or w <= study.window // 2 else "h2_cis_wide"
+
     def dosages(self, cohort, gene_id: str) -> tuple[pd.DataFrame, np.ndarray]:
         w = self.options.cis_window
-        table, dosages = window_dosages(cohort.gene(gene_id)) if w is None or w <= 0 else cohort.cis(gene_id, int(w))
+        if w is None or w <= 0:
+            table, dosages = window_dosages(cohort.gene(gene_id))
+        else:
+            table, dosages = cohort.cis(gene_id, int(w), around=self.options.cis_from)
         if self.options.drop_ambiguous:
             keep = ~strand_ambiguous(table["ref"], table["alt"])
             table, dosages = table[keep].reset_index(drop=True), dosages[:, keep]
