@@ -16,8 +16,7 @@ import pandas as pd
 
 from hapexpr.cohort import StudyCohort
 from hapexpr.errors import InputError
-from hapexpr.final import ensure_final, load_final
-from hapexpr.fit_records import fitted_or_default
+from hapexpr.final import ensure_final, final_or_fitted, load_final
 from hapexpr.io.atomic import atomic_open
 from hapexpr.methods.effects import EFFECT_COLUMNS
 from hapexpr.preflight import output_file
@@ -45,7 +44,7 @@ def explain_gene(study_path, method: str, gene_id: str, *, out, overwrite: bool 
             record=f"--gene {gene_id}",
             hint=f"use one of the study's genes ({shown}; genes.tsv lists them all)",
         )
-    fitted_or_default(study, method)  # the fit exists (or is a method), before fitting it
+    final_or_fitted(study, method)  # the fit exists (or is a method), before fitting it
     m = ensure_final(study.path, method)
     m.for_new_people = True  # the rebuilt haplotypes are new sequences
     est = load_final(study, m, gene_id)

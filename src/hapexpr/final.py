@@ -217,6 +217,17 @@ def ensure_final(study_path, name: str) -> Method:
     return final_fit_method(study, name)
 
 
+def final_or_fitted(study: Study, name: str) -> Method:
+    """The method ``predict``/``explain`` would use for ``name``, without fitting anything: its
+    final fit's (a ``fit-final --name`` variant has no fit.json), else the fit's or the default's.
+    For checking inputs before :func:`ensure_final` starts a long fit."""
+    state = final_dir(study, name) / "final.json"
+    if state.exists() and not (study.path / "models" / name / "fit.json").exists():
+        record = json.loads(state.read_text())
+        return build(record["method"], record["options"], fit_name=name)
+    return fitted_or_default(study, name)
+
+
 def final_fit_method(study: Study, name: str) -> Method:
     """The method, bound to the study, of the complete final fit ``name`` (as it was fit)."""
     state = final_dir(study, name) / "final.json"

@@ -20,8 +20,7 @@ import pandas as pd
 
 from hapexpr.cohort import GenesCohort, NewCohort, variant_keys
 from hapexpr.errors import InputError
-from hapexpr.final import ensure_final, load_final, load_final_new_gene
-from hapexpr.fit_records import fitted_or_default
+from hapexpr.final import ensure_final, final_or_fitted, load_final, load_final_new_gene
 from hapexpr.io.atomic import atomic_open
 from hapexpr.preflight import new_people_vcf, output_file
 from hapexpr.progress import console, track_genes
@@ -64,7 +63,7 @@ def predict_new(
             hint="pass both --genes ANNOTATION and --fasta REF.fa, or neither",
         )
     study = Study.open(study_path)
-    fitted = fitted_or_default(study, method)
+    fitted = final_or_fitted(study, method)
     phased = "sequence" in fitted.needs  # dosages need no phase
     new_people_vcf(study, vcf, phased=phased)
     new_genes = None
