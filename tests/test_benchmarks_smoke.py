@@ -144,3 +144,15 @@ def test_bench_train_gpu_smoke(tmp_path):
     assert m and float(m.group(1)) <= 1e-4, out
     assert re.search(r"^RATIO train_gpu batched/one_at_a_time = [\d.]+x genes/s \(fp32; baseline: ", out, re.M), out
     assert out.rstrip().endswith("ok")
+
+
+@pytest.mark.skipif(
+    shutil.which("bcftools") is None or shutil.which("tabix") is None, reason="bcftools reverts alleles"
+)
+def test_bench_unseen_smoke(tmp_path):
+    # the script itself exits non-zero when the elastic net (the zero control) predicts a change
+    out = run_smoke("bench_unseen.py", tmp_path, timeout=900)
+    assert re.search(r"^seed 1: \d+ unseen alleles among 12 new people", out, re.M), out
+    for method in ("elastic-net", "ridge-probe", "nt-transformer"):
+        assert re.search(rf"^\| {method} \| \d+ \| \d+ \|", out, re.M), out
+    assert re.search(r"^TARGET nt-transformer \(kmer:4\)", out, re.M), out

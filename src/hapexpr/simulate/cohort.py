@@ -379,8 +379,11 @@ def simulate_cohort(
     """
     out = Path(out)
     _check_out(out, overwrite)
-    if new_people < 0:
-        raise InputError(f"--new-people must be >= 0 (got {new_people})", hint="fix the option and run again")
+    if new_people < 0 or (new_people and individuals < 4):
+        raise InputError(
+            f"--new-people must be >= 0 and the study at least 4 people (got {new_people}, {individuals})",
+            hint="fix the option and run again",
+        )
     config = SimulationConfig(
         individuals=individuals + new_people,
         genes=genes,

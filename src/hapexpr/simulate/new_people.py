@@ -51,10 +51,8 @@ def split_new_people(cohort: Cohort, n_new: int) -> tuple[Cohort, NewPeople]:
     if n_new < 1 or n < 4:
         raise ValueError(f"need 1 <= new people and at least 4 study people, got {n_new} of {len(cohort.samples)}")
     hap = cohort.variants.haplotypes
-    study_vars, new_vars = (
-        replace(cohort.variants, haplotypes=hap[:, : 2 * n]),
-        replace(cohort.variants, haplotypes=hap[:, 2 * n :]),
-    )
+    study_vars = replace(cohort.variants, haplotypes=hap[:, : 2 * n])
+    new_vars = replace(cohort.variants, haplotypes=hap[:, 2 * n :])
     unseen = ~study_vars.haplotypes.any(axis=1)  # ALT alleles no study person carries
     reverted = hap.copy()
     reverted[unseen] = 0
