@@ -13,8 +13,9 @@ An unseen allele is a record of new_people.vcf.gz that genotypes.vcf.gz lacks (n
 carries its ALT); ``reverted.vcf.gz`` drops those records (``bcftools view -e ID=@file``), which
 is REF for every person. The predicted change of a (gene, person) is predict(new) -
 predict(reverted); the true change is ``genetic_value - genetic_value_reverted`` of
-new_people_genetic.tsv (docs/simulate.md). Over the (gene, person) pairs whose true change is not
-zero, per method:
+new_people_genetic.tsv (docs/simulate.md). Over the (gene, person) pairs whose true change is at
+least ``--min-change`` (default 0.001 expression units, about 0.2% of a heritable gene's genetic
+sd: smaller motif-score changes exist but no method can be scored on them), per method:
 
 - ``r``: Pearson r of predicted vs true change (NaN when the predicted change is constant, e.g.
   always 0);
@@ -29,9 +30,14 @@ zero, per method:
 The elastic net is the zero control: the unseen alleles are not among its variants. Methods are
 named by ``--methods`` from METHODS below, or given as ``NAME=ARGS`` (the ``hapexpr fit-final``
 arguments after the study; ``{kmer}`` is the kmer store's fingerprint), so a method that gains
-``fit-final``/``predict`` later needs no change here. ``--old-src DIR`` also runs every
-nt-transformer method as ``<name>-oldscaling`` with ``PYTHONPATH=DIR`` for fit-final and
-predict, in a copy of the study (e.g. a ``git archive`` of a commit before the input-scaling change of issue 19).
+``fit-final``/``predict`` later needs no change here.
+
+``--old-src DIR`` also runs every nt-transformer method as ``<name>-oldscaling`` with
+``PYTHONPATH=DIR`` (e.g. a ``git archive`` of the commit before the input-scaling change of issue
+19) for fit-final and predict, in a copy of the study (``hapexpr fit-final`` has no ``--name``).
+``--accuracy`` also fits every nt-transformer run cross-validated (``hapexpr fit``, same options)
+and reports its mean per-gene out-of-fold r on the study (all genes, NaN as 0; and the genes with
+true h2 > 0): the accuracy side of that ablation.
 
     python benchmarks/bench_unseen.py --smoke
     python benchmarks/bench_unseen.py --workdir W --individuals 200 --new-people 60 --genes 30 \\
@@ -199,6 +205,18 @@ def changes(study: Path, cohort: Path, name: str, vcfs: dict[str, Path], log: Pa
     return df.reset_index()[["gene_id", "sample_id", "predicted_change", "true_change"]]
 
 
+def cv_accuracy(study: Path, name: str, log: Path, pythonpath) -> dict:
+    """Mean per-gene out-of-fold r of fit ``name`` (NaN as 0, as ``hapexpr evaluate`` does) and
+    over the heritable genes (true h2 > 0)."""
+    run([*HAPEXPR, "evaluate", str(study)], log, pythonpath=pythonpath)
+    m = pd.read_csv(study / "metrics.tsv", sep="\t")
+    m = m[m["method"] == name]
+    h2 = pd.read_csv(study.parent / "cohort" / "truth.tsv", sep="\t").set_index("gene_id")["h2"]
+    r = m.set_index("gene_id")["pearson_r"].fillna(0.0)
+    heritable = r[h2.reindex(r.index).fillna(0) > 0]
+    return {"genes": len(r), "mean_r": float(r.mean()), "mean_r_heritable": float(heritable.mean())}
+
+
 def figures(df: pd.DataFrame) -> dict[str, float]:
     """r, sign agreement, slope and share of exact zeros of predicted vs true change."""
     p, t = df["predicted_change"].to_numpy(float), df["true_change"].to_numpy(float)
@@ -209,12 +227,12 @@ def figures(df: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def summarise(pairs: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+def summarise(pairs: pd.DataFrame, *, min_change: float, seed: int = 0) -> pd.DataFrame:
     """One row per method: each figure and its 95% bootstrap interval over genes."""
     rows = []
     rng = np.random.default_rng(seed)
     for method, df in pairs.groupby("method", sort=False):
-        df = df[df["true_change"] != 0]
+        df = df[df["true_change"].abs() >= min_change]
         row = {"method": method, "pairs": len(df), "genes": df["gene_id"].nunique()}
         if not len(df):
             rows.append(row)
@@ -259,10 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--architecture", default="motif")
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--kmer", default="kmer:4")
+    ap.add_argument("--min-change", type=float, default=1e-3, help="score pairs with |true change| >= this")
     ap.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated names of METHODS or NAME=ARGS")
     ap.add_argument("--epoch-selection", default=None, help="nt-transformer methods: kfold or split")
     ap.add_argument("--max-epochs", type=int, default=None)
     ap.add_argument("--old-src", default=None, help="also run nt-transformer methods with PYTHONPATH=DIR")
+    ap.add_argument(
+        "--accuracy",
+        action="store_true",
+        help="also `hapexpr fit` (cross-validated) each nt-transformer run and report its mean per-gene r",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write the per-pair table here (TSV)")
     ap.add_argument("--smoke", action="store_true", help="one tiny cohort, seconds to a minute")
     args = ap.parse_args(argv)
@@ -271,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         args.epoch_selection, args.max_epochs = "split", 3
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_unseen_"))
     specs = [s for s in args.methods.split(",") if s]
-    all_pairs = []
+    all_pairs, accuracy = [], []
     for seed in [int(s) for s in args.seeds.split(",")]:
         root = workdir / f"{args.architecture}-s{seed}"
         root.mkdir(parents=True, exist_ok=True)
@@ -296,16 +320,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 pairs = changes(where, cohort, name, vcfs, log, path)
                 all_pairs.append(pairs.assign(method=label, seed=seed))
+                if args.accuracy and "nt-transformer" in fit_args:
+                    secs[f"fit {label}"] = run([*HAPEXPR, "fit", str(where), *fit_args], log, pythonpath=path)
+                    accuracy.append({"method": label, "seed": seed, **cv_accuracy(where, name, log, path)})
         print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()), flush=True)
     pairs = pd.concat(all_pairs, ignore_index=True)
     pairs["gene_id"] = "s" + pairs["seed"].astype(str) + ":" + pairs["gene_id"]
     if args.out:
         pairs.to_csv(args.out, sep="\t", index=False)
-    table = summarise(pairs)
+    table = summarise(pairs, min_change=args.min_change)
     print(
         f"\n{args.architecture}, {args.individuals} study + {args.new_people} new people, {args.genes} genes x seeds {args.seeds}"
     )
     print(markdown(table))
+    if accuracy:
+        acc = pd.DataFrame(accuracy)
+        print("\nout-of-fold accuracy on the study (hapexpr fit + evaluate), per seed")
+        print(markdown(acc))
     control = table[table["method"] == "elastic-net"]
     if len(control) and control["pairs"].iloc[0] and control["zero"].iloc[0] != 1.0:
         print("CHECK FAILED: the elastic net's predicted change is not 0 everywhere", file=sys.stderr)
