@@ -252,12 +252,9 @@ def summarise(pairs: pd.DataFrame, *, min_change: float, seed: int = 0) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame) -> str:
-    cols = [
-        c
-        for c in ("method", "genes", "pairs", "r", "r_ci", "sign", "sign_ci", "slope", "slope_ci", "zero")
-        if c in table
-    ]
+def markdown(table: pd.DataFrame, cols: list[str] | None = None) -> str:
+    order = ("method", "genes", "pairs", "r", "r_ci", "sign", "sign_ci", "slope", "slope_ci", "zero")
+    cols = cols or [c for c in order if c in table]
 
     def cell(v) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -336,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     if accuracy:
         acc = pd.DataFrame(accuracy)
         print("\nout-of-fold accuracy on the study (hapexpr fit + evaluate), per seed")
-        print(markdown(acc))
+        print(markdown(acc, list(acc.columns)))
     control = table[table["method"] == "elastic-net"]
     if len(control) and control["pairs"].iloc[0] and control["zero"].iloc[0] != 1.0:
         print("CHECK FAILED: the elastic net's predicted change is not 0 everywhere", file=sys.stderr)
