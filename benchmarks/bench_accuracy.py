@@ -28,9 +28,11 @@ Embedding stores are always chosen by fingerprint (read from each store's ``info
 - ``ratio``: mean r over heritable genes / mean ceiling over them (ceiling = sqrt of the true
   ``h2_residualised``), exactly ``hapexpr.evaluate.summarise``'s ``ratio_to_ceiling``;
 - ``heldout_r``: for the multi-gene fit, mean r on genes it never trained on (``-heldout`` rows);
-- ``unseen_r``: r of predicted vs observed pooled over (gene, person) pairs where the person,
+- ``carriers_r``: r of predicted vs observed pooled over (gene, person) pairs where the person,
   in the test fold, carries an ALT allele of a window variant that nobody in that fold's
-  training folds carries (``unseen_n`` such pairs);
+  training folds carries (``carriers_n`` such pairs). This is accuracy on those people, mostly
+  from their common variants; it does not measure the effect of the unseen alleles (the elastic
+  net, which ignores them, scores well here): ``benchmarks/bench_unseen.py`` does;
 - ``explain_prec``: ``hapexpr explain`` on the first ``--explain-genes`` heritable genes of each
   cohort: the fraction of the top-k |mean_effect| window variants that are true causal variants
   (``truth_variants.tsv``), k = the gene's number of distinct true causal variants, averaged;
@@ -443,8 +445,8 @@ def architecture_table(arch: str, runs: list[dict]) -> tuple[pd.DataFrame, pd.Da
             "ratio": s.get("ratio_to_ceiling", np.nan),
             "heldout_genes": int(summary.loc[held, "genes"]) if held in summary.index else 0,
             "heldout_r": summary.loc[held, "mean_r"] if held in summary.index else np.nan,
-            "unseen_n": len(u),
-            "unseen_r": pooled_r(u),
+            "carriers_n": len(u),
+            "carriers_r": pooled_r(u),
             "explain_genes": len(e),
             "explain_prec": e["precision"].mean() if len(e) else np.nan,
             "models": f"{n_folds} shared" if method in MULTI else "per gene",
@@ -569,8 +571,8 @@ def markdown(table: pd.DataFrame) -> str:
         "mean_r",
         "ratio",
         "heldout_r",
-        "unseen_r",
-        "unseen_n",
+        "carriers_r",
+        "carriers_n",
         "explain_prec",
         "diff_vs_en",
         "ci_lo",

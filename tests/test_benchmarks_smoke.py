@@ -238,3 +238,15 @@ def test_bench_heritability_scale_smoke(tmp_path):
     assert re.search(r"^h2_cis \(inverse-normal\) +mean h2 [\d.]+ \(truth [\d.]+\) +bias [-+][\d.]+", out, re.M), out
     assert re.search(r"^raw scale \(before issue 20\)", out, re.M), out
     assert out.rstrip().endswith("ok")
+
+
+@pytest.mark.skipif(
+    shutil.which("bcftools") is None or shutil.which("tabix") is None, reason="bcftools reverts alleles"
+)
+def test_bench_unseen_smoke(tmp_path):
+    # the script itself exits non-zero when the elastic net (the zero control) predicts a change
+    out = run_smoke("bench_unseen.py", tmp_path, timeout=900)
+    assert re.search(r"^seed 1: \d+ unseen alleles among 12 new people", out, re.M), out
+    for method in ("elastic-net", "ridge-probe", "nt-transformer"):
+        assert re.search(rf"^\| {method} \| \d+ \| \d+ \|", out, re.M), out
+    assert re.search(r"^TARGET nt-transformer \(kmer:4\)", out, re.M), out

@@ -1,5 +1,5 @@
 """nt-transformer trained fairly (issue 12) and multi-gene transfer (issue 13): epochs by inner
-K-fold then a refit on every training individual, floored and clipped input scaling, the choice
+K-fold then a refit on every training individual, floored and bounded input scaling, the choice
 among embedding stores (layers) inside the training folds, several seeds, shared multi-gene
 scaling and gene-mixing batches."""
 
@@ -90,22 +90,49 @@ def test_inner_folds_keep_an_individuals_rows_together():
     assert set(fold) == {0, 1, 2, 3}
 
 
-# ---- 2. a variant only a held-out person carries cannot give an outlying prediction
+# ---- 2. an allele no training person carried reaches the network, bounded
 
 
-def test_unseen_variant_in_a_constant_bin_gives_no_outlying_prediction():
+def _constant_bin_cohort():
     X, y = planted(3, n=120)
     X = X * 100  # real-scale activations: a unit scale would not be neutral
-    train, test = slice(0, 100), slice(100, None)
     X[:, :, 4] = X[0, 0, 4]  # every haplotype identical in bin 4 ...
-    m = NTTransformerModel(train_config=FAST, seed=0).fit(X[train], y[train])
-    X_new = X[test].copy()
-    X_new[:, 0, 4] += 50.0  # ... and held-out people carry something never seen there
-    p_train, p_new, p_plain = m.predict(X[train]), m.predict(X_new), m.predict(X[test])
-    margin = 0.05 * (p_train.max() - p_train.min())
-    assert p_new.min() >= p_train.min() - margin and p_new.max() <= p_train.max() + margin
-    # the unseen value is clipped to the training range: exactly as if it were absent
-    np.testing.assert_array_equal(p_new, p_plain)
+    X_new = X[100:].copy()
+    X_new[:, 0, 4, :4] += 5.0  # ... and new people carry something no training person carried there
+    return X, y, X_new
+
+
+def test_a_new_allele_in_a_bin_constant_in_training_changes_the_prediction():
+    X, y, X_new = _constant_bin_cohort()
+    m = NTTransformerModel(train_config=FAST, seed=0).fit(X[:100], y[:100])
+    s = m.scaling_
+    typical = np.median(X[:100].reshape(-1, 6, 8).astype(np.float64).std(axis=0)[np.arange(6) != 4])
+    # the constant bin is neither zeroed nor clipped: its scale is the floor, 0.1 x typical
+    np.testing.assert_allclose(s.scale[4], 0.1 * typical, rtol=1e-3)
+    z = s.apply(X_new)[:, 0, 4, :4]
+    np.testing.assert_allclose(z, np.minimum(5.0 / (0.1 * typical), 10.0), rtol=1e-3)
+    change = m.predict(X_new) - m.predict(X[100:])
+    spread = m.predict(X[:100]).std()
+    # every carrier's prediction moves (its size and sign are whatever the network learned of
+    # those dims in other bins; a random untrained network would move them too)
+    assert np.abs(change).min() > 1e-3 * spread and np.abs(change).mean() > 0.03 * spread
+    # the rule before format /3 erased it: exactly as if absent
+    old = NTTransformerModel(train_config=replace(FAST, input_rule="training-range"), seed=0).fit(X[:100], y[:100])
+    np.testing.assert_array_equal(old.predict(X_new), old.predict(X[100:]))
+
+
+def test_standardised_inputs_stay_within_the_bound():
+    X, _, X_new = _constant_bin_cohort()
+    X_new[:, 1, 2, 1] -= 1e6  # an absurd value in a bin that varied in training
+    for bound in (10.0, 3.0):
+        s = fit_input_scaling(X[:100], bound=bound)
+        Z = s.apply(X_new)
+        assert np.abs(Z).max() == pytest.approx(bound) and Z[:, 1, 2, 1].max() == pytest.approx(-bound)
+        np.testing.assert_array_equal(Z, np.clip((X_new - s.mean) / s.scale, -bound, bound))
+    unbounded = fit_input_scaling(X[:100], rule="none").apply(X_new)
+    assert np.abs(unbounded).max() > 1e3
+    with pytest.raises(ValueError, match="rule"):
+        fit_input_scaling(X, rule="clip")
 
 
 def test_scale_is_floored_where_one_rare_carrier_differs():
@@ -117,7 +144,7 @@ def test_scale_is_floored_where_one_rare_carrier_differs():
     assert s.scale[3].min() == pytest.approx(0.1 * typical, rel=1e-3)
     assert np.abs(s.apply(X)[:, :, 3]).max() < 5
     # without the floor the carrier's standardised value is extreme (sqrt(399) ~ 20)
-    assert np.abs(fit_input_scaling(X, floor=0.0).apply(X)[:, :, 3]).max() > 15
+    assert np.abs(fit_input_scaling(X, floor=0.0, rule="none").apply(X)[:, :, 3]).max() > 15
 
 
 # ---- 3. choosing among embedding stores (layers) inside the training folds

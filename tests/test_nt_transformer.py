@@ -141,7 +141,7 @@ def test_save_load_round_trip_is_safetensors_and_json(tmp_path):
     raw = (tmp_path / "ckpt" / "model.safetensors").read_bytes()
     (header_len,) = struct.unpack("<Q", raw[:8])  # safetensors: u64 header size, JSON header
     header = json.loads(raw[8 : 8 + header_len])
-    assert header["__metadata__"]["format"] == "hapexpr.nt-transformer/2"
+    assert header["__metadata__"]["format"] == "hapexpr.nt-transformer/3"
     tensors = load_file(tmp_path / "ckpt" / "model.safetensors")  # independent reader
     np.testing.assert_array_equal(tensors["scaling.input_mean"], m.input_mean_)
     meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
@@ -152,6 +152,52 @@ def test_save_load_round_trip_is_safetensors_and_json(tmp_path):
     loaded = NTTransformerModel.load(tmp_path / "ckpt")
     assert np.array_equal(loaded.predict_seeds(X[80:]), m.predict_seeds(X[80:]))
     assert np.array_equal(loaded.predict(X[80:]), m.predict(X[80:]))
+
+
+def _rewrite_as_old_format(directory, fmt: str) -> None:
+    """Turn a format /3 checkpoint of a ``training-range`` fit into what format ``fmt`` (/2 or
+    /1) wrote: /2 named its rule ``clip``, /1 had no clipping range at all."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(directory / "model.safetensors")
+    meta = json.loads((directory / "config.json").read_text())
+    tc = meta["train_config"]
+    tc["clip_inputs"] = fmt.endswith("/2")
+    del tc["input_rule"], tc["input_bound"]
+    if fmt.endswith("/2"):
+        meta["input_scaling"] = {"per": "bin,dim", "clip": True, "tensors": meta["input_scaling"]["tensors"]}
+    else:
+        tensors = {k: v for k, v in tensors.items() if k not in ("scaling.input_lo", "scaling.input_hi")}
+        meta["input_scaling"] = {"per": "bin,dim", "tensors": ["scaling.input_mean", "scaling.input_scale"]}
+    meta["format"] = fmt
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": fmt})
+    (directory / "config.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("fmt", ["hapexpr.nt-transformer/2", "hapexpr.nt-transformer/1"])
+def test_old_format_checkpoints_load_and_predict_as_they_did(tmp_path, fmt):
+    X, y, _ = cohort(4, n=100)
+    X = X.copy()
+    X[:, :, 6] = X[0, 0, 6]  # constant in training ...
+    X_new = X[80:].copy()
+    X_new[:, 0, 6, :3] += 0.5  # ... where new people carry something new, and far outside the range
+    X_new[:, 1, 2, 3] += 50.0
+    m = NTTransformerModel(train_config=replace(FAST, max_epochs=5, input_rule="training-range"), seed=1)
+    m.fit(X[:80], y[:80])
+    m.save(tmp_path / "ckpt")
+    _rewrite_as_old_format(tmp_path / "ckpt", fmt)
+    loaded = NTTransformerModel.load(tmp_path / "ckpt")
+    assert loaded.train_config_.input_rule == ("training-range" if fmt.endswith("/2") else "none")
+    # the oracle: the module on inputs scaled by hand with that format's rule
+    s = m.scaling_
+    Z = (X_new - s.mean) / s.scale
+    if fmt.endswith("/2"):
+        Z = np.clip(Z, s.lo, s.hi)
+        np.testing.assert_array_equal(Z[:, 0, 6], 0.0)  # /2 erased the new allele
+    expected = predict_batched(m.module_, Z.astype(np.float32)) * m.y_scale_ + m.y_mean_
+    np.testing.assert_allclose(loaded.predict(X_new), expected, rtol=1e-6, atol=1e-7)
+    if fmt.endswith("/2"):  # exactly what the fit predicted: /2 is the fit's own rule
+        np.testing.assert_array_equal(loaded.predict(X_new), m.predict(X_new))
 
 
 def test_bad_features_are_input_errors():

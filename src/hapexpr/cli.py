@@ -112,6 +112,15 @@ def simulate(
             help="Per-gene h2 when --h2 is not given: uniform (0.1-0.6, 20% null) or realistic (median ~0.1).",
         ),
     ] = "uniform",
+    new_people: Annotated[
+        int,
+        typer.Option(
+            "--new-people",
+            min=0,
+            help="Also write N people outside the study from the same population: new_people.vcf.gz and "
+            "their true genetic values (docs/simulate.md).",
+        ),
+    ] = 0,
     overwrite: Overwrite = False,
 ) -> None:
     """Simulate a realistic cohort (msprime) in standard files."""
@@ -124,6 +133,7 @@ def simulate(
         seed=seed,
         architecture=architecture,
         h2_distribution=h2_distribution,
+        new_people=new_people,
         overwrite=overwrite,
     )
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from hapexpr.errors import HapexprError, InputError
-from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig, fit_input_scaling
+from hapexpr.estimators.nt_network import NTTransformer, NTTransformerConfig
 from hapexpr.estimators.nt_training import TrainConfig, inner_folds, kfold_choice, training_rows
 from hapexpr.estimators.nt_transformer import SEED_STRIDE, NTTransformerModel
 
@@ -470,7 +470,7 @@ def fit_genes_batched(
                 hint="drop --fingerprints or use --gene-batch 1",
             )
         tc = est.train_config
-        est.scaling_ = fit_input_scaling(X, floor=tc.scale_floor, clip=tc.clip_inputs)
+        est.scaling_ = tc.fit_scaling(X)
         Xs.append(est.scaling_.apply(X).astype(np.float32))
         ys.append(y_std)
     if len({x.shape for x in Xs}) != 1:

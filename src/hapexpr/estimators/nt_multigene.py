@@ -36,7 +36,6 @@ from hapexpr.estimators.nt_network import (
     NTTransformer,
     NTTransformerConfig,
     check_features,
-    fit_input_scaling,
 )
 from hapexpr.estimators.nt_training import TrainConfig, fit_with_epoch_selection, predict_batched
 from hapexpr.io.atomic import atomic_path, write_json
@@ -208,7 +207,7 @@ class MultiGeneFit:
     target_scaling: trained gene -> (mean, sd) of its training individuals' expression.
     heldout_scale: sd used to map untrained genes' standardised predictions back (median of
         the trained genes' sd; no held-out gene's expression is used).
-    train_config: how it was trained (its ``scale_floor``/``clip_inputs`` also scale genes the
+    train_config: how it was trained (its ``scale_floor``/``input_rule`` also scale genes the
         fit has no scaling for, see :meth:`predict`).
     """
 
@@ -228,7 +227,7 @@ class MultiGeneFit:
             return self.input_scaling[gene]
         if self.shared is not None:
             return self.shared
-        return fit_input_scaling(X, floor=self.train_config.scale_floor, clip=self.train_config.clip_inputs)
+        return self.train_config.fit_scaling(X)
 
     def predict(self, gene: str, X: np.ndarray) -> np.ndarray:
         """(samples,) float64 predictions for (samples, 2, bins, dim) embeddings of ``gene``.
@@ -275,7 +274,7 @@ class MultiGeneFit:
                 if isinstance(value, np.ndarray):
                     tensors[f"scaling.{label}.{f.name}"] = torch.from_numpy(np.ascontiguousarray(value))
                 else:
-                    fields_json[f.name] = value  # scalar fields (e.g. clip) are the same for all
+                    fields_json[f.name] = value  # scalar fields (the rule) are the same for all
         with atomic_path(directory / WEIGHTS_FILE) as tmp:
             save_file(tensors, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
         write_json(
@@ -402,9 +401,7 @@ def train_multi_gene(
         raise ValueError("every gene is held out; nothing to train on")
     train_idx = np.flatnonzero(_as_mask(train_idx, inputs.n_samples))
 
-    def fit_scaling(X: np.ndarray) -> InputScaling:
-        return fit_input_scaling(X, floor=config.scale_floor, clip=config.clip_inputs)
-
+    fit_scaling = config.fit_scaling
     shared = None
     if shared_scaling:
         shared = fit_scaling(np.concatenate([inputs.people(i, train_idx) for i in trained]))

@@ -116,30 +116,44 @@ SCALE_FLOOR = 0.1
 """Default floor of a (bin, dim) scale, as a fraction of the typical (median) scale of the
 person-to-person variation over every (bin, dim) of the training data."""
 
+INPUT_BOUND = 10.0
+"""Default bound on standardised inputs, ``|Z| <= INPUT_BOUND`` (rule ``"bounded"``). A scale is
+never below ``SCALE_FLOOR`` times the typical scale, so the bound is 1 / SCALE_FLOOR: a change of
+one typical person-to-person sd in a coordinate that takes the floor (one constant in training)
+just reaches it, and only changes larger than that are cut."""
+
+INPUT_RULES = ("bounded", "training-range", "none")
+"""How new inputs are kept in range: ``"bounded"`` (default since checkpoint format /3): every
+(bin, dim) is bounded to |Z| <= bound, nothing is zeroed, so an allele no training person
+carried reaches the network; ``"training-range"`` (the rule of format /2): each (bin, dim) is
+clipped to the range the training haplotypes took there, and coordinates constant in training
+are fixed at 0, which erases a new allele there; ``"none"``: no bound (format /1)."""
+
 
 @dataclass(frozen=True)
 class InputScaling:
     """Per-(bin, dim) standardisation of (samples, haplotypes, bins, dim) embeddings, with the
-    range of the standardised training values to clip new inputs to.
+    interval each standardised (bin, dim) is clipped to.
 
-    mean, scale, lo, hi: (bins, dim) float32. ``apply`` computes ``(X - mean) / scale`` and,
-    with ``clip``, clips each (bin, dim) to [lo, hi], the range the training haplotypes took
-    there: a value never seen in training (a variant only a held-out person carries) then
-    cannot push the model outside the inputs it was fitted on.
+    mean, scale, lo, hi: (bins, dim) float32. ``apply`` computes ``clip((X - mean) / scale, lo,
+    hi)``; lo and hi are -bound and +bound everywhere under the ``"bounded"`` rule, the
+    training range under ``"training-range"`` and -inf/+inf under ``"none"``
+    (:data:`INPUT_RULES`).
     """
 
     mean: np.ndarray
     scale: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
-    clip: bool = True
+    rule: str = "bounded"
 
     def apply(self, X: np.ndarray) -> np.ndarray:
-        Z = (X - self.mean) / self.scale
-        return np.clip(Z, self.lo, self.hi) if self.clip else Z
+        return np.clip((X - self.mean) / self.scale, self.lo, self.hi)
 
 
-def fit_input_scaling(X: np.ndarray, *, floor: float = SCALE_FLOOR, clip: bool = True) -> InputScaling:
+def fit_input_scaling(
+    X: np.ndarray, *, floor: float = SCALE_FLOOR, rule: str = "bounded", bound: float = INPUT_BOUND
+) -> InputScaling:
     """:class:`InputScaling` from (samples, haplotypes, bins, dim) training embeddings (rows of
     several genes may be concatenated: the statistics are then shared across those genes).
 
@@ -147,10 +161,16 @@ def fit_input_scaling(X: np.ndarray, *, floor: float = SCALE_FLOOR, clip: bool =
     bins (different sequence) than between people (a few variants), so per-dim scaling would
     leave the person-to-person signal tiny. But a bin where only one rare carrier differs has
     a tiny sd there, so that carrier's standardised value would be 20-150 (measured on real
-    cohorts); every scale is therefore floored at ``floor`` times the median sd over all
-    (bin, dim) with any variation (bins where every haplotype is identical, up to float32
-    rounding, take the floor as well; their centred training values are exactly 0).
+    cohorts); every scale is therefore floored at ``floor`` times the typical scale, the median
+    sd over all (bin, dim) with any variation. A (bin, dim) where every haplotype is identical
+    (up to float32 rounding) takes the floor as well, so an allele no training person carried
+    shows up there at the size of a typical person-to-person change divided by ``floor``, then
+    is bounded (``rule``, :data:`INPUT_RULES`; ``bound`` applies to ``"bounded"``).
     """
+    if rule not in INPUT_RULES:
+        raise ValueError(f"input scaling rule must be one of {INPUT_RULES}, got {rule!r}")
+    if not bound > 0:
+        raise ValueError(f"the input bound must be > 0, got {bound}")
     flat = X.reshape(-1, X.shape[-2], X.shape[-1]).astype(np.float64)
     mean = flat.mean(axis=0)
     sd = flat.std(axis=0)
@@ -158,15 +178,15 @@ def fit_input_scaling(X: np.ndarray, *, floor: float = SCALE_FLOOR, clip: bool =
     varying = sd > rounding
     typical = float(np.median(sd[varying])) if varying.any() else 1.0
     scale = np.maximum(np.where(varying, sd, 0.0), floor * typical) if floor > 0 else np.where(varying, sd, 1.0)
-    Z = (flat - mean) / scale
-    Z[:, ~varying] = 0.0
-    return InputScaling(
-        mean.astype(np.float32),
-        scale.astype(np.float32),
-        Z.min(axis=0).astype(np.float32),
-        Z.max(axis=0).astype(np.float32),
-        clip,
-    )
+    if rule == "training-range":
+        Z = (flat - mean) / scale
+        Z[:, ~varying] = 0.0
+        lo, hi = Z.min(axis=0), Z.max(axis=0)
+    else:
+        limit = bound if rule == "bounded" else np.inf
+        lo, hi = np.full_like(mean, -limit), np.full_like(mean, limit)
+    f32 = np.float32
+    return InputScaling(mean.astype(f32), scale.astype(f32), lo.astype(f32), hi.astype(f32), rule)
 
 
 def input_scaling(X: np.ndarray, *, floor: float = SCALE_FLOOR) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,12 @@ import torch
 from torch import nn
 
 from hapexpr.errors import HapexprError
+from hapexpr.estimators.nt_network import (
+    INPUT_BOUND,
+    INPUT_RULES,
+    InputScaling,
+    fit_input_scaling,
+)
 
 EPOCH_SELECTION = ("kfold", "split")
 
@@ -43,8 +49,12 @@ class TrainConfig:
         arbitrary); predictions always average both orders.
     scale_floor: input scales per (bin, dim) are at least this fraction of the typical scale
         (:func:`hapexpr.estimators.nt_network.fit_input_scaling`).
-    clip_inputs: clip standardised inputs to the range the training haplotypes took per
-        (bin, dim).
+    input_rule: how standardised inputs are kept in range: ``"bounded"`` (default, |Z| <=
+        ``input_bound``; an allele no training person carried reaches the network),
+        ``"training-range"`` (the rule before checkpoint format /3: clipped to the training
+        range, coordinates constant in training fixed at 0) or ``"none"``
+        (:data:`hapexpr.estimators.nt_network.INPUT_RULES`).
+    input_bound: the bound of ``"bounded"``, in units of each (bin, dim)'s scale.
     genes_per_batch: multi-gene mode: > 0 makes each mini-batch hold ``batch_size //
         genes_per_batch`` individuals of each of ``genes_per_batch`` genes; 0 (default) draws
         rows at random (random batches of 64 over 45 genes already mix genes; the structured
@@ -62,7 +72,8 @@ class TrainConfig:
     pairwise_weight: float = 1.0
     swap_haplotypes: bool = True
     scale_floor: float = 0.1
-    clip_inputs: bool = True
+    input_rule: str = "bounded"
+    input_bound: float = INPUT_BOUND
     genes_per_batch: int = 0
     seed: int = 0
 
@@ -79,6 +90,8 @@ class TrainConfig:
             raise ValueError(f"inner_folds must be >= 2, got {self.inner_folds}")
         if self.scale_floor < 0 or self.genes_per_batch < 0:
             raise ValueError("scale_floor and genes_per_batch must be >= 0")
+        if self.input_rule not in INPUT_RULES or not self.input_bound > 0:
+            raise ValueError(f"input_rule must be one of {INPUT_RULES} and input_bound > 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +99,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
+        if "clip_inputs" in d and "input_rule" not in d:  # written before format /3
+            d = {**d, "input_rule": "training-range" if d["clip_inputs"] else "none"}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    def fit_scaling(self, X: np.ndarray) -> InputScaling:
+        """:func:`fit_input_scaling` of (samples, 2, bins, dim) training embeddings with this
+        config's floor and rule."""
+        return fit_input_scaling(X, floor=self.scale_floor, rule=self.input_rule, bound=self.input_bound)
 
 
 def expression_loss(

@@ -28,7 +28,6 @@ from hapexpr.estimators.nt_network import (  # noqa: F401  (input_scaling: re-ex
     NTTransformer,
     NTTransformerConfig,
     check_features,
-    fit_input_scaling,
     input_scaling,
 )
 from hapexpr.estimators.nt_training import (
@@ -39,7 +38,9 @@ from hapexpr.estimators.nt_training import (
 )
 from hapexpr.io.atomic import atomic_path, write_json
 
-CHECKPOINT_FORMAT = "hapexpr.nt-transformer/2"
+CHECKPOINT_FORMAT = "hapexpr.nt-transformer/3"
+OLD_FORMATS = ("hapexpr.nt-transformer/1", "hapexpr.nt-transformer/2")
+"""Still loaded and predicted as written: /1 without bounds, /2 clipped to the training range."""
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -62,7 +63,8 @@ class NTTransformerModel:
     """Per-gene estimator (``GeneModel`` protocol) around :class:`NTTransformer`.
 
     ``fit(X, y)`` sees only training individuals: it standardises inputs per (bin, dim) (scales
-    floored, new inputs clipped to the training range) and the target by mean/sd with their
+    floored, standardised inputs bounded to |Z| <= ``TrainConfig.input_bound``, nothing zeroed,
+    so an allele no training person carried reaches the network) and the target by mean/sd with their
     statistics, chooses the number of epochs by inner K-fold CV over them and refits on all of
     them (``TrainConfig.epoch_selection``). Learned attributes end in ``_``.
 
@@ -124,7 +126,7 @@ class NTTransformerModel:
         scored = []
         for c in range(n_cand):
             xc = X[:, c] if n_cand > 1 else X
-            scaling = fit_input_scaling(xc, floor=tc.scale_floor, clip=tc.clip_inputs)
+            scaling = tc.fit_scaling(xc)
             Xs = scaling.apply(xc)
             if tc.epoch_selection == "kfold":
                 cv = inner_cv(self._maker(self.seed), Xs, ys, config=first)
@@ -231,7 +233,8 @@ class NTTransformerModel:
                 "target_scaling": {"mean": self.y_mean_, "scale": self.y_scale_},
                 "input_scaling": {
                     "per": "bin,dim",
-                    "clip": bool(sc.clip),
+                    "rule": sc.rule,
+                    "bound": self.train_config_.input_bound if sc.rule == "bounded" else None,
                     "tensors": [f"scaling.input_{n}" for n in ("mean", "scale", "lo", "hi")],
                 },
                 "metrics": _json_metrics(self.history_),
@@ -251,7 +254,7 @@ class NTTransformerModel:
                 hint="fit the model again with `hapexpr fit STUDY --method nt-transformer`",
             )
         meta = json.loads(config_path.read_text())
-        if meta.get("format") not in (CHECKPOINT_FORMAT, "hapexpr.nt-transformer/1"):
+        if meta.get("format") not in (CHECKPOINT_FORMAT, *OLD_FORMATS):
             raise StudyError(
                 f"checkpoint format {meta.get('format')!r} is not {CHECKPOINT_FORMAT!r}",
                 path=config_path,
@@ -274,11 +277,7 @@ class NTTransformerModel:
             )
             est.modules_.append(module.eval())
         est.module_ = est.modules_[0]
-        mean, scale = tensors["scaling.input_mean"].numpy(), tensors["scaling.input_scale"].numpy()
-        clip = "scaling.input_lo" in tensors and bool(meta["input_scaling"].get("clip", True))
-        lo = tensors["scaling.input_lo"].numpy() if "scaling.input_lo" in tensors else np.full_like(mean, -np.inf)
-        hi = tensors["scaling.input_hi"].numpy() if "scaling.input_hi" in tensors else np.full_like(mean, np.inf)
-        est.scaling_ = InputScaling(mean, scale, lo, hi, clip)
+        est.scaling_ = _load_scaling(tensors, meta.get("input_scaling") or {})
         est.candidate_ = meta.get("candidate")
         est.candidate_losses_ = None
         est.y_mean_ = float(meta["target_scaling"]["mean"])
@@ -286,6 +285,17 @@ class NTTransformerModel:
         est.history_ = {"metrics": meta.get("metrics", {})}
         est.histories_ = [est.history_]
         return est
+
+
+def _load_scaling(tensors: dict, meta: dict) -> InputScaling:
+    """The input scaling of a checkpoint of any format: /3 and /2 store the interval each
+    standardised (bin, dim) is clipped to (/2 with ``clip: false`` did not clip); /1 has none."""
+    mean, scale = tensors["scaling.input_mean"].numpy(), tensors["scaling.input_scale"].numpy()
+    if "scaling.input_lo" not in tensors or not meta.get("clip", True):
+        unbounded = np.full_like(mean, np.inf)
+        return InputScaling(mean, scale, -unbounded, unbounded, "none")
+    rule = meta.get("rule", "training-range")
+    return InputScaling(mean, scale, tensors["scaling.input_lo"].numpy(), tensors["scaling.input_hi"].numpy(), rule)
 
 
 def _json_metrics(history: dict) -> dict:

@@ -9,10 +9,11 @@ import numpy as np
 
 from hapexpr.errors import InputError
 from hapexpr.simulate import architectures, motifs, writers
+from hapexpr.simulate import new_people as new_people_module
 from hapexpr.simulate.layout import Gene, Layout, layout_genes, place_blocks, random_reference
 from hapexpr.simulate.phenotypes import GeneTruth, dosages, expression_from_genetic, genotype_pcs, simulate_expression
 from hapexpr.simulate.shares import variance_shares
-from hapexpr.simulate.variants import Variants, assign_alleles, coalescent_haplotypes, concat, demography
+from hapexpr.simulate.variants import Variants, assign_alleles, carried, coalescent_haplotypes, concat, demography
 
 POPULATIONS = ("AFR", "EUR", "EAS")
 
@@ -340,7 +341,10 @@ def write_cohort(cohort: Cohort, out: Path) -> None:
     writers.write_text(out / "genes.gtf", writers.gtf_lines(genes, seed=cfg.seed))
     writers.write_bgzf(
         out / "genotypes.vcf.gz",
-        writers.vcf_lines(cohort.variants, samples=cohort.samples, contigs=cohort.layout.contigs, seed=cfg.seed),
+        # only records a study person carries (all of them, unless the cohort was split from new people)
+        writers.vcf_lines(
+            carried(cohort.variants), samples=cohort.samples, contigs=cohort.layout.contigs, seed=cfg.seed
+        ),
         tbi_preset="vcf",
     )
     writers.write_bgzf(out / "expression.bed.gz", writers.expression_lines(genes, cohort.expression, cohort.samples))
@@ -364,6 +368,7 @@ def simulate_cohort(
     seed: int = 0,
     architecture: str = "additive",
     h2_distribution: str = "uniform",
+    new_people: int = 0,
     overwrite: bool = False,
 ) -> None:
     """Simulate a cohort (msprime genotypes, GTF, expression, covariates, truth) into directory ``out``.
@@ -371,12 +376,20 @@ def simulate_cohort(
     Files: reference.fa(.fai), genotypes.vcf.gz(.tbi), genes.gtf, expression.bed.gz,
     covariates.tsv, samples.tsv, truth.tsv, truth_variants.tsv and, for the motif architectures,
     truth_motifs.tsv (see docs/simulate.md). Same arguments, same bytes.
+    ``new_people`` > 0: ``individuals + new_people`` people are simulated together and the last
+    ``new_people`` are written apart, as people outside the study (new_people.vcf.gz,
+    new_people_genetic.tsv; :mod:`hapexpr.simulate.new_people`).
     Raises InputError if ``out`` is a non-empty directory and ``overwrite`` is False.
     """
     out = Path(out)
     _check_out(out, overwrite)
+    if new_people < 0 or (new_people and individuals < 4):
+        raise InputError(
+            f"--new-people must be >= 0 and the study at least 4 people (got {new_people}, {individuals})",
+            hint="fix the option and run again",
+        )
     config = SimulationConfig(
-        individuals=individuals,
+        individuals=individuals + new_people,
         genes=genes,
         window=window,
         h2=h2,
@@ -384,4 +397,10 @@ def simulate_cohort(
         architecture=architecture,
         h2_distribution=h2_distribution,
     )
-    write_cohort(simulate(config), out)
+    cohort = simulate(config)
+    if not new_people:
+        write_cohort(cohort, out)
+        return
+    study, new = new_people_module.split_new_people(cohort, new_people)
+    new_people_module.write_new_people(new, study, out)
+    write_cohort(study, out)  # truth.tsv, written last, marks the directory complete

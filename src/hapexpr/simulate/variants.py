@@ -52,6 +52,20 @@ class Variants:
         return int(self.pos.size)
 
 
+def carried(variants: Variants) -> Variants:
+    """The records whose ALT allele at least one of the haplotypes carries (a VCF of these
+    people lists no others)."""
+    keep = np.flatnonzero(variants.haplotypes.any(axis=1))
+    return Variants(
+        chrom=tuple(variants.chrom[i] for i in keep.tolist()),
+        pos=variants.pos[keep],
+        ref=tuple(variants.ref[i] for i in keep.tolist()),
+        alt=tuple(variants.alt[i] for i in keep.tolist()),
+        kind=variants.kind[keep],
+        haplotypes=variants.haplotypes[keep],
+    )
+
+
 def concat(parts: list[Variants], n_haplotypes: int) -> Variants:
     """Stack the per-region tables in the given (genomic) order."""
     if not parts:
