@@ -484,6 +484,9 @@ def test_heritability_strata_and_ratio_in_the_summary():
     assert s.ratio_to_h2 == pytest.approx(np.mean([0.2, 0.3, 0.5, 0.6]) / np.mean(np.sqrt([0.1, 0.15, 0.4, 0.5])))
     st = h2_strata(metrics).set_index("stratum")
     assert st.loc["0.05-0.2", "ratio"] == pytest.approx(0.25 / np.mean(np.sqrt([0.1, 0.15])))
+    # the lowest stratum's mean sqrt(h2) (0.05) is too close to 0 for its ratio to mean anything
+    assert st.loc["h2 < 0.05", "mean_sqrt_h2"] == pytest.approx(np.mean(np.sqrt([0.0, 0.01])))
+    assert np.isnan(st.loc["h2 < 0.05", "ratio"])
 
 
 def test_printed_summary_keeps_to_the_reference_pairs_when_there_are_many(capsys):

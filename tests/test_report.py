@@ -277,3 +277,34 @@ def test_genes_are_labelled_with_their_names_where_they_have_one(study_copy):
         .to_csv(sep="\t", index=False)
     )
     assert gene_labels(Study.open(study_copy)) == {g: g for g in study.gene_ids}  # an old study: no names
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium (/usr/bin/chromium) is not installed")
+def test_report_fits_a_1300_px_window_and_defines_every_summary_column(study_copy, tmp_path):
+    """A first-time reader sees the summary without scrolling sideways, and every column of the
+    summary tables is defined in the caption under its table."""
+    names = ["elastic-net", "elastic-net-window", "ridge-probe", "ridge-probe-kmer", "nt-transformer"]
+    names += ["nt-transformer-kmer", "enformer-ridge", "stack"]
+    write_predictions(study_copy, {n: 0.8 + 0.3 * i for i, n in enumerate(names)})
+    write_tiny_store(study_copy)
+    page = write_report(study_copy).read_text()
+    summary = page[page.index('<h2 id="summary">') : page.index('<h2 id="comparisons">')]
+    tables = re.findall(r"<table>(.*?)</table>\s*<dl class=\"defs\">(.*?)</dl>", summary, flags=re.S)
+    assert len(tables) == 2  # the headline columns, then the others
+    for table, defs in tables:
+        headers = [html_unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", table)]
+        defined = [html_unescape(d) for d in re.findall(r"<dt>(.*?)</dt>", defs)]
+        assert headers == defined and all(re.findall(r"<dd>(.+?)</dd>", defs))
+    assert "undefined" not in summary
+    probe = tmp_path / "probe.html"
+    width = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    probe.write_text(page.replace("</body>", f"<script>document.body.dataset.overflow = {width};</script></body>"))
+    dom = _chromium(tmp_path, "--window-size=1300,900", "--dump-dom", probe.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert int(re.search(r'data-overflow="(-?\d+)"', dom.stdout).group(1)) <= 0
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)

@@ -220,10 +220,15 @@ def _h2_cis_summary(r: pd.Series, h2: pd.Series) -> dict:
     return row
 
 
+MIN_SQRT_H2_FOR_RATIO = 0.2
+"""A stratum's ratio is given only where its mean sqrt(h2) is at least this (h2 ~ 0.04)."""
+
+
 def h2_strata(metrics: pd.DataFrame) -> pd.DataFrame:
     """Long table ``method h2_from stratum genes mean_r mean_sqrt_h2 ratio``: strata of
     H2_STRATA by the h2 of the variants each method reads (``h2_features``, named in
-    ``h2_from``; else ``h2_cis``); empty without either. Ratio = mean r / mean sqrt(max(h2, 0))."""
+    ``h2_from``; else ``h2_cis``); empty without either. Ratio = mean r / mean sqrt(max(h2, 0)),
+    NaN where that mean is below ``MIN_SQRT_H2_FOR_RATIO``."""
     cols = ["method", "h2_from", "stratum", "genes", "mean_r", "mean_sqrt_h2", "ratio"]
     if "h2_cis" not in metrics:
         return pd.DataFrame(columns=cols)
@@ -244,7 +249,8 @@ def h2_strata(metrics: pd.DataFrame) -> pd.DataFrame:
                     "genes": int(s.sum()),
                     "mean_r": m,
                     "mean_sqrt_h2": c,
-                    "ratio": m / c if c > 0 else float("nan"),
+                    # dividing by a mean sqrt(h2) near 0 gives ratios like -4 that mean nothing
+                    "ratio": m / c if c >= MIN_SQRT_H2_FOR_RATIO else float("nan"),
                 }
             )
     return pd.DataFrame(rows, columns=cols)
@@ -804,17 +810,22 @@ def print_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, *, reference
         padding=(0, 1),
         pad_edge=False,
     )
-    for col in shown:
-        table.add_column(_LABELS.get(col, col), justify="left" if col == "method" else "right", no_wrap=True)
-    for row in summary[shown].itertuples(index=False):
-        table.add_row(
-            *[
-                _SHORT.get(v, v)
-                if isinstance(v, str)
-                else (f"{v:d}" if isinstance(v, (int, np.integer)) else f"{v:.3f}")
-                for v in row
-            ]
+    cells = [
+        [
+            _SHORT.get(v, v) if isinstance(v, str) else (f"{v:d}" if isinstance(v, (int, np.integer)) else f"{v:.3f}")
+            for v in row
+        ]
+        for row in summary[shown].itertuples(index=False)
+    ]
+    for i, col in enumerate(shown):
+        # values never wrap (their width is the column's minimum); a long header wraps instead of
+        # being cut ("true rat…")
+        width = max((len(str(c[i])) for c in cells), default=1)
+        table.add_column(
+            _LABELS.get(col, col), justify="left" if col == "method" else "right", min_width=width, overflow="fold"
         )
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
     strata = [c for c in summary.columns if c.startswith("genes_h2_stratum")]
     if strata:

@@ -181,7 +181,8 @@ padding:0 20px 40px;color:#1b1b1b;line-height:1.45}
 h1{font-size:1.6em;margin:18px 0 4px}h2{border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:34px}
 .banner{background:#fff3cd;border:2px solid #e0a800;border-radius:6px;padding:10px 14px;margin:14px 0;font-size:1.05em}
 .banner strong{color:#8a5a00}.muted{color:#666}.note{background:#f4f6f8;border-left:4px solid #9aa;padding:6px 10px}
-table{border-collapse:collapse;margin:8px 0;font-size:.9em}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em;max-width:100%}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;overflow-wrap:anywhere}
+dl.defs{font-size:.85em;color:#444;max-width:1100px;display:grid;grid-template-columns:max-content 1fr;gap:1px 12px;margin:4px 0 10px}dl.defs dt{font-weight:600}dl.defs dd{margin:0}
 th{background:#f0f2f4}td.l,th.l{text-align:left}tr.hl td{background:#eef5ff;font-weight:600}
 figure{margin:10px 0 18px}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.88em;color:#444;max-width:900px}code{background:#f3f3f3;padding:0 3px;border-radius:3px}
@@ -233,15 +234,50 @@ def _section(sid: str, title: str, body: str) -> str:
     return f'<section><h2 id="{sid}">{_e(title)}</h2>\n{body}\n</section>'
 
 
-_SUMMARY_LABELS = {
-    "genes": "genes",
-    "mean_r": "mean r",
-    "median_r": "median r",
-    "frac_r_below_0": "fraction r < 0 (non-constant)",
-    "mean_r_heritable": "mean r (h2 > 0)",
-    "mean_ceiling_heritable": "mean ceiling sqrt(h2)",
-    "ratio_to_ceiling": "ratio to ceiling",
+# Every column the summary tables can show: its header and what it means (the caption under
+# each table defines exactly the columns it shows).
+SUMMARY_COLUMNS = {
+    "method": ("method", "the fit's name in predictions.tsv"),
+    "genes": ("genes", "genes with out-of-fold predictions of this method"),
+    "mean_r": ("mean r", "mean over genes of Pearson r between observed and out-of-fold predicted expression"),
+    "median_r": ("median r", "median of the same per-gene r"),
+    "genes_q05": ("genes q < 0.05", "genes whose r is above 0 at Benjamini-Hochberg q < 0.05 over this method's genes"),
+    "ratio_to_ceiling": (
+        "r / true ceiling",
+        "mean r over mean sqrt(h2) of the simulated truth, on the genes with h2 > 0: the share of the "
+        "reachable correlation this method reaches",
+    ),
+    "ratio_to_h2": (
+        "r / estimated ceiling",
+        "mean r over mean sqrt(h2) estimated (Haseman-Elston, inside the training folds) from the variants "
+        "this method reads (column 'h2 of'), on genes with h2 >= 0.05",
+    ),
+    "mean_r_heritable": ("mean r (h2 > 0)", "mean r on the genes with a true h2 > 0"),
+    "mean_ceiling_heritable": ("mean true ceiling", "mean sqrt(h2) of the simulated truth on those genes"),
+    "genes_no_model": ("genes without a model", "genes this method made no model of in cross-validation"),
+    "genes_constant": ("constant genes", "genes whose predictions do not vary (no r; counted as r = 0 in the means)"),
+    "frac_r_below_0": ("share r < 0", "share of the genes with varying predictions where r < 0"),
+    "null_mean_r": ("null r", "mean r of the null reference (a ridge on the window variants with permuted expression)"),
+    "null_frac_r_below_0": ("null share r < 0", "the null reference's share of r < 0 on the same genes"),
+    "h2_features_from": ("h2 of", "which variants the estimated h2 is of: the window (h2_cis) or +-1 Mb (h2_cis_wide)"),
+    "mean_r_h2_stratum0": ("mean r, h2 < 0.05", "mean r over the genes with estimated h2 below 0.05"),
+    "mean_r_h2_stratum1": ("mean r, h2 0.05-0.2", "mean r over the genes with estimated h2 from 0.05 to 0.2"),
+    "mean_r_h2_stratum2": ("mean r, h2 > 0.2", "mean r over the genes with estimated h2 above 0.2"),
+    "genes_h2_stratum0": ("genes h2 < 0.05", "genes in that stratum"),
+    "genes_h2_stratum1": ("genes h2 0.05-0.2", "genes in that stratum"),
+    "genes_h2_stratum2": ("genes h2 > 0.2", "genes in that stratum"),
 }
+HEADLINE_COLUMNS = ("method", "genes", "mean_r", "median_r", "genes_q05", "ratio_to_ceiling", "ratio_to_h2")
+_SUMMARY_LABELS = {k: label for k, (label, _) in SUMMARY_COLUMNS.items()}
+
+
+def _defined(df: pd.DataFrame) -> str:
+    """A caption defining every column of ``df`` (a column without a definition is named so)."""
+    items = "".join(
+        f"<dt>{_e(SUMMARY_COLUMNS.get(c, (c, ''))[0])}</dt><dd>{_e(SUMMARY_COLUMNS.get(c, (c, 'undefined'))[1])}</dd>"
+        for c in df.columns
+    )
+    return f'<dl class="defs">{items}</dl>'
 
 
 def render(
@@ -328,35 +364,45 @@ _NAV = [
 
 
 def _banner(prov: Provenance) -> str:
-    tiny = sorted({d for ds in prov.tiny.values() for d in ds})
-    if not tiny:
+    """The tiny-model warning, naming for each tiny model the methods that used it (a stack,
+    through its bases, is listed under each of them)."""
+    used_by: dict[str, list[str]] = {}
+    for m, ds in prov.tiny.items():
+        for d in ds:
+            used_by.setdefault(d, []).append(m)
+    if not used_by:
         return ""
-    who = [m for m, ds in prov.tiny.items() if ds]
     fixes = []
-    if any(d.startswith("embeddings") for d in tiny):
+    if any(d.startswith("embeddings") for d in used_by):
         fixes.append("<code>hapexpr embed STUDY --model PATH</code>")
-    if any(d.startswith("Enformer") for d in tiny):
+    if any(d.startswith("Enformer") for d in used_by):
         fixes.append("<code>hapexpr fit STUDY --method enformer --model PATH</code>")
+    which = "".join(f"<li>{_e(d)}: used by <b>{_e(', '.join(ms))}</b></li>" for d, ms in used_by.items())
     return (
         f'<div class="banner" id="tiny-model-banner" role="alert"><strong>Tiny, randomly initialised model'
-        f"{'s' if len(tiny) > 1 else ''}:</strong> {_e('; '.join(tiny))} (used by {_e(', '.join(who))}). "
+        f"{'s' if len(used_by) > 1 else ''}</strong> (each with the methods that used it):<ul>{which}</ul>"
         f"These {TINY_WARNING}. Rerun {' and '.join(fixes)} with a real checkpoint directory "
         "for meaningful numbers.</div>"
     )
 
 
 def _summary_section(summary: pd.DataFrame, comparisons: pd.DataFrame, has_truth: bool, prov: Provenance) -> str:
-    body = _table(summary, labels=_SUMMARY_LABELS, left=("method",))
+    head = summary[[c for c in HEADLINE_COLUMNS if c in summary.columns]]
+    rest = summary[["method", *[c for c in summary.columns if c not in HEADLINE_COLUMNS]]]
+    body = _table(head, labels=_SUMMARY_LABELS, left=("method",)) + _defined(head)
     body += (
-        '<p class="muted">r: Pearson correlation across held-out individuals of the pooled out-of-fold '
-        "predictions, per gene; a constant prediction (e.g. an elastic net that kept no variant) counts "
-        "as r = 0."
+        '<p class="muted">r is computed per gene across held-out individuals on the pooled out-of-fold '
+        "predictions; a constant prediction (e.g. an elastic net that kept no variant) counts as r = 0."
+        + ("" if has_truth else " The truth is unknown (not a simulated cohort), so there is no true ceiling.")
+        + "</p>"
     )
-    body += (
-        " Ceiling = sqrt(h2) of the simulated truth; the ratio is mean r over mean ceiling on genes with h2 > 0.</p>"
-        if has_truth
-        else " The truth is unknown (not a simulated cohort), so no ceiling.</p>"
-    )
+    if len(rest.columns) > 1:
+        body += (
+            f"<details><summary>More columns per method ({len(rest.columns) - 1})</summary>"
+            + _table(rest, labels=_SUMMARY_LABELS, left=("method", "h2_features_from"))
+            + _defined(rest)
+            + "</details>"
+        )
     comp = ""
     if comparisons.empty:
         comp = '<p class="note">Only one method: nothing to compare.</p>'
@@ -471,23 +517,6 @@ def _ceiling_section(metrics: pd.DataFrame, has_truth: bool) -> str:
 
 MAX_INTERVAL_GENES = 40
 MAX_PER_GENE_ROWS = 500
-_SUMMARY_LABELS.update(
-    {
-        "null_mean_r": "null r",
-        "null_frac_r_below_0": "null fraction r < 0",
-        "genes_q05": "genes q < 0.05",
-        "genes_no_model": "genes without a model",
-        "genes_constant": "genes with constant predictions",
-        "h2_features_from": "h2 of the variants read",
-        "ratio_to_h2": "r / sqrt(h2)",
-        "mean_r_h2_stratum0": "mean r, h2 < 0.05",
-        "mean_r_h2_stratum1": "mean r, 0.05-0.2",
-        "mean_r_h2_stratum2": "mean r, > 0.2",
-        "genes_h2_stratum0": "genes h2 < 0.05",
-        "genes_h2_stratum1": "genes 0.05-0.2",
-        "genes_h2_stratum2": "genes > 0.2",
-    }
-)
 
 
 def _comparison_note() -> str:
@@ -768,7 +797,7 @@ def _provenance_section(study: Study, prov: Provenance, methods: list[str]) -> s
                     "fingerprint": s["fingerprint"],
                     "model": s.get("model", "?"),
                     "tiny": s.get("tiny", "?"),
-                    "layer": s.get("layer", "?"),
+                    "layer": "-" if s.get("layer", "?") is None else str(s.get("layer", "?")),
                     "bins": s.get("bins", "?"),
                     "dim": s.get("dim", "?"),
                     "weights sha256": str(s.get("weights_sha256", ""))[:12],

@@ -167,6 +167,14 @@ def observed_predicted_figure(
         ax.set_title(f"{labels.get(g, g)}  r = {r_of.get(g, np.nan):.3f}", fontsize=9)
         ax.set_xlabel(f"predicted ({method})")
         ax.set_ylabel("observed (residualised)")
+    folds = sorted(int(f) for f in sub.loc[sub["gene_id"].isin(genes), "fold"].unique())
+    if folds:
+        from matplotlib import colormaps
+        from matplotlib.lines import Line2D
+
+        colour = colormaps["tab10"]  # as the scatter draws folds: vmin 0, vmax 9
+        handles = [Line2D([], [], ls="", marker="o", ms=5, color=colour(f / 9)) for f in folds]
+        fig.legend(handles, [f"fold {f}" for f in folds], title="held-out fold", loc="outside right center")
     return _png(fig)
 
 
