@@ -191,6 +191,7 @@ def test_enformer_is_an_embedder_whose_store_is_reused(study_copy):
     """Enformer's outputs go through the one content-addressed store: each distinct haplotype is
     run once, a second run computes nothing, another input length is another store, and the
     stored sum over the TSS bins equals the runner's own output for the same input."""
+    from hapexpr.context_store import ContextStore, ContextStudy
     from hapexpr.embed import load_embedder, open_embeddings, run_embed
     from hapexpr.study import Study
 
@@ -203,7 +204,9 @@ def test_enformer_is_an_embedder_whose_store_is_reused(study_copy):
     store = open_embeddings(study_copy, first["fingerprint"])
     assert store.info["embedder"] == "enformer" and store.dim == es.HUMAN_TRACKS and store.bins == 3
     study = Study.open(study_copy)
-    gene = study.gene(study.gene_ids[0])
+    # The tiny study has a FASTA, so Enformer reads its context haplotypes cut to the input.
+    gene = ContextStudy(study, ContextStore.open(study), L).gene(study.gene_ids[0])
+    assert gene.window == L and len(gene.sequences[0]) == L
     bins, summed = store.haplotype_bins(gene), store.haplotype_mean(gene)
     runner = load_embedder(study_copy, first["fingerprint"]).runner
     direct = runner.predict([es.centre_on_tss(s, gene.tss_offset, L) for s in gene.sequences])
@@ -221,9 +224,8 @@ def test_prepare_and_fit_on_a_prepared_study(study_copy, capsys):
     first = Enformer().bind(study)
     first.prepare(study, progress=False)
     assert first.embedder().runner.n_forward > 0 and first.embedder().runner.seq_len == 2048
-    # 2,000 bp window, 2,048 bp input: no advice to store a context for 48 bp of N
-    err = " ".join(capsys.readouterr().err.split())
-    assert "padded with 48 bp of N to whole 128 bp bins" in err and "--context" not in err
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "196,608 bp context haplotypes" in err and "padded with N" not in err  # built on first use
     for head in ("zero-shot", "ridge"):
         method = Enformer(EnformerOptions(head=head)).bind(study)
         rows = fit_method(study, method, overwrite=True, progress=False)

@@ -1,6 +1,6 @@
-"""Enformer's own context haplotypes (``STUDY/context/``): built from the reference whatever the
-study window, equal to ``bcftools consensus``, and what Enformer reads instead of an N-padded
-window. Tiny widths (a 200 bp window, a 4,096 bp context, 1-2 kb model inputs) keep it fast.
+"""Enformer's own context haplotypes (``STUDY/context/``): recorded by prepare, built when Enformer
+first needs them (resumable after kill -9, from the VCF and FASTA study.json names), equal to
+``bcftools consensus``, and what Enformer reads instead of an N-padded window. Tiny widths (a 200 bp window, a 4,096 bp context, 1-2 kb model inputs) keep it fast.
 The tiny random Enformer's attention output starts at zero (enformer-pytorch's init), so its TSS
 bins see only the conv tower's reach, about -400..+550 bp: the window is kept smaller than that."""
 
@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -18,8 +22,9 @@ from conftest import prepare_args
 
 from hapexpr.cohort import NewCohort, StudyCohort
 from hapexpr.context_store import ContextStore
-from hapexpr.errors import InputError
+from hapexpr.errors import InputError, StudyError
 from hapexpr.haplotypes import build_haplotypes
+from hapexpr.io.atomic import study_lock
 from hapexpr.io.fasta import Reference
 from hapexpr.prepare import prepare_study
 from hapexpr.study import Study
@@ -40,10 +45,17 @@ needs_bcftools = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def ctx_study(tiny_cohort, tmp_path_factory):
-    """The tiny cohort with a 200 bp window and a 4,096 bp context (read-only: copy to write)."""
+    """The tiny cohort with a 200 bp window and a 4,096 bp context, built (read-only: copy to write)."""
     out = tmp_path_factory.mktemp("ctx") / "s"
     prepare_study(**prepare_args(tiny_cohort, out, context=CONTEXT) | {"window": WINDOW})
+    build(out)
     return out
+
+
+def build(path) -> None:
+    """Build a study's context as a command that needs it does: under the study lock."""
+    with study_lock(path, "test"):
+        ContextStore.open(Study.open(path)).build(progress=False)
 
 
 def copy(src, tmp_path):
@@ -64,11 +76,27 @@ def oracle(fasta, vcf, region: str, sample: str, hap: int) -> bytes:
     return b"".join(cons.stdout.split(b"\n")[1:])
 
 
-def test_the_store_is_recorded_and_read_back(ctx_study):
+def test_prepare_records_the_context_and_builds_nothing(tiny_cohort, tmp_path):
+    """With a FASTA and no flag the context is 196,608 bp, recorded and not built; reading it
+    before it is built says how to build it."""
+    out = tmp_path / "s"
+    prepare_study(**prepare_args(tiny_cohort, out) | {"window": WINDOW})
+    study = Study.open(out)
+    assert study.params["context"] == 196_608
+    assert study.meta["context"] == {"width": 196_608, "directory": "context"}
+    assert not (out / "context").exists()
+    store = ContextStore.open(study)
+    assert store.width == 196_608 and not store.built
+    with pytest.raises(StudyError, match="not built yet"):
+        store.gene(study.gene_ids[0])
+
+
+def test_the_store_is_built_and_read_back(ctx_study):
     study = Study.open(ctx_study)
     store = ContextStore.open(study)
     assert study.params["context"] == CONTEXT and study.meta["context"]["width"] == CONTEXT
-    assert study.meta["context"]["n_genes"] == len(study.gene_ids) and store.width == CONTEXT
+    assert store.built and store.width == CONTEXT
+    assert (store.index["status"] == "ok").sum() == len(study.gene_ids)
     for g in study.gene_ids:
         gene = store.gene(g)
         assert gene.window == CONTEXT and gene.tss == study.gene(g).tss
@@ -185,13 +213,13 @@ def test_a_context_leaving_a_fasta_excerpt_gives_that_gene_no_model(tiny_cohort,
         subprocess.run(["samtools", "faidx", str(tiny_cohort / "reference.fa"), region, "chr2"], stdout=fh, check=True)
     out = tmp_path / "s"
     prepare_study(**prepare_args(tiny_cohort, out, context=CONTEXT) | {"window": WINDOW, "fasta": fasta})
+    build(out)
     assert "context_outside_fasta_excerpt" in capsys.readouterr().err.replace("\n", " ")
     study = Study.open(out)
     assert victim.gene_id in study.gene_ids  # the window itself is inside the excerpt
     index = pd.read_csv(out / "context" / "genes.tsv", sep="\t", keep_default_na=False).set_index("gene_id")
     assert index.loc[victim.gene_id, "status"] == "none"
     assert index.loc[victim.gene_id, "reason"] == "context_outside_fasta_excerpt"
-    assert study.meta["context"]["no_context"] == {"context_outside_fasta_excerpt": 1}
     assert not (out / "context" / "genes" / f"{victim.gene_id}.npz").exists()
     others = [g for g in study.gene_ids if g != victim.gene_id]
     assert others and all(index.loc[g, "status"] == "ok" for g in others)
@@ -290,3 +318,151 @@ def test_cli_prepare_takes_context(tiny_cohort, tmp_path):
     assert result.exit_code == 0, result.output
     study = Study.open(tmp_path / "s")
     assert study.params["context"] == 1024 and ContextStore.open(study).width == 1024
+
+
+def _same_store(a, b) -> None:
+    """Two studies' context stores hold the same genes with identical arrays."""
+    assert (a / "context" / "genes.tsv").read_bytes() == (b / "context" / "genes.tsv").read_bytes()
+    names = sorted(p.name for p in (a / "context" / "genes").iterdir())
+    assert names == sorted(p.name for p in (b / "context" / "genes").iterdir()) and names
+    for name in names:
+        with np.load(a / "context" / "genes" / name) as x, np.load(b / "context" / "genes" / name) as y:
+            assert sorted(x.files) == sorted(y.files)
+            for k in x.files:
+                assert np.array_equal(x[k], y[k]), (name, k)
+
+
+@needs_bcftools
+def test_the_default_context_built_on_first_use_equals_bcftools_consensus(tiny_cohort, tmp_path):
+    """No flag: the first Enformer fit builds each person's 196,608 bp haplotypes (equal to
+    bcftools consensus over the region), and a second fit reuses them."""
+    out = tmp_path / "s"
+    prepare_study(**prepare_args(tiny_cohort, out) | {"window": WINDOW})
+    study = Study.open(out)
+    fit_method(study, Enformer(EnformerOptions(seq_len=1024)).bind(study), progress=False)
+    store = ContextStore.open(Study.open(out))
+    assert store.built and store.width == 196_608
+    fasta, vcf = tiny_cohort / "reference.fa", tiny_cohort / "genotypes.vcf.gz"
+    lengths = Reference(fasta).contigs
+    for g in study.gene_ids[:2]:
+        gene = store.gene(g)
+        start, end = gene.region_start, gene.region_start + len(gene.reference) - 1
+        lo, hi = max(start, 1), min(end, lengths[gene.chrom])
+        for s in (0, 31):
+            for h in (0, 1):
+                alleles = gene.genotypes[:, s, h].astype(bool)[None]
+                v = gene.variants
+                hap = build_haplotypes(gene.reference, start, v["pos"], v["ref"], v["alt"], alleles)[0]
+                want = oracle(fasta, vcf, f"{gene.chrom}:{lo}-{hi}", study.sample_ids[s], h + 1)
+                assert hap.sequence == b"N" * (lo - start) + want + b"N" * (end - hi), (g, s, h)
+                assert len(gene.sequence(s, h)) == 196_608
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "context" / "genes").iterdir()}
+    fit_method(study, Enformer(EnformerOptions(seq_len=1024, head="ridge")).bind(study), progress=False)
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in (out / "context" / "genes").iterdir()}
+
+
+SLOW_BUILD = """
+import sys, time
+import hapexpr.prepare as prep
+from hapexpr.context_store import ContextStore
+from hapexpr.io.atomic import study_lock
+from hapexpr.study import Study
+
+real = prep.build_gene
+def slow(*a, **k):
+    gene = real(*a, **k)
+    time.sleep(2)
+    return gene
+prep.build_gene = slow
+with study_lock(sys.argv[1], "test build"):
+    ContextStore.open(Study.open(sys.argv[1])).build(progress=False)
+"""
+
+
+def test_a_build_killed_by_sigkill_resumes_on_the_next_fit(ctx_study, tiny_cohort, tmp_path, capsys):
+    """kill -9 in the middle of the build: no genes.tsv (not built), the lock is released, and
+    the next Enformer fit builds only the genes not yet written, to the same store."""
+    out = tmp_path / "s"
+    prepare_study(**prepare_args(tiny_cohort, out, context=CONTEXT) | {"window": WINDOW})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, str(out)], env=env, stderr=subprocess.PIPE)
+    genes_dir, deadline = out / "context" / "genes", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if genes_dir.is_dir() and len(list(genes_dir.glob("*.npz"))) >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be killed: " + proc.stderr.read().decode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = {p.name: p.stat().st_ino for p in genes_dir.glob("*.npz")}
+    n_genes = len(Study.open(out).gene_ids)
+    assert 1 <= len(done) < n_genes and not (out / "context" / "genes.tsv").exists()
+    assert not ContextStore.open(Study.open(out)).built
+    import hapexpr.prepare as prep
+
+    calls = {"n": 0}
+    real = prep.build_gene
+
+    def counted(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    prep.build_gene = counted
+    try:
+        study = Study.open(out)
+        fit_method(study, Enformer(EnformerOptions(seq_len=1024)).bind(study), progress=False)
+    finally:
+        prep.build_gene = real
+    assert calls["n"] == n_genes - len(done), "only the genes not yet written are built again"
+    assert done == {name: (genes_dir / name).stat().st_ino for name in done}
+    assert not list(genes_dir.glob(".*.tmp"))
+    _same_store(out, ctx_study)
+
+
+def test_the_build_refuses_a_vcf_that_moved_or_changed(tiny_cohort, tmp_path):
+    """The context is built from the VCF study.json names: gone or changed (sha256) -> a clear
+    StudyError naming it, and nothing built."""
+    cohort = tmp_path / "c"
+    shutil.copytree(tiny_cohort, cohort)
+    out = tmp_path / "s"
+    prepare_study(**prepare_args(cohort, out, context=CONTEXT) | {"window": WINDOW})
+    vcf = cohort / "genotypes.vcf.gz"
+    vcf.rename(tmp_path / "moved.vcf.gz")
+    study = Study.open(out)
+    method = Enformer(EnformerOptions(seq_len=1024)).bind(study)
+    with pytest.raises(StudyError, match="VCF this study was prepared from is gone") as err:
+        fit_method(study, method, progress=False)
+    assert str(vcf.resolve()) in str(err.value)
+    data = bytearray((tmp_path / "moved.vcf.gz").read_bytes())
+    data[-40] ^= 1  # same size, other bytes
+    vcf.write_bytes(bytes(data))
+    with pytest.raises(StudyError, match="VCF changed since the study was prepared"):
+        fit_method(study, method, progress=False)
+    assert not (out / "context" / "genes.tsv").exists()
+
+
+def test_an_old_study_with_a_prepared_context_reads_it_without_the_vcf(ctx_study, tmp_path):
+    """A study whose context prepare wrote (hapexpr before lazy contexts: study.json ``context``
+    with ``n_genes`` and ``no_context``) is read as it is: its VCF is not needed."""
+    path = copy(ctx_study, tmp_path)
+    meta = json.loads((path / "study.json").read_text())
+    meta["context"] = {"width": CONTEXT, "directory": "context", "n_genes": 4, "no_context": {}}
+    meta["inputs"]["vcf"]["path"] = str(tmp_path / "no-such.vcf.gz")
+    (path / "study.json").write_text(json.dumps(meta))
+    study = Study.open(path)
+    method = Enformer(EnformerOptions(seq_len=1024)).bind(study)
+    assert method.embedder().input == "context"
+    rows = fit_method(study, method, progress=False)
+    assert rows["gene_id"].nunique() == len(study.gene_ids)
+
+
+def test_a_genotype_only_study_says_what_enformer_gets(tiny_cohort, tmp_path):
+    """Without a FASTA there is no context and no sequence: Enformer refuses, saying why."""
+    args = prepare_args(tiny_cohort, tmp_path / "s") | {"window": WINDOW, "fasta": None}
+    prepare_study(**args)
+    study = Study.open(tmp_path / "s")
+    assert ContextStore.open(study) is None and "context" not in study.meta
+    with pytest.raises(StudyError, match="genotype-only") as err:
+        fit_method(study, Enformer(EnformerOptions(seq_len=1024)).bind(study), progress=False)
+    assert "--fasta" in str(err.value)

@@ -89,7 +89,7 @@ def test_resume_after_interruption_gives_same_study(tiny_cohort, tmp_path, monke
     import hapexpr.prepare as prep
 
     ref = tmp_path / "ref"
-    prepare_study(**prepare_args(tiny_cohort, ref, context=4096))  # with an Enformer context
+    prepare_study(**prepare_args(tiny_cohort, ref))
     calls = {"n": 0}
     real = prep.build_gene
 
@@ -102,15 +102,15 @@ def test_resume_after_interruption_gives_same_study(tiny_cohort, tmp_path, monke
     out = tmp_path / "s"
     monkeypatch.setattr(prep, "build_gene", dying)
     with pytest.raises(KeyboardInterrupt):
-        prepare_study(**prepare_args(tiny_cohort, out, context=4096))
+        prepare_study(**prepare_args(tiny_cohort, out))
     assert not out.exists() and (tmp_path / ".s.partial").exists()
     with pytest.raises(StudyError):
         Study.open(out)
     calls["n"] = -100
-    prepare_study(**prepare_args(tiny_cohort, out, context=4096))
-    n_genes = len(Study.open(ref).gene_ids)
-    # the 2 window genes not yet written, then every gene's Enformer context (not reached before)
-    assert calls["n"] == -100 + 2 + n_genes, "only the genes not yet written are built again"
+    prepare_study(**prepare_args(tiny_cohort, out))
+    # the 2 window genes not yet written (the Enformer context is built on first use, not here)
+    assert calls["n"] == -100 + 2, "only the genes not yet written are built again"
+    assert not (out / "context").exists()
     for name in [
         "samples.tsv",
         "genes.tsv",
@@ -120,7 +120,6 @@ def test_resume_after_interruption_gives_same_study(tiny_cohort, tmp_path, monke
         "cis/genes.tsv",
         "cis/chr1.dosages.npy",
         "cis/chr2.variants.npz",
-        "context/genes.tsv",
     ]:
         assert (out / name).read_bytes() == (ref / name).read_bytes()
     for gene_id in Study.open(ref).gene_ids:

@@ -196,8 +196,9 @@ def prepare(
         typer.Option(
             "--context",
             min=0,
-            help="Also store each person's haplotypes over BP around each TSS for Enformer "
-            "(196608: its whole input; needs --fasta; default none).",
+            help="Width (bp) of each person's haplotypes around each TSS that Enformer reads, built when "
+            "Enformer first needs it (default 196608, its whole input, with --fasta; 0: none, Enformer reads "
+            "the window N-padded).",
         ),
     ] = None,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds over individuals.")] = 5,

@@ -1,13 +1,13 @@
 """The study's Enformer context store: each person's two haplotypes over a wide region centred on
-the TSS (``prepare --context W``; 196,608 bp is Enformer's input), whatever the study window.
-Opt-in, because building every person's haplotypes at that width costs about 0.2 CPU s and
-75 KB a gene (docs/enformer.md) that only Enformer uses.
+the TSS (196,608 bp by default, Enformer's input), whatever the study window.
 
-The window store (``genes/``) holds what the window methods need; Enformer is trained on a
-196,608 bp input and would otherwise see the study window and N around it. So ``prepare``
-(with ``--fasta`` and ``--context W`` > 0) also writes, per gene, the same arrays as the window
-store, built by the same code (``prepare.build_gene`` at width W: the reference over the context
-plus a margin for indels, the phased variants there and each person's distinct haplotypes)::
+Built when Enformer first needs it, not by ``prepare``: a study prepared with ``--fasta`` records
+the width (``study.json`` ``context``; ``--context 0`` opts out) and the first ``fit --method
+enformer`` or ``embed --model enformer`` builds the store from the VCF and FASTA recorded in
+``study.json`` (their sha256 checked) and keeps it in the study. ``prepare`` pays nothing for a
+store that only Enformer uses (about 0.2 CPU s a gene). Each gene is built as the window store's
+are (``prepare.build_gene`` at width W: the reference over the context plus a margin for indels,
+the phased variants there and each person's distinct haplotypes)::
 
     context/genes/<gene>.npz    a GeneData file (study.write_gene) whose window is the context
     context/genes.tsv           gene_id chrom tss strand width status reason region_start
@@ -16,12 +16,17 @@ plus a margin for indels, the phased variants there and each person's distinct h
 ``status`` is ``ok`` or ``none``; a gene with ``none`` has no file, and ``reason`` says why
 (:data:`REASONS`). A context running past a whole contig's end is N there, like the window; one
 leaving a FASTA *excerpt* (a ``CHR:START-END`` record) is not padded with made-up N: that gene
-gets no context. Each gene file is renamed into place whole, so a killed ``prepare`` resumes.
+gets no context. The builder runs under the study lock of the command that needs it (one
+writer); each gene file is renamed into place whole and ``genes.tsv`` is written last, so a
+killed build resumes where it stopped. Stores written by ``prepare --context`` (hapexpr before
+lazy contexts) have the same layout and are read as they are.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import warnings
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -29,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hapexpr.errors import StudyError
 from hapexpr.io.atomic import atomic_open, atomic_path
-from hapexpr.progress import track_genes
+from hapexpr.progress import console, track_genes
 from hapexpr.study import GeneData, Study, gene_file_name, read_gene, write_gene
 from hapexpr.windows import merge_identical_windows, region_bounds, window_bounds
 
@@ -77,9 +83,11 @@ def write_context_store(
 
     genes_df: prepare's gene rows (``gene_id chrom vcf_chrom fasta_chrom tss strand``);
     build(g, width): prepare's window builder (``build_gene``), run at the context width, so the
-    context haplotypes are made exactly as the window's are.
+    context haplotypes are made exactly as the window's are. The caller holds the study lock.
     """
     (directory / "genes").mkdir(parents=True, exist_ok=True)
+    for stale in (directory / "genes").glob(".*.tmp"):  # a killed build's unfinished file
+        stale.unlink()
     rows = []
     for g in track_genes(list(genes_df.itertuples(index=False)), "context", enabled=progress):
         start, end = region_bounds(int(g.tss), width)
@@ -105,36 +113,74 @@ def write_context_store(
     return index
 
 
-def context_summary(index: pd.DataFrame, width: int) -> dict:
-    """What study.json records of the store: width, genes with a context, genes without by reason."""
-    none = index[index["status"] != "ok"]
-    return {
-        "width": int(width),
-        "directory": CONTEXT_DIR,
-        "n_genes": int((index["status"] == "ok").sum()),
-        "no_context": {str(r): int(n) for r, n in none["reason"].value_counts().items()},
-    }
-
-
 class ContextStore:
-    """A study's context store, read-only; ``None`` from :meth:`open` when the study has none."""
+    """A study's context store; ``None`` from :meth:`open` when the study has none. :meth:`build`
+    fills a store not built yet (the caller holds the study lock); reading one raises."""
 
-    def __init__(self, directory: Path, width: int) -> None:
+    def __init__(self, directory: Path, width: int, study: Study | None = None) -> None:
         self.directory = Path(directory)
         self.width = int(width)
+        self.study = study
 
     @classmethod
     def open(cls, study: Study) -> ContextStore | None:
-        """The store of a study prepared with ``--context`` > 0 (older studies have none)."""
+        """The store of a study with a context width (``study.json`` ``context``: every study
+        prepared with a FASTA and without ``--context 0``), built or not; None for a study without
+        one (``--context 0``, genotype-only, or prepared before contexts without ``--context``)."""
         meta = study.meta.get("context") or {}
         width = int(meta.get("width") or 0)
-        directory = study.path / str(meta.get("directory", CONTEXT_DIR))
-        if width <= 0 or not (directory / "genes.tsv").exists():
+        if width <= 0:
             return None
-        return cls(directory, width)
+        return cls(study.path / str(meta.get("directory", CONTEXT_DIR)), width, study)
+
+    @property
+    def built(self) -> bool:
+        return (self.directory / "genes.tsv").exists()
+
+    def build(self, *, progress: bool = True) -> None:
+        """Build every study gene's context not built yet (a killed build resumes), from the VCF
+        and FASTA recorded in ``study.json``; a no-op once built. The caller holds the study lock."""
+        if self.built:
+            return
+        from hapexpr.io.fasta import Reference
+        from hapexpr.io.vcf import VcfReader
+        from hapexpr.prepare import build_gene
+
+        study = self.study
+        vcf, fasta = recorded_input(study, "vcf"), recorded_input(study, "fasta")
+        genes = study.genes
+        console.print(
+            f"enformer: building each person's {self.width:,} bp context haplotypes for {len(genes)} gene(s) "
+            f"from {vcf.name} and {fasta.name} (once; kept in {self.directory})"
+        )
+        reference = Reference(fasta)
+        reader = VcfReader(vcf, samples=list(study.sample_ids), allow_unphased=bool(study.params.get("allow_unphased")))
+        genes = genes.assign(
+            vcf_chrom=genes["chrom"].map(reader.resolve), fasta_chrom=genes["chrom"].map(reference.resolve)
+        )
+
+        def build(g, w: int) -> GeneData:
+            return build_gene(g, reader, reference, w)
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="no intervals found")  # a region without records
+            index = write_context_store(self.directory, genes, reference, self.width, build=build, progress=progress)
+        self.__dict__.pop("index", None)
+        for reason, n in index.loc[index["status"] != "ok", "reason"].value_counts().items():
+            shown = ", ".join(index.loc[index["reason"] == reason, "gene_id"].head(3))
+            console.print(
+                f"[yellow]{n} gene(s) get no {self.width:,} bp Enformer context: {REASONS[reason]} "
+                f"({reason}; e.g. {shown})[/]"
+            )
 
     @cached_property
     def index(self) -> pd.DataFrame:
+        if not self.built:
+            raise StudyError(
+                f"this study's {self.width:,} bp Enformer context is not built yet",
+                path=self.directory,
+                hint="`hapexpr fit STUDY --method enformer` or `hapexpr embed STUDY --model enformer` builds it (once)",
+            )
         df = pd.read_csv(
             self.directory / "genes.tsv", sep="\t", dtype={"gene_id": str, "chrom": str}, keep_default_na=False
         )
@@ -159,6 +205,39 @@ class ContextStore:
     def missing(self, gene_ids) -> dict[str, str]:
         """gene_id -> reason, for those of ``gene_ids`` without a context."""
         return {g: self.reason(g) or "unknown" for g in gene_ids if not self.has(g)}
+
+
+def recorded_input(study: Study, name: str) -> Path:
+    """The input file ``name`` (``vcf``, ``fasta``) recorded in ``study.json``, checked to be the
+    one the study was prepared from (same size and sha256): the context is built from it."""
+    rec = (study.meta.get("inputs") or {}).get(name)
+    what = {"vcf": "VCF", "fasta": "FASTA"}[name]
+    if not rec:
+        raise StudyError(f"study.json records no {what}, which the Enformer context is built from", path=study.path)
+    path = Path(rec["path"])
+    hint = (
+        f"put the {what} the study was prepared from back at {path}, or prepare the study again "
+        "(or with --context 0: Enformer then reads the study window, N-padded)"
+    )
+    if not path.is_file():
+        raise StudyError(
+            f"the {what} this study was prepared from is gone; the Enformer context is built from it",
+            path=path,
+            hint=hint,
+        )
+    digest = hashlib.sha256()
+    if path.stat().st_size == rec["size"]:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    if digest.hexdigest() != rec["sha256"]:
+        raise StudyError(
+            f"the {what} changed since the study was prepared (size or sha256 differs from study.json); "
+            "the Enformer context is built from it",
+            path=path,
+            hint=hint,
+        )
+    return path
 
 
 def context_input(gene: GeneData, width: int) -> GeneData:

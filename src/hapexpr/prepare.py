@@ -24,7 +24,7 @@ import pandas as pd
 
 from hapexpr import __version__
 from hapexpr.cis_store import write_cis_store
-from hapexpr.context_store import DEFAULT_CONTEXT, MAX_CONTEXT, REASONS, context_summary, write_context_store
+from hapexpr.context_store import CONTEXT_DIR, DEFAULT_CONTEXT, MAX_CONTEXT
 from hapexpr.errors import InputError, StudyError
 from hapexpr.haplotypes import unique_haplotypes
 from hapexpr.io.atomic import atomic_open, atomic_path, study_lock, write_json
@@ -90,8 +90,8 @@ def prepare_study(
     Without ``fasta`` the study is genotype-only (``study.json`` ``has_sequence: false``).
     Without ``genes`` the TSSs and strands come from the expression file (QTLtools BED).
     ``folds_by`` = (COLUMN, FILE): one fold per distinct value of COLUMN in the sample table FILE.
-    ``context``: width (bp) of each gene's Enformer context haplotypes (``STUDY/context/``); None:
-    196,608 with a FASTA, else 0; 0: none.
+    ``context``: width (bp) of each gene's Enformer context haplotypes (``STUDY/context/``, built
+    when Enformer first needs it); None: 196,608 with a FASTA, else 0; 0: none.
     """
     began = time.time()
     out = Path(out)
@@ -189,8 +189,8 @@ def prepare_study(
         rows = _write_genes(partial, genes_df, reader, reference, window, progress=progress)
         with atomic_open(partial / "genes.tsv") as fh:
             pd.DataFrame(rows, columns=GENE_COLUMNS).to_csv(fh, sep="\t", index=False)
-        if context:
-            meta["context"] = _write_context(partial, genes_df, reader, reference, context, progress=progress)
+        if context:  # built when Enformer first needs it (context_store.ContextStore.build)
+            meta["context"] = {"width": context, "directory": CONTEXT_DIR}
         copied = _copy_truth(Path(expression).parent, partial)
         meta.update(
             n_samples=len(samples),
@@ -212,11 +212,10 @@ def prepare_study(
 
 
 def resolve_context(context: int | None, *, fasta, window: int) -> int:
-    """The context width to store (``None`` or 0: none). Opt-in: building every person's
-    196,608 bp haplotypes costs about 0.2 CPU s and 75 KB of disk per gene (290 people), which
-    only Enformer uses."""
+    """The Enformer context width to record (0: none). None: 196,608 bp with a FASTA, else 0.
+    Recording costs nothing: the context is built when Enformer first needs it."""
     if context is None:
-        return 0
+        return DEFAULT_CONTEXT if fasta is not None else 0
     context = int(context)
     if context and fasta is None:
         raise InputError(
@@ -229,23 +228,6 @@ def resolve_context(context: int | None, *, fasta, window: int) -> int:
             hint=f"Enformer's input is {DEFAULT_CONTEXT:,} bp",
         )
     return context
-
-
-def _write_context(partial: Path, genes_df, reader, reference, width: int, *, progress: bool) -> dict:
-    """Each gene's haplotypes over ``width`` bp around its TSS (``STUDY/context/``), by
-    :func:`build_gene`; says which genes got none and why. Returns study.json's ``context``."""
-
-    def build(g, w: int) -> GeneData:
-        return build_gene(g, reader, reference, w)
-
-    index = write_context_store(partial / "context", genes_df, reference, width, build=build, progress=progress)
-    summary = context_summary(index, width)
-    for reason, n in summary["no_context"].items():
-        shown = ", ".join(index.loc[index["reason"] == reason, "gene_id"].head(3))
-        console.print(
-            f"[yellow]{n} gene(s) get no {width:,} bp Enformer context: {REASONS[reason]} ({reason}; e.g. {shown})[/]"
-        )
-    return summary
 
 
 def _gene_table(genes: Path | None, table, expression: Path) -> pd.DataFrame:

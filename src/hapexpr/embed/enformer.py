@@ -1,9 +1,9 @@
 """``--model enformer[:PATH]``: Enformer's human-head outputs at the bins around the TSS.
 
 Enformer is an embedder like any other, except for what it reads: when the study has a context
-store (``prepare --fasta --context 196608``; :mod:`hapexpr.context_store`)
-it embeds each gene's distinct *context* haplotypes, built from the reference whatever the study
-window, else the study window's. Each distinct sequence is centred on its TSS in a ``seq_len``
+(every study prepared with ``--fasta`` and without ``--context 0``; :mod:`hapexpr.context_store`,
+built on first use) it embeds each gene's distinct *context* haplotypes, built from the reference
+whatever the study window, else the study window's. Each distinct sequence is centred on its TSS in a ``seq_len``
 input (cropped symmetrically when longer, N-padded when shorter), run once,
 and its 5,313 human tracks at the ``bins`` 128-bp output bins around the TSS are stored in the
 study's content-addressed store: ``bins`` (n, bins, tracks) per bin and ``mean`` (n, tracks)

@@ -148,6 +148,8 @@ def embed_study(
     (e.g. a method that fills its own store before fitting). Returns the same summary."""
     t0 = time.perf_counter()
     study = embedder.use_study(study)  # e.g. Enformer's context haplotypes instead of the window
+    if getattr(study, "is_context", False):
+        study.store.build(progress=progress)  # built on first use, under the caller's lock
     source = embedder.source
     info = embedder.info()
     link = store_root(study.path, info["fingerprint"])

@@ -3,9 +3,10 @@
 Enformer's outputs are embeddings like any other (:mod:`hapexpr.embed.enformer`): each distinct
 haplotype is run once and its human-head tracks, summed over the bins around the TSS, sit in the
 study's content-addressed store. The haplotypes are the gene's context haplotypes
-(``STUDY/context/``, 196,608 bp around the TSS by default, whatever the study window) when the
-study has them; a gene whose context could not be built (it leaves a FASTA excerpt) gets no
-model. Studies without a context store (``prepare`` without ``--context``, older ones) give Enformer the study
+(``STUDY/context/``, 196,608 bp around the TSS by default, whatever the study window), built
+from the study's VCF and FASTA the first time Enformer needs them; a gene whose context could not
+be built (it leaves a FASTA excerpt) gets no model. Studies without a context (``prepare
+--context 0``, or prepared by a hapexpr that made none by default) give Enformer the study
 window, N-padded. The method fills that store itself before fitting (as
 ``hapexpr embed STUDY --model enformer[:PATH] --bins TSS_BINS`` would) and reads each person's
 two haplotypes' outputs from it. Heads (:mod:`hapexpr.estimators.enformer`): ``zero-shot``
@@ -141,6 +142,8 @@ class Enformer(EmbeddingMethod):
         store = ContextStore.open(study) if self.uses_context else None
         width = store.width if store is not None else None
         console.print(f"enformer: {input_note(study.window, self.embedder().runner.seq_len, context=width)}")
+        if store is not None:
+            store.build(progress=progress)  # once, on first use; a no-op after
         if store is not None and (missing := store.missing(study.gene_ids)):
             reasons = sorted(set(missing.values()))
             console.print(
@@ -180,9 +183,9 @@ def input_note(window: int, seq_len: int, *, context: int | None = None) -> str:
         return (
             f"each {window:,} bp study window is centred on its TSS in a {seq_len:,} bp input "
             f"padded with N ({seq_len - window:,} bp of N, all-zero one-hot): Enformer sees no "
-            f"sequence beyond the window; this study has no context store (prepared without --context, "
-            f"or without --fasta): prepare it again with --context {seq_len} "
-            "to give Enformer each person's own sequence over its whole input"
+            f"sequence beyond the window; this study has no Enformer context (prepared with --context 0, "
+            f"or before hapexpr recorded one by default): prepare it again with --fasta "
+            f"(--context {seq_len} for this input) to give Enformer each person's own sequence over its whole input"
         )
     if window > seq_len:
         return f"each {window:,} bp study window is cropped to the central {seq_len:,} bp around the TSS"
