@@ -234,3 +234,12 @@ def test_prepare_and_fit_on_a_prepared_study(study_copy, capsys):
         assert rows["predicted"].notna().all()
         assert method.embedder().runner.n_forward == 0  # everything came from the store
     assert [s["embedder"] for s in list_stores(study_copy)] == ["enformer"]
+
+
+def test_input_note_advises_a_context_only_where_enformer_would_see_much_padding():
+    from hapexpr.methods.enformer import input_note
+
+    # the tiny model's input is the window rounded up to whole 128 bp bins: nothing to advise
+    tiny = input_note(2000, 2048)
+    assert "padded with 48 bp of N to whole 128 bp bins" in tiny and "--context" not in tiny
+    assert "--context 196608" in input_note(6000, 196_608)
