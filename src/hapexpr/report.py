@@ -181,7 +181,8 @@ padding:0 20px 40px;color:#1b1b1b;line-height:1.45}
 h1{font-size:1.6em;margin:18px 0 4px}h2{border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:34px}
 .banner{background:#fff3cd;border:2px solid #e0a800;border-radius:6px;padding:10px 14px;margin:14px 0;font-size:1.05em}
 .banner strong{color:#8a5a00}.muted{color:#666}.note{background:#f4f6f8;border-left:4px solid #9aa;padding:6px 10px}
-table{border-collapse:collapse;margin:8px 0;font-size:.9em;max-width:100%}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;overflow-wrap:anywhere}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em;max-width:100%}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
+td{white-space:nowrap}td.l{white-space:normal;overflow-wrap:anywhere}
 dl.defs{font-size:.85em;color:#444;max-width:1100px;display:grid;grid-template-columns:max-content 1fr;gap:1px 12px;margin:4px 0 10px}dl.defs dt{font-weight:600}dl.defs dd{margin:0}
 th{background:#f0f2f4}td.l,th.l{text-align:left}tr.hl td{background:#eef5ff;font-weight:600}
 figure{margin:10px 0 18px}figure img{max-width:100%;height:auto;border:1px solid #eee}
