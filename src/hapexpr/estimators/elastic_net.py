@@ -249,14 +249,14 @@ class _LockstepPaths:
 
     def _activate(self, f: int, add: np.ndarray) -> None:
         A, old = self.A[f], self.GA[f]
-        a, k = len(A), len(add)
-        G = np.empty((a + k, a + k))
+        a = len(A)
+        AA = np.concatenate([A, add])
+        G = np.empty((len(AA), len(AA)))
         G[:a, :a] = old
-        G[:a, a:] = self._cross(f, A, add)
+        G[:, a:] = self._cross(f, AA, add)  # the new columns, against old and new alike
         G[a:, :a] = G[:a, a:].T
-        G[a:, a:] = self._cross(f, add, add)
         self.GA[f] = G
-        self.A[f] = np.concatenate([A, add])
+        self.A[f] = AA
 
     def _solve(self, f: int, lam: float) -> None:
         # glmnet's inner loop: coordinate descent over the ever-active variables, then one
