@@ -296,10 +296,11 @@ def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: 
 # -- GEUVADIS at +-1 Mb: merged identical columns against today's solver and glmnet ------------
 
 
-def geuvadis_genes(directory: str, n_genes: int, window: int = 1_000_000):
-    """[(gene_id, (samples, variants) ALT dosages within +-window of the TSS, (samples,)
-    expression residualised on the 50 covariates by OLS)] for ``n_genes`` genes evenly spaced
-    over the 608 chr22 genes of Debian's qtltools-example (``scripts/geuvadis.sh DIR``)."""
+def geuvadis_genes(directory: str, n_genes: int, shard: tuple[int, int] = (0, 1), window: int = 1_000_000):
+    """[(index, (gene_id, (samples, variants) ALT dosages within +-window of the TSS, (samples,)
+    expression residualised on the 50 covariates by OLS))] for ``n_genes`` genes evenly spaced
+    over the 608 chr22 genes of Debian's qtltools-example (``scripts/geuvadis.sh DIR``); of
+    those, the indices K, K+N, ... for ``shard`` (K, N)."""
     import pandas as pd
 
     from hapexpr.cohort import read_cis
@@ -311,12 +312,14 @@ def geuvadis_genes(directory: str, n_genes: int, window: int = 1_000_000):
     C = np.column_stack([np.ones(len(samples)), cov.to_numpy(dtype=np.float64).T])
     reader = VcfReader(f"{directory}/genotypes.chr22.vcf.gz", samples=samples)
     genes = []
-    for i in np.linspace(0, len(bed) - 1, n_genes).round().astype(int):
+    for g, i in enumerate(np.linspace(0, len(bed) - 1, n_genes).round().astype(int)):
+        if g % shard[1] != shard[0]:
+            continue
         row = bed.iloc[i]
         y = row.iloc[6:].to_numpy(dtype=np.float64)
         y = y - C @ np.linalg.lstsq(C, y, rcond=None)[0]
         _, X = read_cis(reader, str(row["#chr"]), int(row["end"]), window)  # BED end: the TSS, 1-based
-        genes.append((str(row["gene"]), X.astype(np.float64), y))
+        genes.append((g, (str(row["gene"]), X.astype(np.float64), y)))
     return genes
 
 
@@ -354,11 +357,12 @@ def run_geuvadis(args) -> bool:
     from hapexpr.estimators.elastic_net import ElasticNetModel, identical_columns
 
     old = baseline_module(args.baseline_rev).ElasticNetModel
-    genes = geuvadis_genes(args.geuvadis, args.geuvadis_genes)
-    n_glm = min(args.glmnet_genes, len(genes)) if args.glmnet else 0
-    glm_at = set(np.linspace(0, len(genes) - 1, n_glm).round().astype(int)) if n_glm else set()
+    k, n_shards = (int(x) for x in args.shard.split("/"))
+    genes = geuvadis_genes(args.geuvadis, args.geuvadis_genes, (k, n_shards))
+    n_glm = min(args.glmnet_genes, args.geuvadis_genes) if args.glmnet else 0
+    glm_at = set(np.linspace(0, args.geuvadis_genes - 1, n_glm).round().astype(int)) if n_glm else set()
     print(
-        f"# GEUVADIS {args.geuvadis}: {len(genes)} chr22 genes, +-1 Mb, {len(genes[0][2])} people, expression "
+        f"# GEUVADIS {args.geuvadis}: {len(genes)} of {args.geuvadis_genes} chr22 genes (shard {args.shard}), +-1 Mb, {len(genes[0][1][2])} people, expression "
         f"residualised on 50 PCs; today's solver = git {args.baseline_rev}; load average at start "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
@@ -368,10 +372,11 @@ def run_geuvadis(args) -> bool:
         + (f" {'glm_cpu':>7} {'glm_vp_cpu':>10} {'glm best/vp':>11} {'glm|doof|':>9}" if n_glm else "")
     )
     c_old, c_new, same, same_tight, tight = [], [], 0, 0, []
-    ElasticNetModel(seed=0).fit(genes[0][1][:, :200], genes[0][2])  # imports outside the timing
-    old(seed=0).fit(genes[0][1][:, :200], genes[0][2])
+    X0, y0 = genes[0][1][1], genes[0][1][2]
+    ElasticNetModel(seed=0).fit(X0[:, :200], y0)  # imports outside the timing
+    old(seed=0).fit(X0[:, :200], y0)
     with tempfile.TemporaryDirectory() as tmp:
-        for g, (gene, X, y) in enumerate(genes):
+        for g, (gene, X, y) in genes:
             runs = [("old", lambda: old(seed=0)), ("new", lambda: ElasticNetModel(seed=0))]
             fits = dict((name, _cpu(make, X, y)) for name, make in (runs if g % 2 == 0 else runs[::-1]))
             (a, ca), (b, cb) = fits["old"], fits["new"]
@@ -446,6 +451,7 @@ def main(argv=None) -> int:
     ap.add_argument("--geuvadis", metavar="DIR", help="real genes: the qtltools-example files (scripts/geuvadis.sh)")
     ap.add_argument("--geuvadis-genes", type=int, default=38, help="genes with --geuvadis")
     ap.add_argument("--baseline-rev", default="aba90e3", help="git revision of today's solver (--geuvadis)")
+    ap.add_argument("--shard", default="0/1", help="K/N: with --geuvadis, genes K, K+N, ... (parallel runs)")
     ap.add_argument("--glmnet-worker", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.glmnet_worker:
