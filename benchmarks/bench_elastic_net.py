@@ -166,13 +166,15 @@ def glmnet_worker(src: str, dst: str) -> None:
 
     d = np.load(src)
     Xs, y, folds, grid = d["Xs"], d["y"], d["folds"], d["grid"]
+    vp = d["vp"] if "vp" in d.files else np.ones(Xs.shape[1])  # glmnet's penalty.factor
 
     def path(X, yy):
         n, p = X.shape
         bounds = np.asfortranarray(np.vstack([np.full(p, -np.inf), np.full(p, np.inf)]))
         # elnet(ka, parm, x, y, w, jd, vp, cl, nx, flmin, ulam, thr, ne, nlam, isd, intr, maxit):
         # covariance updates when n > p else naive (glmnet's own rule), alpha 0.5, flmin 1 =
-        # user penalties, thresh 1e-7, isd 0 (inputs already standardised), intercept, maxit 1e5.
+        # user penalties, thresh 1e-7, isd 0 (inputs already standardised), intercept, maxit 1e5;
+        # vp: penalty factors (elnet rescales them to sum to the number of columns).
         lmu, a0, ca, ia, nin, _, _, _, jerr = elnet(
             1 if n > p else 2,
             0.5,
@@ -180,7 +182,7 @@ def glmnet_worker(src: str, dst: str) -> None:
             yy.astype(np.float64),
             np.ones(n),
             np.zeros(1, np.int32),
-            np.ones(p),
+            vp,
             bounds,
             p + 1,
             1.0,
@@ -217,7 +219,7 @@ def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: 
     import subprocess
     import tempfile
 
-    from hapexpr.models.elastic_net import ElasticNetModel
+    from hapexpr.estimators.elastic_net import ElasticNetModel
 
     print(
         f"# {n_people} people x {n_variants} variants (msprime, MAF > 1%), 10 inner folds, 100 penalties, "
@@ -291,6 +293,149 @@ def run_glmnet(python: str, n_people: int, n_variants: int, n_genes: int, seed: 
     return ok
 
 
+# -- GEUVADIS at +-1 Mb: merged identical columns against today's solver and glmnet ------------
+
+
+def geuvadis_genes(directory: str, n_genes: int, shard: tuple[int, int] = (0, 1), window: int = 1_000_000):
+    """[(index, (gene_id, (samples, variants) ALT dosages within +-window of the TSS, (samples,)
+    expression residualised on the 50 covariates by OLS))] for ``n_genes`` genes evenly spaced
+    over the 608 chr22 genes of Debian's qtltools-example (``scripts/geuvadis.sh DIR``); of
+    those, the indices K, K+N, ... for ``shard`` (K, N)."""
+    import pandas as pd
+
+    from hapexpr.cohort import read_cis
+    from hapexpr.io.vcf import VcfReader
+
+    bed = pd.read_csv(f"{directory}/genes.50percent.chr22.bed.gz", sep="\t")
+    samples = list(bed.columns[6:])
+    cov = pd.read_csv(f"{directory}/genes.covariates.pc50.txt.gz", sep=r"\s+", index_col=0)[samples]
+    C = np.column_stack([np.ones(len(samples)), cov.to_numpy(dtype=np.float64).T])
+    reader = VcfReader(f"{directory}/genotypes.chr22.vcf.gz", samples=samples)
+    genes = []
+    for g, i in enumerate(np.linspace(0, len(bed) - 1, n_genes).round().astype(int)):
+        if g % shard[1] != shard[0]:
+            continue
+        row = bed.iloc[i]
+        y = row.iloc[6:].to_numpy(dtype=np.float64)
+        y = y - C @ np.linalg.lstsq(C, y, rcond=None)[0]
+        _, X = read_cis(reader, str(row["#chr"]), int(row["end"]), window)  # BED end: the TSS, 1-based
+        genes.append((g, (str(row["gene"]), X.astype(np.float64), y)))
+    return genes
+
+
+def baseline_module(rev: str):
+    """``hapexpr.estimators.elastic_net`` as it was at git revision ``rev`` (today's solver)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = subprocess.run(
+        ["git", "-C", root, "show", f"{rev}:src/hapexpr/estimators/elastic_net.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = os.path.join(tempfile.mkdtemp(), "baseline_elastic_net.py")
+    with open(path, "w") as fh:
+        fh.write(src)
+    spec = importlib.util.spec_from_file_location("baseline_elastic_net", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cpu(make, X, y):
+    c0 = time.process_time()
+    model = make().fit(X, y)
+    return model, time.process_time() - c0
+
+
+def run_geuvadis(args) -> bool:
+    import tempfile
+
+    from hapexpr.estimators.elastic_net import ElasticNetModel, identical_columns
+
+    old = baseline_module(args.baseline_rev).ElasticNetModel
+    k, n_shards = (int(x) for x in args.shard.split("/"))
+    genes = geuvadis_genes(args.geuvadis, args.geuvadis_genes, (k, n_shards))
+    n_glm = min(args.glmnet_genes, args.geuvadis_genes) if args.glmnet else 0
+    glm_at = set(np.linspace(0, args.geuvadis_genes - 1, n_glm).round().astype(int)) if n_glm else set()
+    print(
+        f"# GEUVADIS {args.geuvadis}: {len(genes)} of {args.geuvadis_genes} chr22 genes (shard {args.shard}), +-1 Mb, {len(genes[0][1][2])} people, expression "
+        f"residualised on 50 PCs; today's solver = git {args.baseline_rev}; load average at start "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"{'gene':<19} {'kept':>5} {'distinct':>8} {'today_cpu':>9} {'new_cpu':>7} {'ratio':>5} {'lambda.min':>10} "
+        f"{'|dpred|':>7} {'tight|dpred|':>12} {'tight_best':>10}"
+        + (f" {'glm_cpu':>7} {'glm_vp_cpu':>10} {'glm best/vp':>11} {'glm|doof|':>9}" if n_glm else "")
+    )
+    c_old, c_new, same, same_tight, tight = [], [], 0, 0, []
+    X0, y0 = genes[0][1][1], genes[0][1][2]
+    ElasticNetModel(seed=0).fit(X0[:, :200], y0)  # imports outside the timing
+    old(seed=0).fit(X0[:, :200], y0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for g, (gene, X, y) in genes:
+            runs = [("old", lambda: old(seed=0)), ("new", lambda: ElasticNetModel(seed=0))]
+            fits = dict((name, _cpu(make, X, y)) for name, make in (runs if g % 2 == 0 else runs[::-1]))
+            (a, ca), (b, cb) = fits["old"], fits["new"]
+            c_old.append(ca)
+            c_new.append(cb)
+            same += a.best_index_ == b.best_index_
+            # The 1e-6 oracle needs both solves tight: merged against unmerged, tol 1e-9.
+            kw = {"seed": 0, "tol": 1e-9, "max_iter": 100_000}
+            tm, tp = ElasticNetModel(**kw).fit(X, y), ElasticNetModel(merge=False, **kw).fit(X, y)
+            d_tight = max(
+                float(np.max(np.abs(tm.predict(X) - tp.predict(X)))), float(np.max(np.abs(tm.cv_pred_ - tp.cv_pred_)))
+            )
+            tight.append(d_tight)
+            same_tight += tm.best_index_ == tp.best_index_
+            line = (
+                f"{gene:<19} {int(b.kept_.sum()):>5} {b.n_distinct_:>8} {ca:>9.2f} {cb:>7.2f} {cb / ca:>5.2f} "
+                f"{a.best_index_:>4}/{b.best_index_:<5} {np.max(np.abs(a.predict(X) - b.predict(X))):>7.1e} "
+                f"{d_tight:>12.1e} {tm.best_index_:>4}/{tp.best_index_:<5}"
+            )
+            if g in glm_at and b.best_index_ >= 0:
+                line += " " + _glmnet_merged(args.glmnet, tmp, X, y, b, identical_columns)
+            print(line, flush=True)
+    mo, mn = float(np.mean(c_old)), float(np.mean(c_new))
+    print(
+        f"mean CPU s per gene: today {mo:.3f}, merged {mn:.3f}, ratio {mn / mo:.2f}; lambda.min equal to today's "
+        f"{same}/{len(genes)}; merged vs unmerged at tol 1e-9: max |dpred| {max(tight):.1e}, lambda.min equal "
+        f"{same_tight}/{len(genes)}; load average at end {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    ok = max(tight) <= 1e-6 and same_tight == len(genes)
+    print("ok" if ok else "FAILED: merged and unmerged fits differ")
+    return ok
+
+
+def _glmnet_merged(python: str, tmp: str, X, y, model, identical_columns) -> str:
+    """glmnet's Fortran on the unmerged standardised columns and on the merged ones with
+    penalty factors (column k*z, ``penalty.factor`` k, lambda scaled by p/m because elnet
+    rescales the factors to sum to the m columns): CPU seconds of each, lambda.min index of
+    each (and of ``model``), max |difference| of their out-of-fold predictions."""
+    import subprocess
+
+    Xk = X[:, model.kept_]
+    Xs = (Xk - model.x_mean_) / model.x_scale_
+    first, _, count = identical_columns(Xk)
+    out = []
+    for name, cols, vp, grid in (
+        ("plain", Xs, np.ones(Xs.shape[1]), model.lambdas_),
+        ("vp", Xs[:, first] * count, count.astype(np.float64), model.lambdas_ * Xs.shape[1] / len(first)),
+    ):
+        np.savez(f"{tmp}/in.npz", Xs=cols, y=y, folds=model.inner_folds_, grid=grid, vp=vp)
+        subprocess.run([python, __file__, "--glmnet-worker", f"{tmp}/in.npz", f"{tmp}/{name}.npz"], check=True)
+        out.append(np.load(f"{tmp}/{name}.npz"))
+    (p, v) = out
+    doof = float(np.max(np.abs(p["oof"][:, int(p["best"])] - v["oof"][:, int(v["best"])])))
+    return (
+        f"{float(p['cpu']):>7.2f} {float(v['cpu']):>10.2f} {int(p['best']):>3}/{int(v['best']):<3}({model.best_index_:>2}) "
+        f"{doof:>9.1e}"
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny run (seconds), no speed target")
@@ -303,11 +448,22 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", type=int, default=5000, help="variants per gene with --glmnet")
     ap.add_argument("--glmnet-genes", type=int, default=10, help="genes with --glmnet")
     ap.add_argument("--full-grid", action="store_true", help="with --glmnet: also time patience=None")
+    ap.add_argument("--geuvadis", metavar="DIR", help="real genes: the qtltools-example files (scripts/geuvadis.sh)")
+    ap.add_argument("--geuvadis-genes", type=int, default=38, help="genes with --geuvadis")
+    ap.add_argument("--baseline-rev", default="aba90e3", help="git revision of today's solver (--geuvadis)")
+    ap.add_argument("--shard", default="0/1", help="K/N: with --geuvadis, genes K, K+N, ... (parallel runs)")
     ap.add_argument("--glmnet-worker", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.glmnet_worker:
         glmnet_worker(*args.glmnet_worker)
         return 0
+    if args.geuvadis:
+        import sklearn.linear_model  # noqa: F401  (import once, outside the timed fits)
+
+        print(
+            f"# {platform.node()} {_cpu_model()}, {os.cpu_count()} cores, BLAS threads {os.environ['OMP_NUM_THREADS']}"
+        )
+        return 0 if run_geuvadis(args) else 1
     if args.smoke:
         args.individuals, args.sizes, args.genes, args.folds = 100, "30", "2", 3
     if args.glmnet:

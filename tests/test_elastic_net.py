@@ -112,19 +112,6 @@ def test_kkt_check_repairs_a_screen_that_left_out_active_variables():
     assert not screen[active].all()  # the screen alone would have missed some
 
 
-def test_without_the_gram_matrix_the_fit_is_the_same(monkeypatch):
-    """Past GRAM_MAX screened variants a problem drops its Gram matrix and runs coordinate
-    descent on the columns: same coefficients, same CV curve."""
-    X, y = _cohort(n=60, p=300, seed=23)
-    kw = {"n_lambdas": 20, "patience": None, "tol": 1e-10, "max_iter": 100_000, "seed": 4}
-    with_gram = ElasticNetModel(**kw).fit(X, y)
-    monkeypatch.setattr(_LockstepPaths, "GRAM_MAX", 3)
-    no_gram = ElasticNetModel(**kw).fit(X, y)
-    np.testing.assert_allclose(no_gram.cv_mse_, with_gram.cv_mse_, rtol=1e-6)
-    np.testing.assert_allclose(no_gram.coef_, with_gram.coef_, atol=1e-6)
-    assert np.count_nonzero(no_gram.coef_) > 3
-
-
 def test_convergence_is_reported():
     X, y = _cohort(n=60, p=300, seed=24)
     assert ElasticNetModel(seed=0).fit(X, y).converged_
@@ -732,3 +719,140 @@ def test_strand_ambiguous_snps_are_dropped_on_request():
     cohort = _Cohort(gene)
     kept = ElasticNetMethod(ElasticNetOptions(cis_window=0, drop_ambiguous=True)).variant_table(cohort, "G1")
     assert "v3" not in set(kept["variant_id"]) and "v2" in set(kept["variant_id"])
+
+
+# -- identical columns merged (one column, ridge weight 1/k, coefficient split equally) ----------
+
+
+def _duplicated(X, seed, copies=(2, 3, 4, 2, 5)):
+    """X with some columns repeated (causal columns 3 and 17 and three others, each copied k-1
+    more times) and the columns shuffled, so copies are not neighbours; returns it and each
+    column's source."""
+    rng = np.random.default_rng(seed)
+    src = list(range(X.shape[1]))
+    others = rng.choice([j for j in range(X.shape[1]) if j not in (3, 17)], size=len(copies) - 2, replace=False)
+    for j, k in zip([3, 17, *others], copies):
+        src += [int(j)] * (k - 1)
+    src = np.array(src)[rng.permutation(len(src))]
+    return X[:, src], src
+
+
+def _kkt_violation(Xs, y, b, lam, alpha=0.5):
+    """Largest violation of the elastic net's optimality conditions on every column of Xs
+    (standardised) at standardised coefficients b: an oracle independent of any solver."""
+    n = len(y)
+    g = Xs.T @ (y - y.mean() - Xs @ b) / n - lam * (1 - alpha) * b  # must be lam*alpha*sign(b)
+    nz = b != 0
+    return max(
+        float(np.max(np.abs(g[nz] - lam * alpha * np.sign(b[nz])), initial=0.0)),
+        float(np.max(np.abs(g[~nz]) - lam * alpha, initial=0.0)),
+    )
+
+
+def test_identical_columns_groups_exactly_equal_columns():
+    from hapexpr.estimators.elastic_net import identical_columns
+
+    X, src = _duplicated(_cohort(n=50, p=30, seed=5)[0], seed=1)
+    X = np.column_stack([X, X[:, 0] + 1e-9, 0.5 * X[:, 1] + 0.25])  # near, fractional: not copies
+    first, group, count = identical_columns(X)
+    # brute force: the first column equal to each column
+    want_first = [next(i for i in range(j + 1) if np.array_equal(X[:, i], X[:, j])) for j in range(X.shape[1])]
+    np.testing.assert_array_equal(first[group], want_first)
+    assert list(first) == sorted(set(want_first))
+    np.testing.assert_array_equal(count, np.bincount(group))
+    assert count.sum() == X.shape[1] and count.max() >= 5
+
+
+@pytest.mark.parametrize(("n", "p", "seed"), [(120, 40, 31), (60, 200, 32)])
+def test_merged_fit_equals_the_unmerged_fit(n, p, seed):
+    """Copies of columns are solved as one column with ridge weight 1/k: the predictions, the
+    chosen lambda, the CV curve and the coefficients equal the fit on every copy, each copy
+    gets an equal share, and the expanded coefficients meet the unmerged problem's own
+    optimality conditions (checked directly, no solver involved)."""
+    X, src = _duplicated(_cohort(n=n, p=p, seed=seed)[0], seed=seed)
+    y = _cohort(n=n, p=p, seed=seed)[1]
+    kw = {"tol": 1e-12, "max_iter": 100_000, "seed": 3}
+    merged = ElasticNetModel(**kw).fit(X, y)
+    plain = ElasticNetModel(merge=False, **kw).fit(X, y)
+    assert merged.n_distinct_ < plain.n_distinct_ == merged.kept_.sum()
+    assert merged.best_index_ == plain.best_index_ > 0
+    np.testing.assert_array_equal(merged.lambdas_, plain.lambdas_)
+    np.testing.assert_allclose(merged.predict(X), plain.predict(X), atol=1e-6)
+    np.testing.assert_allclose(merged.cv_pred_, plain.cv_pred_, atol=1e-6)
+    np.testing.assert_allclose(merged.cv_mse_, plain.cv_mse_, rtol=1e-6)
+    np.testing.assert_allclose(merged.coef_, plain.coef_, atol=1e-6)
+    for j in set(src[merged.kept_]):  # every copy carries the same weight
+        copies = merged.coef_[(src == j) & merged.kept_]
+        np.testing.assert_array_equal(copies, copies[0])
+    assert any(merged.coef_[src == j][0] != 0 and (src == j).sum() > 1 for j in set(src))
+    Xk = X[:, merged.kept_]
+    Xs = (Xk - Xk.mean(0)) / Xk.std(0)
+    assert _kkt_violation(Xs, y, merged.coef_[merged.kept_] * Xk.std(0), merged.lambda_) < 1e-6
+
+
+def test_columns_identical_in_training_rows_only_merge_for_the_fit():
+    """Two variants equal in the training individuals but not in the new ones: the fit merges
+    them, the model keeps one weight per variant (equal halves), and new people are predicted
+    with those weights exactly as the unmerged fit predicts them."""
+    X, y = _cohort(n=140, p=30, seed=33)
+    train, test = np.arange(100), np.arange(100, 140)
+    X = np.column_stack([X, X[:, 3]])  # variant 3 (causal) twice...
+    X[test, -1] = np.where(X[test, 3] == 2, 1, X[test, 3])  # ...but not in the new people
+    kw = {"tol": 1e-12, "max_iter": 100_000, "seed": 0}
+    merged = ElasticNetModel(**kw).fit(X[train], y[train])
+    plain = ElasticNetModel(merge=False, **kw).fit(X[train], y[train])
+    assert merged.n_distinct_ == plain.n_distinct_ - 1
+    assert merged.coef_[3] == merged.coef_[-1] != 0
+    assert not np.array_equal(X[test, 3], X[test, -1])
+    np.testing.assert_allclose(merged.predict(X[test]), X[test] @ merged.coef_ + merged.intercept_, rtol=1e-12)
+    np.testing.assert_allclose(merged.predict(X[test]), plain.predict(X[test]), atol=1e-6)
+
+
+def test_saved_merged_model_predicts_identically(tmp_path):
+    X, src = _duplicated(_cohort(seed=34)[0], seed=34)
+    y = _cohort(seed=34)[1]
+    model = ElasticNetModel(seed=0).fit(X, y)
+    model.save(tmp_path / "m")
+    back = ElasticNetModel.load(tmp_path / "m")
+    assert back.merge and back.n_distinct_ == model.n_distinct_ < X.shape[1]
+    np.testing.assert_array_equal(back.predict(X), model.predict(X))
+
+
+def test_coordinate_descent_without_the_direct_call_is_identical(monkeypatch):
+    """Where scikit-learn's compiled routine cannot be called directly, enet_path runs it: the
+    same coefficients, CV curve and convergence."""
+    import hapexpr.estimators.elastic_net as en
+
+    X, src = _duplicated(_cohort(n=60, p=200, seed=35)[0], seed=35)
+    y = _cohort(n=60, p=200, seed=35)[1]
+    direct = ElasticNetModel(seed=1).fit(X, y)
+    monkeypatch.setattr(en, "_DIRECT_CD", False)
+    via_path = ElasticNetModel(seed=1).fit(X, y)
+    np.testing.assert_allclose(via_path.coef_, direct.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(via_path.cv_mse_, direct.cv_mse_, rtol=1e-10)
+    assert via_path.best_index_ == direct.best_index_
+
+
+def test_export_writes_every_copy_with_the_unmerged_weights(study_copy, tmp_path, monkeypatch):
+    """PredictDB weights with merging are the per-variant weights of the unmerged fit: one row
+    per variant, copies included, each with its own (equal) share."""
+    import sqlite3
+
+    from hapexpr.export import export_predictdb
+    from hapexpr.methods.elastic_net import DosageElasticNet
+
+    def export(merge, name):
+        def estimator(self, seed):
+            o = self.options
+            return DosageElasticNet(
+                alpha=o.alpha, maf=o.maf, inner_folds=o.inner_folds, seed=seed, merge=merge, tol=1e-12, max_iter=100_000
+            )
+
+        monkeypatch.setattr(ElasticNetMethod, "estimator", estimator)
+        export_predictdb(study_copy, tmp_path / name, all_genes=True, progress=False)
+        return pd.read_sql("SELECT * FROM weights ORDER BY gene, varID", sqlite3.connect(tmp_path / name))
+
+    merged, plain = export(True, "merged.db"), export(False, "plain.db")
+    assert len(merged) > 0
+    pd.testing.assert_frame_equal(merged.drop(columns="weight"), plain.drop(columns="weight"))
+    np.testing.assert_allclose(merged["weight"], plain["weight"], atol=1e-6)
