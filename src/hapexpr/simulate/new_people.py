@@ -16,14 +16,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hapexpr.simulate import architectures, motifs, writers
+from hapexpr.simulate import writers
 from hapexpr.simulate.variants import Variants, carried
 
 if TYPE_CHECKING:  # cohort.py imports this module
     from hapexpr.simulate.cohort import Cohort
-
-LINEAR_ROLES = ("additive", "rare", "distal")
-"""Roles whose share of g is the sum of per-ALT-allele effects (truth_variants.tsv ``effect``)."""
 
 GENETIC_FILE = "new_people_genetic.tsv"
 GENETIC_COLUMNS = ("gene_id", "sample_id", "genetic_value", "genetic_value_reverted")
@@ -57,9 +54,9 @@ def split_new_people(cohort: Cohort, n_new: int) -> tuple[Cohort, NewPeople]:
     reverted = hap.copy()
     reverted[unseen] = 0
     genetic, genetic_reverted = [], []
-    for i, truth in enumerate(cohort.truths):
+    for truth in cohort.truths:
         g = np.asarray(truth.genetic if truth.genetic is not None else np.zeros(len(cohort.samples)))
-        change = _genetic_change(cohort, i, g, reverted)
+        change = _genetic_change(truth, g, hap, reverted)
         genetic.append(g[n:])
         genetic_reverted.append(g[n:] + change[n:])
     study = replace(
@@ -77,61 +74,22 @@ def split_new_people(cohort: Cohort, n_new: int) -> tuple[Cohort, NewPeople]:
     return study, new
 
 
-def _genetic_change(cohort: Cohort, gene_index: int, g: np.ndarray, reverted: np.ndarray) -> np.ndarray:
-    """(people,) change of gene ``gene_index``'s genetic value when the haplotypes become ``reverted``.
-
-    g is rebuilt from the truth entries (linear roles and cis pairs exactly, in expression units)
-    plus k x the motif score of docs/simulate.md (k, the motif component's scale, is the least-
-    squares factor of what is left); a rebuild that does not reproduce g is an error, so a change
-    to the architectures cannot silently give wrong true changes.
-    """
-    truth = cohort.truths[gene_index]
-    if not truth.entries and not np.any(g):
+def _genetic_change(truth, g: np.ndarray, haplotypes: np.ndarray, reverted: np.ndarray) -> np.ndarray:
+    """(people,) change of a gene's genetic value when ``haplotypes`` become ``reverted``, by the
+    gene's own :class:`~hapexpr.simulate.phenotypes.GeneticModel`; a model that does not
+    reproduce the simulated g is an error, so a change to the architectures cannot silently give
+    wrong true changes."""
+    if not truth.model.rules:
+        if np.any(g):
+            raise RuntimeError(f"gene {truth.gene.gene_id}: a genetic value without a model to recompute it")
         return np.zeros_like(g)
-    now = _explained(cohort, gene_index, cohort.variants.haplotypes)
-    after = _explained(cohort, gene_index, reverted)
-    linear_now = now["linear"] - now["linear"].mean()
-    k = 0.0
-    if "motif" in now:
-        score = now["motif"] - now["motif"].mean()
-        k = float(score @ (g - linear_now) / (score @ score)) if score @ score > 0 else 0.0
-        linear_now = linear_now + k * score
-    if not np.allclose(linear_now, g, atol=1e-6 * max(1.0, float(np.abs(g).max()))):
+    now = truth.model(haplotypes)
+    if not np.allclose(now, g, atol=1e-6 * max(1.0, float(np.abs(g).max()))):
         raise RuntimeError(
-            f"gene {truth.gene.gene_id}: the genetic value cannot be rebuilt from its truth entries "
-            f"(architecture {truth.architecture}); --new-people needs hapexpr.simulate.new_people updated"
+            f"gene {truth.gene.gene_id}: its GeneticModel does not reproduce the simulated genetic value "
+            f"(architecture {truth.architecture})"
         )
-    change = after["linear"] - now["linear"]
-    if "motif" in now:
-        change = change + k * (after["motif"] - now["motif"])
-    return change
-
-
-def _explained(cohort: Cohort, gene_index: int, haplotypes: np.ndarray) -> dict[str, np.ndarray]:
-    """(people,) uncentred parts of a gene's g from (variants, people * 2) haplotypes: ``linear``
-    (linear roles and cis pairs, expression units) and, when the gene has a motif rule,
-    ``motif`` (the unscaled motif score of both haplotypes)."""
-    truth = cohort.truths[gene_index]
-    dosage = (haplotypes[:, 0::2] + haplotypes[:, 1::2]).astype(np.float64)
-    linear = np.zeros(dosage.shape[1])
-    for e in truth.entries:
-        if e.role in LINEAR_ROLES:
-            linear += e.effect * dosage[e.row]
-    linear += architectures.cis_pair_values(haplotypes, truth.entries)
-    out = {"linear": linear}
-    if truth.architecture in ("motif", "mixed") and cohort.variant_gene is not None:
-        gene = truth.gene
-        rows = np.flatnonzero((cohort.variant_gene == gene_index) & ~cohort.variant_distal)
-        rows = rows[np.abs(cohort.variants.pos[rows] - gene.tss) <= cohort.config.window // 2]
-        c, _, _ = architectures.haplotype_contributions(
-            gene=gene,
-            variants=replace(cohort.variants, haplotypes=haplotypes),
-            rows=rows,
-            reference=cohort.reference[gene.chrom],
-            radius=min(motifs.RADIUS, cohort.config.window // 2),
-        )
-        out["motif"] = c[0::2] + c[1::2]
-    return out
+    return truth.model(reverted) - now
 
 
 def write_new_people(new: NewPeople, study: Cohort, out: Path) -> None:
