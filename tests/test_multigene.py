@@ -213,6 +213,9 @@ def test_fit_final_and_predict_new_people_held_out_and_outside_genes(cv_fit, tin
     assert "2 gene(s) outside the study" in run.stdout + run.stderr
     pred = pd.read_csv(out, sep="\t", dtype={"gene_id": str, "sample_id": str})
     assert set(pred["gene_id"]) == {*s.gene_ids, "COPY", "ELSEWHERE"}
+    # every row is named: study genes by the study's names, outside genes by the annotation's (here their ids)
+    names = pred.groupby("gene_id")["gene_name"].first()
+    assert names.notna().all() and names["COPY"] == "COPY" and names[s.gene_ids[0]] == s.gene_names[s.gene_ids[0]]
     assert pred.groupby("gene_id").size().eq(len(s.sample_ids)).all() and np.isfinite(pred["predicted"]).all()
     by = {g: d.set_index("sample_id").loc[s.sample_ids, "predicted"].to_numpy() for g, d in pred.groupby("gene_id")}
     # the held-out gene, predicted as a study gene and rebuilt from the annotation and FASTA:

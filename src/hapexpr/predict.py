@@ -95,20 +95,7 @@ def predict_new(
         pred = est.predict(X)
         n_missing = _missing(study.gene(gene_id).variants, new.table, est, X)
         counts.append((gene_id, n_missing, n_new))
-        parts.append(
-            pd.DataFrame(
-                {
-                    "method": m.fit_name,
-                    "gene_id": gene_id,
-                    "sample_id": cohort.sample_ids,
-                    "predicted": np.asarray(pred, dtype=np.float64),
-                    "n_study_variants_missing": n_missing,
-                    "n_new_variants": n_new,
-                    "in_study": in_study,
-                    "gene_name": study.gene_names[gene_id],
-                }
-            )
-        )
+        parts.append(_rows(m, gene_id, study.gene_names[gene_id], cohort.sample_ids, pred, n_missing, n_new, in_study))
     if new_genes is not None:
         parts += _predict_outside(study, m, new_genes, progress=progress)
     if not parts:
@@ -132,24 +119,30 @@ def _predict_outside(study: Study, m, cohort: GenesCohort, *, progress: bool) ->
     for gene_id in track_genes(cohort.gene_ids, f"predict {m.fit_name} (genes outside the study)", enabled=progress):
         pred = load_final_new_gene(study, m, gene_id).predict(m.features(cohort, gene_id))
         n_new = int(np.count_nonzero(cohort.gene(gene_id).variants["in_window"].to_numpy()))
-        parts.append(
-            pd.DataFrame(
-                {
-                    "method": m.fit_name,
-                    "gene_id": gene_id,
-                    "sample_id": cohort.sample_ids,
-                    "predicted": np.asarray(pred, dtype=np.float64),
-                    "n_study_variants_missing": 0,
-                    "n_new_variants": n_new,
-                    "in_study": in_study,
-                }
-            )
-        )
+        name = cohort.genes.loc[gene_id].get("gene_name", gene_id)
+        name = gene_id if pd.isna(name) or not str(name) else str(name)
+        parts.append(_rows(m, gene_id, name, cohort.sample_ids, pred, 0, n_new, in_study))
     console.print(
         f"{m.fit_name}: {len(cohort.gene_ids)} gene(s) outside the study predicted with the neutral head"
         + (f"; {len(cohort.skipped)} annotation gene(s) are study genes, predicted as such" if cohort.skipped else "")
     )
     return parts
+
+
+def _rows(m, gene_id: str, gene_name: str, samples, pred, n_missing: int, n_new: int, in_study) -> pd.DataFrame:
+    """One gene's rows of the output (columns ``PRED_COLUMNS``)."""
+    return pd.DataFrame(
+        {
+            "method": m.fit_name,
+            "gene_id": gene_id,
+            "sample_id": samples,
+            "predicted": np.asarray(pred, dtype=np.float64),
+            "n_study_variants_missing": n_missing,
+            "n_new_variants": n_new,
+            "in_study": in_study,
+            "gene_name": gene_name,
+        }
+    )[PRED_COLUMNS]
 
 
 def _missing(study_variants: pd.DataFrame, new_table: pd.DataFrame, est, X) -> int:
