@@ -621,8 +621,24 @@ def _in_pipeline_order() -> None:
 _in_pipeline_order()
 
 
+def command():
+    """The click command of the app, with on/off flags shown without typer's ``<bool>`` type
+    (a flag takes no value, and ``--version <bool>`` read as if it needed one)."""
+
+    def flags_without_type(cmd) -> None:
+        for param in cmd.params:
+            if getattr(param, "is_flag", False):  # typer's own click classes: test the attribute
+                param.metavar = ""
+        for sub in getattr(cmd, "commands", {}).values():
+            flags_without_type(sub)
+
+    cmd = typer.main.get_command(app)
+    flags_without_type(cmd)
+    return cmd
+
+
 def main() -> None:
-    app()
+    command()()
 
 
 if __name__ == "__main__":
