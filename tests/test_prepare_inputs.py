@@ -352,7 +352,7 @@ def test_genotype_only_study(tiny_cohort, tiny_study, tmp_path):
 
 def test_truth_is_copied_into_the_study(tiny_cohort, tiny_study):
     assert (tiny_study / "truth.tsv").read_bytes() == (tiny_cohort / "truth.tsv").read_bytes()
-    assert Study.open(tiny_study).meta["truth"] == ["truth.tsv", "truth_variants.tsv"]
+    assert Study.open(tiny_study).meta["truth"] == ["truth.tsv", "truth_genetic.tsv", "truth_variants.tsv"]
     assert (tiny_study / "truth_variants.tsv").exists()
 
 

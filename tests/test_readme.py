@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--individuals", "60", "--genes", "3"]
+SMALL = ["--individuals", "40", "--genes", "3"]
 
 
 def quick_start() -> list[list[str]]:

@@ -55,8 +55,8 @@ def test_report_shows_intervals_q_values_and_strata(study_copy):
     comp = page[page.index('<h2 id="comparisons">') : page.index('<h2 id="method-vs-method">')]
     assert "genes in common" in comp and "BH q" in comp and "genes a better (q &lt; 0.05)" in comp
     summary = page[page.index('<h2 id="summary">') : page.index('<h2 id="comparisons">')]
-    assert "genes q &lt; 0.05" in summary and "r / sqrt(h2)" in summary and "null r" in summary
-    assert "h2 of the variants read" in summary and "genes without a model" in summary
+    assert "genes q &lt; 0.05" in summary and "r / estimated ceiling" in summary and "null r" in summary
+    assert '<th class="l">h2 of</th>' in summary and "genes without a model" in summary
 
     # read back from disk (no re-evaluation), the page keeps the per-gene columns of comparisons
     page2 = write_report(study_copy, overwrite=True).read_text()
