@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install hapexpr (CPU torch first, so pip does not pull a CUDA build), then run the demo:
-# simulate 290 people x 20 genes and run every stage with tiny models. Extra arguments go to
+# simulate 200 people x 10 genes and run every stage with tiny models (about 3 minutes on 2 idle
+# cores). Extra arguments go to
 # `hapexpr demo` (e.g. --out DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."

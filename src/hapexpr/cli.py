@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from hapexpr import __version__
-from hapexpr.demo import run_demo
+from hapexpr.demo import DEMO_GENES, DEMO_PEOPLE, run_demo
 from hapexpr.embed import run_embed
 from hapexpr.errors import HapexprError
 from hapexpr.evaluate import evaluate_study, print_summary
@@ -355,8 +355,8 @@ def run_config(config: Annotated[Path, typer.Argument(help="YAML config (see exa
 @_friendly
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Directory for the demo cohort, study and report.")] = Path("demo"),
-    individuals: Annotated[int, typer.Option(min=20, help="People to simulate.")] = 290,
-    genes: Annotated[int, typer.Option(min=2, help="Genes to simulate.")] = 20,
+    individuals: Annotated[int, typer.Option(min=20, help="People to simulate.")] = DEMO_PEOPLE,
+    genes: Annotated[int, typer.Option(min=2, help="Genes to simulate.")] = DEMO_GENES,
 ) -> None:
     """Simulate a cohort and run every stage on it with tiny models, on the CPU, in minutes."""
     run_demo(out, individuals=individuals, genes=genes)

@@ -15,6 +15,11 @@ from hapexpr.pipeline import EmbedConfig, FitConfig, PrepareConfig, RunConfig, r
 from hapexpr.progress import console
 from hapexpr.simulate import simulate_cohort
 
+# The demo's cohort is smaller than `hapexpr simulate`'s default (290 x 20) so that every stage
+# and method runs in under 5 minutes on 2 idle cores (benchmarks/RESULTS.md, "The demo").
+DEMO_PEOPLE, DEMO_GENES = 200, 10
+DEMO_MINUTES = "about 3"
+
 DEMO_FITS = (
     FitConfig("elastic-net"),
     FitConfig("elastic-net", {"cis_window": 0}),
@@ -28,7 +33,7 @@ DEMO_FITS = (
 )
 
 
-def run_demo(out: Path, *, individuals: int = 290, genes: int = 20, seed: int = 0) -> RunConfig:
+def run_demo(out: Path, *, individuals: int = DEMO_PEOPLE, genes: int = DEMO_GENES, seed: int = 0) -> RunConfig:
     """Simulate into OUT/cohort, write OUT/config.yaml, and run it (study in OUT/study)."""
     out = Path(out)
     # The config written below must work from any directory: absolute paths throughout.
@@ -37,9 +42,14 @@ def run_demo(out: Path, *, individuals: int = 290, genes: int = 20, seed: int = 
     console.rule("hapexpr demo")
     console.print(
         "[bold yellow]Tiny, randomly initialised models throughout[/] (Nucleotide Transformer architecture "
-        "with the real 6-mer tokenizer; Enformer on the 6 kb study window, not 196,608 bp). "
+        "with the real 6-mer tokenizer; a tiny Enformer on about 6 kb around each TSS, not 196,608 bp). "
         "The numbers show the pipeline working, not what real weights achieve."
     )
+    if (individuals, genes) == (DEMO_PEOPLE, DEMO_GENES):
+        console.print(
+            f"{individuals} people x {genes} genes, 7 fits of 5 methods: expect {DEMO_MINUTES} minutes on 2 idle "
+            "cores (measured; benchmarks/RESULTS.md). Each stage below says its step and the time so far."
+        )
     if (cohort / "genotypes.vcf.gz").exists():
         console.print(f"[simulate] {cohort} exists; reusing it")
     else:
