@@ -363,17 +363,17 @@ def test_the_default_context_built_on_first_use_equals_bcftools_consensus(tiny_c
 
 SLOW_BUILD = """
 import sys, time
-import hapexpr.prepare as prep
+import hapexpr.context_store as store
 from hapexpr.context_store import ContextStore
 from hapexpr.io.atomic import study_lock
 from hapexpr.study import Study
 
-real = prep.build_gene
+real = store.build_gene
 def slow(*a, **k):
     gene = real(*a, **k)
     time.sleep(2)
     return gene
-prep.build_gene = slow
+store.build_gene = slow
 with study_lock(sys.argv[1], "test build"):
     ContextStore.open(Study.open(sys.argv[1])).build(progress=False)
 """
@@ -399,21 +399,21 @@ def test_a_build_killed_by_sigkill_resumes_on_the_next_fit(ctx_study, tiny_cohor
     n_genes = len(Study.open(out).gene_ids)
     assert 1 <= len(done) < n_genes and not (out / "context" / "genes.tsv").exists()
     assert not ContextStore.open(Study.open(out)).built
-    import hapexpr.prepare as prep
+    import hapexpr.context_store as store
 
     calls = {"n": 0}
-    real = prep.build_gene
+    real = store.build_gene
 
     def counted(*a, **k):
         calls["n"] += 1
         return real(*a, **k)
 
-    prep.build_gene = counted
+    store.build_gene = counted
     try:
         study = Study.open(out)
         fit_method(study, Enformer(EnformerOptions(seq_len=1024)).bind(study), progress=False)
     finally:
-        prep.build_gene = real
+        store.build_gene = real
     assert calls["n"] == n_genes - len(done), "only the genes not yet written are built again"
     assert done == {name: (genes_dir / name).stat().st_ino for name in done}
     assert not list(genes_dir.glob(".*.tmp"))

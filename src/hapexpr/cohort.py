@@ -28,11 +28,12 @@ import pandas as pd
 
 from hapexpr.context_store import ContextStore
 from hapexpr.errors import InputError, StudyError
+from hapexpr.gene_inputs import build_gene
 from hapexpr.haplotypes import unique_haplotypes
 from hapexpr.io.fasta import Reference
 from hapexpr.io.genes import read_genes
 from hapexpr.io.vcf import VcfReader
-from hapexpr.prepare import DROP_REASONS, build_gene, drop_bad_windows
+from hapexpr.prepare import DROP_REASONS, drop_bad_windows
 from hapexpr.study import GeneData, Study
 from hapexpr.windows import window_bounds
 
@@ -256,7 +257,7 @@ class GenesCohort:
     """The people of a new VCF over genes outside the study: each gene of ``genes`` (a GTF/GFF3,
     BED or TSV of TSSs, as ``prepare --genes`` reads) gets its people's haplotypes over the
     study's window around its TSS from ``fasta``, by ``prepare``'s own code
-    (:func:`hapexpr.prepare.build_gene`). A gene whose contig is missing from the FASTA or the
+    (:func:`hapexpr.gene_inputs.build_gene`). A gene whose contig is missing from the FASTA or the
     VCF, or whose window the FASTA does not cover, is an InputError naming it. Genes of the
     study in the annotation are left out (``skipped``): they are predicted as study genes."""
 

@@ -6,7 +6,7 @@ the width (``study.json`` ``context``; ``--context 0`` opts out) and the first `
 enformer`` or ``embed --model enformer`` builds the store from the VCF and FASTA recorded in
 ``study.json`` (their sha256 checked) and keeps it in the study. ``prepare`` pays nothing for a
 store that only Enformer uses (about 0.2 CPU s a gene). Each gene is built as the window store's
-are (``prepare.build_gene`` at width W: the reference over the context plus a margin for indels,
+are (``gene_inputs.build_gene`` at width W: the reference over the context plus a margin for indels,
 the phased variants there and each person's distinct haplotypes)::
 
     context/genes/<gene>.npz    a GeneData file (study.write_gene) whose window is the context
@@ -35,7 +35,10 @@ import numpy as np
 import pandas as pd
 
 from hapexpr.errors import StudyError
+from hapexpr.gene_inputs import build_gene
 from hapexpr.io.atomic import atomic_open, atomic_path
+from hapexpr.io.fasta import Reference
+from hapexpr.io.vcf import VcfReader
 from hapexpr.progress import console, track_genes
 from hapexpr.study import GeneData, Study, gene_file_name, read_gene, write_gene
 from hapexpr.windows import merge_identical_windows, region_bounds, window_bounds
@@ -142,10 +145,6 @@ class ContextStore:
         and FASTA recorded in ``study.json``; a no-op once built. The caller holds the study lock."""
         if self.built:
             return
-        from hapexpr.io.fasta import Reference
-        from hapexpr.io.vcf import VcfReader
-        from hapexpr.prepare import build_gene
-
         study = self.study
         vcf, fasta = recorded_input(study, "vcf"), recorded_input(study, "fasta")
         genes = study.genes

@@ -26,7 +26,7 @@ from hapexpr import __version__
 from hapexpr.cis_store import write_cis_store
 from hapexpr.context_store import CONTEXT_DIR, DEFAULT_CONTEXT, MAX_CONTEXT
 from hapexpr.errors import InputError, StudyError
-from hapexpr.haplotypes import unique_haplotypes
+from hapexpr.gene_inputs import build_gene
 from hapexpr.io.atomic import atomic_open, atomic_path, study_lock, write_json
 from hapexpr.io.expression import read_covariates, read_expression_table
 from hapexpr.io.fasta import Reference
@@ -35,8 +35,8 @@ from hapexpr.io.tables import check_unique, read_matrix_text
 from hapexpr.io.vcf import VcfReader
 from hapexpr.normalise import check_normalise, looks_unnormalised
 from hapexpr.progress import console, track_genes
-from hapexpr.study import FORMAT_VERSION, GENE_COLUMNS, GeneData, gene_file_name, write_gene
-from hapexpr.windows import merge_identical_windows, region_bounds, window_bounds
+from hapexpr.study import FORMAT_VERSION, GENE_COLUMNS, gene_file_name, write_gene
+from hapexpr.windows import window_bounds
 
 
 @dataclass(frozen=True)
@@ -515,45 +515,6 @@ def _write_genes(
 def _gene_counts(path: Path) -> tuple[int, int]:
     with np.load(path, allow_pickle=False) as z:
         return len(z["pos"]), len(z["hap_alleles"])
-
-
-def build_gene(g, reader, reference, window: int) -> GeneData:
-    """One gene's variants, genotypes and distinct window haplotypes (``g``: a genes row)."""
-    tss = int(g.tss)
-    start, end = region_bounds(tss, window)
-    if reference is not None:
-        ref_bytes = reference.fetch(g.fasta_chrom, start, end)
-        first, last = reference.span(g.fasta_chrom)
-    else:  # genotype-only study: no sequence to store or check REF against
-        ref_bytes, first, last = b"", 1, end
-    variants = reader.fetch(g.vcf_chrom, max(start, first), min(end, last), reference=reference)
-    lo, hi = window_bounds(tss, g.strand, window)
-    ref_end = variants.pos + np.array([len(r) for r in variants.ref], dtype=np.int64) - 1
-    table = pd.DataFrame(
-        {
-            "variant_id": variants.ids.astype(object),
-            "chrom": g.chrom,
-            "pos": variants.pos,
-            "ref": variants.ref.astype(object),
-            "alt": variants.alt.astype(object),
-            "in_window": (ref_end >= lo) & (variants.pos <= hi),
-        }
-    )
-    alleles, index = unique_haplotypes(variants.genotypes)
-    gene = GeneData(
-        gene_id=g.gene_id,
-        chrom=g.chrom,
-        tss=tss,
-        strand=g.strand,
-        window=window,
-        region_start=start,
-        reference=ref_bytes,
-        variants=table,
-        genotypes=variants.genotypes,
-        hap_index=index,
-        hap_alleles=alleles,
-    )
-    return merge_identical_windows(gene) if reference is not None else gene
 
 
 def _move_into_place(partial: Path, out: Path) -> None:
